@@ -1,0 +1,134 @@
+//! One error type for the whole API, rendered as `{"error": {"code", "message"}}`.
+//! Server-side failures are logged here with their cause; clients get a generic message.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::DefinitionError;
+use crate::orchestrator::OrchestratorError;
+use crate::runtime::UploadError;
+use crate::store::StoreError;
+
+/// An API failure, each variant with its status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, bad parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed but breaking rules; every problem listed.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// Not valid as a plugin.
+    #[error("{0}")]
+    InvalidPlugin(String),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource's state forbids the request.
+    #[error("{0}")]
+    Conflict(String),
+    /// Body too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Missing or wrong bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// Storage unavailable (disk full, read-only): try again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Self::InvalidPlugin(_) => (StatusCode::BAD_REQUEST, "invalid_plugin"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "internal error; see the host's log".to_string()
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(%cause, "storage unavailable");
+                format!("storage unavailable, try again later: {cause}")
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({ "error": { "code": code, "message": message } });
+        if let Self::Invalid(problems) = &self {
+            body["error"]["problems"] = json!(problems);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => Self::NotFound(format!("execution {id} not found")),
+            StoreError::Conflict { .. } => Self::Conflict(e.to_string()),
+            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::BadSequence(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<OrchestratorError> for ApiError {
+    fn from(e: OrchestratorError) -> Self {
+        match e {
+            OrchestratorError::UnknownSaga(_) | OrchestratorError::UnknownExecution(_) => {
+                Self::NotFound(e.to_string())
+            }
+            OrchestratorError::Command(c) => Self::Conflict(c.to_string()),
+            OrchestratorError::Definition(DefinitionError::Malformed(m)) => {
+                Self::BadRequest(format!("malformed definition: {m}"))
+            }
+            OrchestratorError::Definition(DefinitionError::Invalid(problems)) => {
+                Self::Invalid(problems)
+            }
+            OrchestratorError::Store(s) => s.into(),
+            OrchestratorError::Fold(f) => Self::Internal(f.to_string()),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+            UploadError::Invalid(_) => Self::InvalidPlugin(e.to_string()),
+            UploadError::Conflict(_) => Self::Conflict(e.to_string()),
+            UploadError::Store(s) => s.into(),
+        }
+    }
+}

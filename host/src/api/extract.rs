@@ -1,0 +1,47 @@
+//! Request parsing shared by the handlers, so that every bad input becomes an [`ApiError`]
+//! that says what was wrong (never axum's plain-text rejections).
+
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use crate::domain::ExecutionId;
+
+/// The body, or a 413/400 naming the problem.
+pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("request body too large: {}", r.body_text()))
+        }
+        _ => ApiError::BadRequest(format!("cannot read request body: {}", r.body_text())),
+    })
+}
+
+/// Query parameters, or a 400 naming the problem.
+pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|r| ApiError::BadRequest(format!("bad query string: {}", r.body_text())))
+}
+
+/// A JSON body, or a 400 with serde's explanation (line, column, what was expected).
+pub fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("{what} is not valid JSON: {e}")))
+}
+
+/// A path segment parsed with `parse`, or a 400.
+pub fn name<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ApiError> {
+    parse(text).map_err(ApiError::BadRequest)
+}
+
+/// An execution id; a malformed one cannot exist, so it is a 404.
+pub fn execution_id(text: &str) -> Result<ExecutionId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::NotFound(format!(
+            "execution {text:?} not found (not an execution id)"
+        ))
+    })
+}

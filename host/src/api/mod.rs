@@ -1,0 +1,109 @@
+//! The HTTP API (SPEC §3): thin handlers that extract, call the orchestrator, map errors.
+
+mod auth;
+mod error;
+mod executions;
+mod extract;
+mod plugins;
+mod sagas;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router, middleware};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::orchestrator::Orchestrator;
+
+/// API settings.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Required for management routes (plugins, sagas, cancel, resume) when set.
+    pub admin_token: Option<String>,
+    /// Required for triggering and reading executions when set (the admin token works too).
+    pub client_token: Option<String>,
+    /// Largest request body outside plugin uploads (definitions, inputs).
+    pub max_body_bytes: usize,
+    /// Largest plugin upload.
+    pub max_plugin_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            client_token: None,
+            max_body_bytes: 1 << 20,
+            max_plugin_bytes: 32 << 20,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The orchestrator.
+    pub orch: Arc<Orchestrator>,
+    /// Settings.
+    pub config: Arc<ApiConfig>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let management = Router::new()
+        .route(
+            "/v1/plugins/{name}/{version}",
+            put(plugins::upload)
+                .layer(DefaultBodyLimit::max(state.config.max_plugin_bytes))
+                .get(plugins::show),
+        )
+        .route("/v1/plugins", get(plugins::list))
+        .route("/v1/sagas", get(sagas::list))
+        .route("/v1/sagas/{name}", put(sagas::put).get(sagas::show))
+        .route("/v1/executions/{id}/cancel", post(executions::cancel))
+        .route("/v1/executions/{id}/resume", post(executions::resume))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let client = Router::new()
+        .route("/v1/sagas/{name}/executions", post(executions::trigger))
+        .route("/v1/executions", get(executions::list))
+        .route("/v1/executions/{id}", get(executions::show))
+        .route("/v1/executions/{id}/events", get(executions::events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_client,
+        ));
+    Router::new()
+        .merge(management)
+        .merge(client)
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = format!(
+        "# HELP sagahost_active_executions Executions being driven by this process.\n\
+         # TYPE sagahost_active_executions gauge\n\
+         sagahost_active_executions {}\n",
+        state.orch.active_drivers()
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+}

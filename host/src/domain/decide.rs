@@ -1,0 +1,295 @@
+//! Every business rule of a saga: given an execution's state, its definition and the time,
+//! what happens next. Pure: no IO, no clock of its own.
+
+use serde_json::{Map, Value, json};
+
+use super::definition::{OnFailure, SagaDefinition, StepDefinition};
+use super::event::{Event, StepFailure};
+use super::ids::StepName;
+use super::state::{Execution, ExecutionStatus, Phase};
+
+/// Which side of a step an invocation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The plugin's `execute`.
+    Execute,
+    /// The compensation plugin's `compensate`.
+    Compensate,
+}
+
+impl Side {
+    /// `execute` or `compensate`, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Execute => "execute",
+            Self::Compensate => "compensate",
+        }
+    }
+}
+
+/// One plugin call to make: which step, which side, which attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invocation {
+    /// Execute or compensate.
+    pub side: Side,
+    /// Position of the step in the definition.
+    pub index: usize,
+    /// The step.
+    pub step: StepName,
+    /// 1-based attempt number.
+    pub attempt: u32,
+}
+
+impl Invocation {
+    /// The event that makes this attempt's start durable before the plugin runs.
+    pub fn started_event(&self) -> Event {
+        let (step, attempt) = (self.step.clone(), self.attempt);
+        match self.side {
+            Side::Execute => Event::StepStarted { step, attempt },
+            Side::Compensate => Event::CompensationStepStarted { step, attempt },
+        }
+    }
+
+    /// Stable across attempts and restarts of the same step side.
+    pub fn idempotency_key(&self, exec: &Execution) -> String {
+        match self.side {
+            Side::Execute => format!("{}/{}", exec.id, self.step),
+            Side::Compensate => format!("{}/{}/compensate", exec.id, self.step),
+        }
+    }
+}
+
+/// What the host should do next for an execution.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Append these events (no plugin call involved).
+    Record(Vec<Event>),
+    /// Record the invocation's start, then call the plugin.
+    Invoke(Invocation),
+    /// Nothing to do before this time (a backoff or the deadline), unless woken.
+    SleepUntil(u64),
+    /// Terminal: nothing left for the host to do.
+    Done,
+}
+
+/// Decides the next action.
+pub fn decide(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
+    match exec.status {
+        ExecutionStatus::Completed | ExecutionStatus::Compensated | ExecutionStatus::Failed => {
+            Next::Done
+        }
+        ExecutionStatus::Running => decide_forward(exec, def, now),
+        ExecutionStatus::Compensating => decide_compensation(exec, def, now),
+    }
+}
+
+fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
+    if exec.cancel_requested {
+        return Next::Record(vec![Event::CompensationStarted {
+            reason: "cancelled by request".into(),
+        }]);
+    }
+    if exec.deadline_unix_ms.is_some_and(|d| now >= d) {
+        return Next::Record(vec![
+            Event::DeadlineExceeded,
+            Event::CompensationStarted {
+                reason: "deadline exceeded".into(),
+            },
+        ]);
+    }
+    for (index, sdef) in def.steps.iter().enumerate() {
+        let invoke = |attempt| {
+            Next::Invoke(Invocation {
+                side: Side::Execute,
+                index,
+                step: sdef.name.clone(),
+                attempt,
+            })
+        };
+        let Some(state) = exec.step(&sdef.name) else {
+            return invoke(1);
+        };
+        let a = &state.execute;
+        match a.phase {
+            Phase::Completed { .. } => continue,
+            Phase::GaveUp if sdef.on_failure == OnFailure::Continue => continue,
+            Phase::GaveUp => {
+                let why = a
+                    .last_error
+                    .as_ref()
+                    .map_or("failed", |e| e.message.as_str());
+                return Next::Record(vec![Event::CompensationStarted {
+                    reason: format!("step {} failed: {why}", sdef.name),
+                }]);
+            }
+            // Started with no recorded outcome: the host stopped mid-attempt. Run it again.
+            Phase::Running { attempt } => return invoke(attempt + 1),
+            Phase::Waiting { retry_at } if now >= retry_at => return invoke(a.attempts + 1),
+            Phase::Waiting { retry_at } => {
+                let wake = exec.deadline_unix_ms.map_or(retry_at, |d| d.min(retry_at));
+                return Next::SleepUntil(wake);
+            }
+        }
+    }
+    Next::Record(vec![Event::ExecutionCompleted])
+}
+
+fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
+    for (index, sdef) in def.steps.iter().enumerate().rev() {
+        let Some(state) = exec.step(&sdef.name) else {
+            continue;
+        };
+        if sdef.compensation.is_none() || !state.may_have_effect() {
+            continue;
+        }
+        let invoke = |attempt| {
+            Next::Invoke(Invocation {
+                side: Side::Compensate,
+                index,
+                step: sdef.name.clone(),
+                attempt,
+            })
+        };
+        let Some(c) = &state.compensation else {
+            return invoke(1);
+        };
+        match c.phase {
+            Phase::Completed { .. } => continue,
+            Phase::Running { attempt } => return invoke(attempt + 1),
+            Phase::Waiting { retry_at } if now >= retry_at => return invoke(c.attempts + 1),
+            Phase::Waiting { retry_at } => return Next::SleepUntil(retry_at),
+            Phase::GaveUp => {
+                let why = c
+                    .last_error
+                    .as_ref()
+                    .map_or("failed", |e| e.message.as_str());
+                return Next::Record(vec![Event::ExecutionFailed {
+                    reason: format!("compensation of step {} failed: {why}", sdef.name),
+                }]);
+            }
+        }
+    }
+    Next::Record(vec![Event::ExecutionCompensated])
+}
+
+/// The event recording an invocation's outcome, or `None` when that attempt is no longer
+/// in flight (its outcome was recorded by someone else): never merge blindly.
+pub fn record_outcome(
+    exec: &Execution,
+    def: &SagaDefinition,
+    inv: &Invocation,
+    outcome: Result<Value, StepFailure>,
+    now: u64,
+) -> Option<Event> {
+    let state = exec.step(&inv.step)?;
+    let sdef = def.steps.get(inv.index)?;
+    let (attempts, policy) = match inv.side {
+        Side::Execute => (&state.execute, &sdef.retry),
+        Side::Compensate => (state.compensation.as_ref()?, &sdef.compensation_retry),
+    };
+    if attempts.phase
+        != (Phase::Running {
+            attempt: inv.attempt,
+        })
+    {
+        return None;
+    }
+    let (step, attempt) = (inv.step.clone(), inv.attempt);
+    Some(match (inv.side, outcome) {
+        (Side::Execute, Ok(result)) => Event::StepCompleted {
+            step,
+            attempt,
+            result,
+        },
+        (Side::Compensate, Ok(result)) => Event::CompensationStepCompleted {
+            step,
+            attempt,
+            result,
+        },
+        (side, Err(error)) => {
+            let used = attempt.saturating_sub(attempts.budget_base);
+            let retry_at_unix_ms = (error.kind.is_retryable() && used < policy.max_attempts)
+                .then(|| now + policy.backoff_ms(used));
+            match side {
+                Side::Execute => Event::StepFailed {
+                    step,
+                    attempt,
+                    error,
+                    retry_at_unix_ms,
+                },
+                Side::Compensate => Event::CompensationStepFailed {
+                    step,
+                    attempt,
+                    error,
+                    retry_at_unix_ms,
+                },
+            }
+        }
+    })
+}
+
+/// The JSON text a plugin receives (SPEC §4): the execution input and the results of the
+/// earlier completed steps; a compensation also gets its step's own result and the reason.
+pub fn step_input(exec: &Execution, def: &SagaDefinition, inv: &Invocation) -> Value {
+    let mut results = Map::new();
+    for sdef in &def.steps[..inv.index] {
+        if let Some(result) = exec.step(&sdef.name).and_then(|s| s.execute.result()) {
+            results.insert(sdef.name.to_string(), result.clone());
+        }
+    }
+    let mut input = json!({ "input": exec.input, "results": results });
+    if inv.side == Side::Compensate {
+        let own = exec
+            .step(&inv.step)
+            .and_then(|s| s.execute.result())
+            .cloned();
+        input["result"] = own.unwrap_or(Value::Null);
+        input["reason"] = json!(
+            exec.compensation_reason
+                .as_deref()
+                .unwrap_or("compensating")
+        );
+    }
+    input
+}
+
+/// When the host interrupts this attempt: its step timeout, and for forward steps no later
+/// than the execution's deadline.
+pub fn attempt_deadline(exec: &Execution, sdef: &StepDefinition, side: Side, now: u64) -> u64 {
+    let own = now + sdef.timeout_ms;
+    match (side, exec.deadline_unix_ms) {
+        (Side::Execute, Some(d)) => own.min(d.max(now)),
+        _ => own,
+    }
+}
+
+/// Why an operator command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The execution is already terminal (or not in the state the command needs).
+    #[error("execution is {0:?}: {1}")]
+    WrongStatus(ExecutionStatus, &'static str),
+}
+
+/// `cancel`: stop going forward and compensate. Empty when already cancelling.
+pub fn cancel(exec: &Execution) -> Result<Vec<Event>, CommandError> {
+    match exec.status {
+        ExecutionStatus::Running if !exec.cancel_requested => Ok(vec![Event::CancelRequested]),
+        ExecutionStatus::Running | ExecutionStatus::Compensating => Ok(vec![]),
+        s => Err(CommandError::WrongStatus(
+            s,
+            "only a running execution can be cancelled",
+        )),
+    }
+}
+
+/// `resume`: retry the stuck compensation of a failed execution.
+pub fn resume(exec: &Execution) -> Result<Vec<Event>, CommandError> {
+    match exec.status {
+        ExecutionStatus::Failed => Ok(vec![Event::ResumeRequested]),
+        s => Err(CommandError::WrongStatus(
+            s,
+            "only a failed execution can be resumed",
+        )),
+    }
+}

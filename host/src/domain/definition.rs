@@ -1,0 +1,462 @@
+//! Saga definitions: the JSON users submit, its validation, and the canonical stored form.
+//!
+//! Parsing is two-staged so users get every problem at once: a loose document is
+//! deserialized first (a syntax or type error is reported as malformed), then every
+//! semantic rule is checked and all violations are listed together.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::ids::{PluginRef, StepName};
+
+/// How a step's failure affects the saga.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Give up the saga and compensate the completed steps (the default).
+    Compensate,
+    /// A non-critical side effect: record the failure and go on with the next step.
+    Continue,
+}
+
+/// Exponential backoff between attempts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first (at least 1).
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    pub initial_backoff_ms: u64,
+    /// Factor applied to the wait after each failed attempt (at least 1.0).
+    pub multiplier: f64,
+    /// Upper bound of any single wait.
+    pub max_backoff_ms: u64,
+}
+
+impl RetryPolicy {
+    /// The default for a step: three attempts, 1 s then 2 s apart.
+    pub fn step_default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff_ms: 1_000,
+            multiplier: 2.0,
+            max_backoff_ms: 60_000,
+        }
+    }
+
+    /// The default for a compensation: many attempts, because giving up needs an operator.
+    pub fn compensation_default() -> Self {
+        Self {
+            max_attempts: 20,
+            initial_backoff_ms: 1_000,
+            multiplier: 2.0,
+            max_backoff_ms: 60_000,
+        }
+    }
+
+    /// The wait after failed attempt number `attempt` (1-based) of this policy's budget.
+    pub fn backoff_ms(&self, attempt: u32) -> u64 {
+        let exp = attempt.saturating_sub(1).min(1_000) as i32;
+        let wait = self.initial_backoff_ms as f64 * self.multiplier.powi(exp);
+        if wait.is_finite() {
+            (wait as u64).min(self.max_backoff_ms)
+        } else {
+            self.max_backoff_ms
+        }
+    }
+}
+
+/// One validated step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDefinition {
+    /// Unique within the definition.
+    pub name: StepName,
+    /// The plugin whose `execute` performs the step.
+    pub plugin: PluginRef,
+    /// The plugin whose `compensate` undoes it; `None`: nothing to undo.
+    pub compensation: Option<PluginRef>,
+    /// Per-attempt time limit.
+    pub timeout_ms: u64,
+    /// Retries of `execute`.
+    pub retry: RetryPolicy,
+    /// Retries of `compensate`.
+    pub compensation_retry: RetryPolicy,
+    /// What a failure of this step does to the saga.
+    pub on_failure: OnFailure,
+}
+
+/// A validated saga definition, with every default filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SagaDefinition {
+    /// Bound on the whole execution; `None`: no deadline.
+    pub deadline_ms: Option<u64>,
+    /// The steps, run in this order.
+    pub steps: Vec<StepDefinition>,
+}
+
+impl SagaDefinition {
+    /// The step called `name`, with its position.
+    pub fn step(&self, name: &StepName) -> Option<(usize, &StepDefinition)> {
+        self.steps.iter().enumerate().find(|(_, s)| &s.name == name)
+    }
+
+    /// Every plugin the definition names (execute and compensate), without repeats.
+    pub fn plugins(&self) -> Vec<&PluginRef> {
+        let mut seen = Vec::new();
+        for s in &self.steps {
+            for p in std::iter::once(&s.plugin).chain(s.compensation.as_ref()) {
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// Bounds applied while validating definitions (configurable by the operator).
+#[derive(Clone, Debug)]
+pub struct DefinitionLimits {
+    /// Most steps in one definition.
+    pub max_steps: usize,
+    /// Largest `timeout_ms`.
+    pub max_timeout_ms: u64,
+    /// Largest `deadline_ms`.
+    pub max_deadline_ms: u64,
+    /// Largest `max_attempts`.
+    pub max_attempts: u32,
+    /// Largest backoff value.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for DefinitionLimits {
+    fn default() -> Self {
+        Self {
+            max_steps: 64,
+            max_timeout_ms: 15 * 60 * 1_000,
+            max_deadline_ms: 30 * 24 * 3_600 * 1_000,
+            max_attempts: 1_000,
+            max_backoff_ms: 24 * 3_600 * 1_000,
+        }
+    }
+}
+
+/// Why a definition was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DefinitionError {
+    /// Not JSON, or JSON of the wrong shape (a type error, an unknown field).
+    #[error("malformed definition: {0}")]
+    Malformed(String),
+    /// Well-formed, but breaking rules; every problem found is listed.
+    #[error("invalid definition: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionDoc {
+    #[serde(default)]
+    deadline_ms: Option<i64>,
+    steps: Vec<StepDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepDoc {
+    name: String,
+    plugin: String,
+    // Absent: same plugin as `plugin`; explicit null: nothing to undo.
+    #[serde(default, deserialize_with = "present")]
+    compensation: Option<Option<String>>,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+    #[serde(default)]
+    retry: Option<RetryDoc>,
+    #[serde(default)]
+    compensation_retry: Option<RetryDoc>,
+    #[serde(default)]
+    on_failure: Option<OnFailure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryDoc {
+    #[serde(default)]
+    max_attempts: Option<i64>,
+    #[serde(default)]
+    initial_backoff_ms: Option<i64>,
+    #[serde(default)]
+    multiplier: Option<f64>,
+    #[serde(default)]
+    max_backoff_ms: Option<i64>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Parses and validates a definition document. `plugin_exists` answers whether a plugin
+/// reference names an uploaded plugin; every missing one is reported.
+pub fn parse_definition(
+    json: &[u8],
+    limits: &DefinitionLimits,
+    plugin_exists: impl Fn(&PluginRef) -> bool,
+) -> Result<SagaDefinition, DefinitionError> {
+    let doc: DefinitionDoc =
+        serde_json::from_slice(json).map_err(|e| DefinitionError::Malformed(e.to_string()))?;
+    let mut problems = Vec::new();
+    let mut check_ms = |what: String, v: Option<i64>, default: u64, max: u64, min: u64| -> u64 {
+        match v {
+            None => default,
+            Some(v) if v < min as i64 || v as u64 > max => {
+                problems.push(format!("{what} must be between {min} and {max}, got {v}"));
+                default
+            }
+            Some(v) => v as u64,
+        }
+    };
+    let deadline_ms = doc
+        .deadline_ms
+        .map(|v| check_ms("deadline_ms".into(), Some(v), 0, limits.max_deadline_ms, 1));
+    let mut steps = Vec::new();
+    let mut later = Vec::new();
+    for (i, s) in doc.steps.iter().enumerate() {
+        let at = format!("steps[{i}]");
+        let timeout_ms = check_ms(
+            format!("{at}.timeout_ms"),
+            s.timeout_ms,
+            DEFAULT_TIMEOUT_MS,
+            limits.max_timeout_ms,
+            1,
+        );
+        let retry = retry_policy(
+            &format!("{at}.retry"),
+            s.retry.as_ref(),
+            RetryPolicy::step_default(),
+            limits,
+            &mut later,
+        );
+        let compensation_retry = retry_policy(
+            &format!("{at}.compensation_retry"),
+            s.compensation_retry.as_ref(),
+            RetryPolicy::compensation_default(),
+            limits,
+            &mut later,
+        );
+        let name = StepName::parse(&s.name)
+            .map_err(|e| later.push(format!("{at}.name: {e}")))
+            .ok();
+        let plugin = parse_ref(
+            &format!("{at}.plugin"),
+            &s.plugin,
+            &plugin_exists,
+            &mut later,
+        );
+        let compensation = match &s.compensation {
+            None => plugin.clone(),
+            Some(None) => None,
+            Some(Some(c)) => {
+                parse_ref(&format!("{at}.compensation"), c, &plugin_exists, &mut later)
+            }
+        };
+        if let (Some(name), Some(plugin)) = (name, plugin) {
+            steps.push(StepDefinition {
+                name,
+                plugin,
+                compensation,
+                timeout_ms,
+                retry,
+                compensation_retry,
+                on_failure: s.on_failure.unwrap_or(OnFailure::Compensate),
+            });
+        }
+    }
+    problems.extend(later);
+    if doc.steps.is_empty() {
+        problems.push("steps must not be empty".into());
+    }
+    if doc.steps.len() > limits.max_steps {
+        problems.push(format!(
+            "a definition has at most {} steps, got {}",
+            limits.max_steps,
+            doc.steps.len()
+        ));
+    }
+    let mut names = HashSet::new();
+    for s in &doc.steps {
+        if !names.insert(s.name.as_str()) {
+            problems.push(format!("step name {:?} is used more than once", s.name));
+        }
+    }
+    if problems.is_empty() {
+        Ok(SagaDefinition { deadline_ms, steps })
+    } else {
+        Err(DefinitionError::Invalid(problems))
+    }
+}
+
+fn parse_ref(
+    at: &str,
+    text: &str,
+    plugin_exists: &impl Fn(&PluginRef) -> bool,
+    problems: &mut Vec<String>,
+) -> Option<PluginRef> {
+    match text.parse::<PluginRef>() {
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            None
+        }
+        Ok(r) if !plugin_exists(&r) => {
+            problems.push(format!("{at}: plugin {r} has not been uploaded"));
+            Some(r)
+        }
+        Ok(r) => Some(r),
+    }
+}
+
+fn retry_policy(
+    at: &str,
+    doc: Option<&RetryDoc>,
+    default: RetryPolicy,
+    limits: &DefinitionLimits,
+    problems: &mut Vec<String>,
+) -> RetryPolicy {
+    let Some(doc) = doc else { return default };
+    let mut ms = |field: &str, v: Option<i64>, default: u64| match v {
+        None => default,
+        Some(v) if v < 0 || v as u64 > limits.max_backoff_ms => {
+            problems.push(format!(
+                "{at}.{field} must be between 0 and {}, got {v}",
+                limits.max_backoff_ms
+            ));
+            default
+        }
+        Some(v) => v as u64,
+    };
+    let initial_backoff_ms = ms(
+        "initial_backoff_ms",
+        doc.initial_backoff_ms,
+        default.initial_backoff_ms,
+    );
+    let max_backoff_ms = ms(
+        "max_backoff_ms",
+        doc.max_backoff_ms,
+        default.max_backoff_ms.max(initial_backoff_ms),
+    );
+    let max_attempts = match doc.max_attempts {
+        None => default.max_attempts,
+        Some(v) if v < 1 || v > limits.max_attempts as i64 => {
+            problems.push(format!(
+                "{at}.max_attempts must be between 1 and {}, got {v}",
+                limits.max_attempts
+            ));
+            default.max_attempts
+        }
+        Some(v) => v as u32,
+    };
+    let multiplier = match doc.multiplier {
+        None => default.multiplier,
+        Some(m) if !(1.0..=100.0).contains(&m) => {
+            problems.push(format!(
+                "{at}.multiplier must be between 1.0 and 100.0, got {m}"
+            ));
+            default.multiplier
+        }
+        Some(m) => m,
+    };
+    if max_backoff_ms < initial_backoff_ms {
+        problems.push(format!(
+            "{at}.max_backoff_ms ({max_backoff_ms}) must not be less than initial_backoff_ms ({initial_backoff_ms})"
+        ));
+    }
+    RetryPolicy {
+        max_attempts,
+        initial_backoff_ms,
+        multiplier,
+        max_backoff_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<SagaDefinition, DefinitionError> {
+        parse_definition(json.as_bytes(), &DefinitionLimits::default(), |r| {
+            r.name.as_str() != "missing"
+        })
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let d = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"},{"name":"b","plugin":"p@1.0.0","compensation":null,"on_failure":"continue"}]}"#)
+            .unwrap();
+        assert_eq!(d.deadline_ms, None);
+        assert_eq!(
+            d.steps[0].compensation.as_ref().unwrap().to_string(),
+            "p@1.0.0"
+        );
+        assert_eq!(d.steps[0].retry, RetryPolicy::step_default());
+        assert_eq!(d.steps[0].timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(d.steps[1].compensation, None);
+        assert_eq!(d.steps[1].on_failure, OnFailure::Continue);
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let err = parse(
+            r#"{"deadline_ms":0,"steps":[
+                {"name":"a","plugin":"missing@1.0.0","timeout_ms":-5,"retry":{"max_attempts":0,"multiplier":0.5}},
+                {"name":"a","plugin":"nover"}]}"#,
+        )
+        .unwrap_err();
+        let DefinitionError::Invalid(problems) = err else {
+            panic!("{err:?}")
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "deadline_ms",
+            "steps[0].timeout_ms",
+            "steps[0].retry.max_attempts",
+            "steps[0].retry.multiplier",
+            "missing@1.0.0 has not been uploaded",
+            "steps[1].plugin",
+            "\"a\" is used more than once",
+        ] {
+            assert!(all.contains(needle), "{needle:?} not in {all}");
+        }
+    }
+
+    #[test]
+    fn malformed_documents_are_told_apart() {
+        for bad in [
+            "",
+            "[]",
+            r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#,
+            r#"{"steps":"x"}"#,
+        ] {
+            assert!(
+                matches!(parse(bad), Err(DefinitionError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse(r#"{"steps":[]}"#),
+            Err(DefinitionError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            multiplier: 2.0,
+            max_backoff_ms: 500,
+        };
+        let waits: Vec<u64> = (1..=5).map(|a| p.backoff_ms(a)).collect();
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+    }
+}

@@ -1,0 +1,244 @@
+//! The events of an execution's stream (SPEC §5). An execution's state is a fold of them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ids::{SagaName, StepName};
+
+/// How an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The plugin asked to be retried.
+    Retryable,
+    /// The plugin said retrying cannot help.
+    Permanent,
+    /// The attempt ran past its time limit and was interrupted.
+    Timeout,
+    /// The guest trapped (panic, unreachable, stack overflow, ...).
+    Trap,
+    /// The guest exceeded a resource limit (memory, output size, ...).
+    Limit,
+}
+
+impl FailureKind {
+    /// Whether the retry policy applies to a failure of this kind.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Retryable | Self::Timeout | Self::Trap)
+    }
+
+    /// Whether the step may have taken effect despite failing: the guest was cut off
+    /// rather than answering, so the step must be compensated too.
+    pub fn outcome_unknown(self) -> bool {
+        matches!(self, Self::Timeout | Self::Trap | Self::Limit)
+    }
+
+    /// The kind's name as it appears in events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+            Self::Timeout => "timeout",
+            Self::Trap => "trap",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+/// A failed attempt: its kind and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// The plugin's or the host's explanation.
+    pub message: String,
+}
+
+impl StepFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One transition of an execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The execution was created.
+    ExecutionStarted {
+        /// Definition name.
+        saga: SagaName,
+        /// The definition version this execution keeps to the end.
+        definition_version: u64,
+        /// The trigger's input.
+        input: Value,
+        /// When the whole execution must be over; `None`: no deadline.
+        deadline_unix_ms: Option<u64>,
+        /// The trigger's `Idempotency-Key`, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+    /// An attempt of a step is about to run (durable before the plugin runs).
+    StepStarted {
+        /// The step.
+        step: StepName,
+        /// 1-based attempt number.
+        attempt: u32,
+    },
+    /// An attempt succeeded.
+    StepCompleted {
+        /// The step.
+        step: StepName,
+        /// The attempt.
+        attempt: u32,
+        /// The plugin's answer.
+        result: Value,
+    },
+    /// An attempt failed.
+    StepFailed {
+        /// The step.
+        step: StepName,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        error: StepFailure,
+        /// When the next attempt runs; `None` when giving up.
+        retry_at_unix_ms: Option<u64>,
+    },
+    /// Every step is done.
+    ExecutionCompleted,
+    /// An operator asked to stop going forward.
+    CancelRequested,
+    /// The execution's deadline passed before it completed.
+    DeadlineExceeded,
+    /// Undoing completed steps begins.
+    CompensationStarted {
+        /// Why the saga is compensating.
+        reason: String,
+    },
+    /// A compensation attempt is about to run.
+    CompensationStepStarted {
+        /// The step being undone.
+        step: StepName,
+        /// 1-based attempt number.
+        attempt: u32,
+    },
+    /// A compensation attempt succeeded.
+    CompensationStepCompleted {
+        /// The step undone.
+        step: StepName,
+        /// The attempt.
+        attempt: u32,
+        /// The plugin's answer.
+        result: Value,
+    },
+    /// A compensation attempt failed.
+    CompensationStepFailed {
+        /// The step.
+        step: StepName,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        error: StepFailure,
+        /// When the next attempt runs; `None` when giving up.
+        retry_at_unix_ms: Option<u64>,
+    },
+    /// Every needed compensation is done.
+    ExecutionCompensated,
+    /// A compensation gave up: an operator must `resume`.
+    ExecutionFailed {
+        /// What gave up, and why.
+        reason: String,
+    },
+    /// An operator asked to retry the stuck compensation of a failed execution.
+    ResumeRequested,
+}
+
+impl Event {
+    /// The type name, as in the JSON `type` field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::ExecutionStarted { .. } => "execution_started",
+            Self::StepStarted { .. } => "step_started",
+            Self::StepCompleted { .. } => "step_completed",
+            Self::StepFailed { .. } => "step_failed",
+            Self::ExecutionCompleted => "execution_completed",
+            Self::CancelRequested => "cancel_requested",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::CompensationStarted { .. } => "compensation_started",
+            Self::CompensationStepStarted { .. } => "compensation_step_started",
+            Self::CompensationStepCompleted { .. } => "compensation_step_completed",
+            Self::CompensationStepFailed { .. } => "compensation_step_failed",
+            Self::ExecutionCompensated => "execution_compensated",
+            Self::ExecutionFailed { .. } => "execution_failed",
+            Self::ResumeRequested => "resume_requested",
+        }
+    }
+
+    /// The execution status this event moves to, if it changes it. Stores use this to keep
+    /// their status indexes without folding whole streams.
+    pub fn status_after(&self) -> Option<super::state::ExecutionStatus> {
+        use super::state::ExecutionStatus as S;
+        match self {
+            Self::ExecutionStarted { .. } => Some(S::Running),
+            Self::CompensationStarted { .. } | Self::ResumeRequested => Some(S::Compensating),
+            Self::ExecutionCompleted => Some(S::Completed),
+            Self::ExecutionCompensated => Some(S::Compensated),
+            Self::ExecutionFailed { .. } => Some(S::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// An event with its place in the stream: `seq` counts from 1 without gaps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Position in the stream, from 1.
+    pub seq: u64,
+    /// When it was recorded (unix milliseconds).
+    pub at: u64,
+    /// The event itself.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialize_flat_with_type() {
+        let rec = EventRecord {
+            seq: 3,
+            at: 42,
+            event: Event::StepFailed {
+                step: StepName::parse("pay").unwrap(),
+                attempt: 2,
+                error: StepFailure::new(FailureKind::Timeout, "took too long"),
+                retry_at_unix_ms: None,
+            },
+        };
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"seq":3,"at":42,"type":"step_failed","step":"pay","attempt":2,
+                "error":{"kind":"timeout","message":"took too long"},"retry_at_unix_ms":null})
+        );
+        assert_eq!(serde_json::from_value::<EventRecord>(json).unwrap(), rec);
+        let done = serde_json::to_value(EventRecord {
+            seq: 9,
+            at: 1,
+            event: Event::ExecutionCompleted,
+        })
+        .unwrap();
+        assert_eq!(
+            done,
+            serde_json::json!({"seq":9,"at":1,"type":"execution_completed"})
+        );
+        assert_eq!(rec.event.type_name(), "step_failed");
+    }
+}

@@ -1,0 +1,23 @@
+//! The pure saga domain: definitions, events, the state fold and the decision function.
+//!
+//! Nothing here does IO or reads a clock: time is passed in, so every rule is testable
+//! as "given these events, when this happens, then these events".
+
+pub mod decide;
+pub mod definition;
+pub mod event;
+pub mod ids;
+pub mod state;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use decide::{Invocation, Next, Side, decide, record_outcome};
+pub use definition::{
+    DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition,
+};
+pub use event::{Event, EventRecord, FailureKind, StepFailure};
+pub use ids::{ExecutionId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
+pub use state::{Execution, ExecutionStatus};
+pub use view::ExecutionView;

@@ -1,0 +1,18 @@
+//! sagahost: a WebAssembly-plugin saga host.
+//!
+//! Layout, from the pure core outwards:
+//! - [`domain`]: definitions, events, the state fold and `decide` — pure, time passed in;
+//! - [`store`]: event streams with optimistic concurrency and group commit (sled), the catalog;
+//! - [`runtime`]: wasmtime engine, plugin validation and cache, sandboxed attempts with limits;
+//! - [`orchestrator`]: drives executions (load → decide → invoke → append), timers, recovery;
+//! - [`api`]: the HTTP API, thin handlers over the orchestrator;
+//! - [`server`]: wiring of all of the above into a running host; [`demo`]: the example sagas.
+
+pub mod api;
+pub mod clock;
+pub mod demo;
+pub mod domain;
+pub mod orchestrator;
+pub mod runtime;
+pub mod server;
+pub mod store;

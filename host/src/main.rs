@@ -1,0 +1,125 @@
+//! `sagahost`: serve the saga host, or run the demo.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sagahost::server::{Host, HostConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "sagahost", version, about = "A WebAssembly-plugin saga host")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SAGAHOST_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: embedded store in a data directory, HTTP API on a loopback address.
+    Serve(ServeArgs),
+    /// Build-embedded example sagas, run end to end against an embedded host.
+    Demo,
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// Where the store lives.
+    #[arg(long, env = "SAGAHOST_DATA_DIR", default_value = "sagahost-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "SAGAHOST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Bearer token for management routes (plugins, sagas, cancel, resume).
+    #[arg(long, env = "SAGAHOST_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Bearer token for triggering and reading executions.
+    #[arg(long, env = "SAGAHOST_CLIENT_TOKEN", hide_env_values = true)]
+    client_token: Option<String>,
+    /// Allow listening on a non-loopback address without an admin token.
+    #[arg(long)]
+    insecure: bool,
+    /// Linear memory per plugin instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_memory_mib: usize,
+    /// Largest plugin upload, in MiB.
+    #[arg(long, default_value_t = 32)]
+    max_plugin_mib: usize,
+    /// Largest plugin result, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_output_kib: usize,
+    /// Plugin attempts running at once.
+    #[arg(long, default_value_t = 128)]
+    max_concurrent_attempts: usize,
+}
+
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = HostConfig::new(args.data_dir);
+    config.listen = args.listen;
+    config.insecure = args.insecure;
+    config.api.admin_token = args.admin_token.filter(|t| !t.is_empty());
+    config.api.client_token = args.client_token.filter(|t| !t.is_empty());
+    config.limits.max_memory_bytes = args.max_memory_mib << 20;
+    config.limits.max_plugin_bytes = args.max_plugin_mib << 20;
+    config.limits.max_output_bytes = args.max_output_kib << 10;
+    config.orchestrator.max_concurrent_attempts = args.max_concurrent_attempts;
+    let host = Host::start(config).await?;
+    // Scripts and tests read this line to learn the port when listening on port 0.
+    println!("sagahost listening on {}", host.url());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    host.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo's own output is the story; the host's log would drown it unless asked for.
+    let default_log = if matches!(cli.command, Command::Demo) {
+        "warn,plugin=error"
+    } else {
+        "info,tower_http=warn"
+    };
+    init_tracing(cli.log_format, default_log);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo => sagahost::demo::run().await,
+    }
+}

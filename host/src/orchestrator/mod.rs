@@ -1,0 +1,413 @@
+//! The orchestrator: starts executions, drives each one (load → decide → invoke → append)
+//! in a task of its own, and answers the operator commands. It owns no saga rules: those
+//! are in [`crate::domain::decide`].
+
+mod driver;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+
+use crate::clock::Clock;
+use crate::domain::decide::{CommandError, cancel, resume};
+use crate::domain::definition::parse_definition;
+use crate::domain::{
+    DefinitionError, DefinitionLimits, Event, EventRecord, Execution, ExecutionId, ExecutionStatus,
+    SagaDefinition, SagaName,
+};
+use crate::runtime::PluginCache;
+use crate::store::{Created, DefinitionPut, IdempotencyKey, Store, StoreError, StoredDefinition};
+
+/// Orchestrator settings.
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// Plugin attempts running at once (each holds one instance).
+    pub max_concurrent_attempts: usize,
+    /// Streams loaded at once while recovering.
+    pub max_concurrent_loads: usize,
+    /// Bounds on definitions.
+    pub definition_limits: DefinitionLimits,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_attempts: 128,
+            max_concurrent_loads: 32,
+            definition_limits: DefinitionLimits::default(),
+        }
+    }
+}
+
+/// A change of one execution, broadcast to waiters and live event streams.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    /// The execution.
+    pub id: ExecutionId,
+    /// Its new version (`seq` of its last event).
+    pub version: u64,
+    /// Its status after the change.
+    pub status: ExecutionStatus,
+}
+
+/// Why an orchestrator call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// No definition with that name.
+    #[error("saga {0} is not defined")]
+    UnknownSaga(SagaName),
+    /// No execution with that id.
+    #[error("execution {0} not found")]
+    UnknownExecution(ExecutionId),
+    /// The command does not apply in the execution's state.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A definition was refused.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored stream could not be folded.
+    #[error(transparent)]
+    Fold(#[from] crate::domain::state::FoldError),
+}
+
+/// A started (or, by idempotency key, found) execution.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Its id.
+    pub id: ExecutionId,
+    /// Its status now.
+    pub status: ExecutionStatus,
+    /// `false` when the idempotency key returned an earlier execution.
+    pub created: bool,
+}
+
+struct DriverSlot {
+    wake: Notify,
+    /// Set when someone appended while the driver ran: it must re-read before retiring.
+    dirty: AtomicBool,
+}
+
+/// Drives executions. Cheap to share: hold it in an `Arc`.
+pub struct Orchestrator {
+    me: Weak<Orchestrator>,
+    store: Arc<dyn Store>,
+    plugins: Arc<PluginCache>,
+    clock: Arc<dyn Clock>,
+    config: OrchestratorConfig,
+    definitions: Mutex<HashMap<(SagaName, u64), Arc<SagaDefinition>>>,
+    drivers: Mutex<HashMap<ExecutionId, Arc<DriverSlot>>>,
+    attempts: Arc<Semaphore>,
+    loads: Arc<Semaphore>,
+    notices: broadcast::Sender<Notice>,
+    stopping: watch::Sender<bool>,
+}
+
+impl Orchestrator {
+    /// An orchestrator over `store`, running plugins from `plugins`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        plugins: Arc<PluginCache>,
+        clock: Arc<dyn Clock>,
+        config: OrchestratorConfig,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            store,
+            plugins,
+            clock,
+            attempts: Arc::new(Semaphore::new(config.max_concurrent_attempts)),
+            loads: Arc::new(Semaphore::new(config.max_concurrent_loads)),
+            config,
+            definitions: Mutex::new(HashMap::new()),
+            drivers: Mutex::new(HashMap::new()),
+            notices: broadcast::channel(16_384).0,
+            stopping: watch::channel(false).0,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The plugin cache.
+    pub fn plugins(&self) -> &Arc<PluginCache> {
+        &self.plugins
+    }
+
+    /// Now, by the injected clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Changes of every execution, as they are recorded.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Executions currently being driven by this process.
+    pub fn active_drivers(&self) -> usize {
+        self.drivers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Validates and stores a definition.
+    pub async fn put_definition(
+        &self,
+        name: SagaName,
+        json: &[u8],
+    ) -> Result<(StoredDefinition, DefinitionPut), OrchestratorError> {
+        let uploaded = self.store.plugins().await?;
+        let definition = parse_definition(json, &self.config.definition_limits, |r| {
+            uploaded
+                .iter()
+                .any(|p| p.name == r.name && p.version == r.version)
+        })?;
+        Ok(self
+            .store
+            .put_definition(name, definition, self.now_ms())
+            .await?)
+    }
+
+    /// A definition version, from memory or the store.
+    pub async fn definition(
+        &self,
+        saga: &SagaName,
+        version: u64,
+    ) -> Result<Arc<SagaDefinition>, OrchestratorError> {
+        let key = (saga.clone(), version);
+        if let Some(d) = self
+            .definitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(d.clone());
+        }
+        let stored = self
+            .store
+            .definition(saga, Some(version))
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        let d = Arc::new(stored.definition);
+        self.definitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Starts an execution of the latest version of `saga`, or returns the one an earlier
+    /// trigger with the same idempotency key started.
+    pub async fn start(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        idempotency_key: Option<String>,
+    ) -> Result<Started, OrchestratorError> {
+        let stored = self
+            .store
+            .definition(saga, None)
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        let now = self.now_ms();
+        let id = ExecutionId::new();
+        let first = EventRecord {
+            seq: 1,
+            at: now,
+            event: Event::ExecutionStarted {
+                saga: saga.clone(),
+                definition_version: stored.version,
+                input,
+                deadline_unix_ms: stored.definition.deadline_ms.map(|d| now + d),
+                idempotency_key: idempotency_key.clone(),
+            },
+        };
+        self.definitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((saga.clone(), stored.version))
+            .or_insert_with(|| Arc::new(stored.definition));
+        let idem = idempotency_key.map(|key| IdempotencyKey {
+            saga: saga.clone(),
+            key,
+        });
+        match self.store.create(id, saga.clone(), first, idem).await? {
+            Created::New => {
+                tracing::info!(execution_id = %id, %saga, "execution started");
+                self.publish(id, 1, ExecutionStatus::Running);
+                self.ensure_driver(id);
+                Ok(Started {
+                    id,
+                    status: ExecutionStatus::Running,
+                    created: true,
+                })
+            }
+            Created::Existing(existing) => {
+                let status = self
+                    .store
+                    .summary(existing)
+                    .await?
+                    .map_or(ExecutionStatus::Running, |s| s.status);
+                Ok(Started {
+                    id: existing,
+                    status,
+                    created: false,
+                })
+            }
+        }
+    }
+
+    /// Loads and folds an execution.
+    pub async fn execution(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
+        let records = self.events(id, 0).await?;
+        Ok(Execution::fold(id, &records)?)
+    }
+
+    /// An execution's events with `seq > after`.
+    pub async fn events(
+        &self,
+        id: ExecutionId,
+        after: u64,
+    ) -> Result<Vec<EventRecord>, OrchestratorError> {
+        self.store.read(id, after).await.map_err(|e| match e {
+            StoreError::NotFound(id) => OrchestratorError::UnknownExecution(id),
+            e => e.into(),
+        })
+    }
+
+    /// Stop going forward and compensate what completed.
+    pub async fn cancel(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
+        self.command(id, cancel).await
+    }
+
+    /// Retry the stuck compensation of a failed execution.
+    pub async fn resume(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
+        self.command(id, resume).await
+    }
+
+    /// Appends what `decide_command` answers, re-reading and deciding again on a version
+    /// conflict (the driver may append between our read and our write).
+    async fn command(
+        &self,
+        id: ExecutionId,
+        decide_command: fn(&Execution) -> Result<Vec<Event>, CommandError>,
+    ) -> Result<Execution, OrchestratorError> {
+        loop {
+            let mut exec = self.execution(id).await?;
+            let events = decide_command(&exec)?;
+            if events.is_empty() {
+                return Ok(exec);
+            }
+            let records = exec.next_records(events, self.now_ms());
+            match self.store.append(id, exec.version, records.clone()).await {
+                Ok(()) => {
+                    for r in &records {
+                        exec.apply(r)?;
+                    }
+                    self.publish(id, exec.version, exec.status);
+                    self.ensure_driver(id);
+                    return Ok(exec);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until the execution is terminal, at most `wait`. `None` if it is not by then.
+    pub async fn wait_terminal(
+        &self,
+        id: ExecutionId,
+        wait: Duration,
+    ) -> Result<Option<Execution>, OrchestratorError> {
+        let mut notices = self.subscribe();
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let exec = self.execution(id).await?;
+            if exec.status.is_terminal() {
+                return Ok(Some(exec));
+            }
+            loop {
+                tokio::select! {
+                    n = notices.recv() => match n {
+                        Ok(n) if n.id == id && n.status.is_terminal() => break,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                    },
+                    _ = tokio::time::sleep_until(until) => return Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Resumes every unfinished execution found in the store (after a start or a crash).
+    pub async fn recover(&self) -> Result<usize, OrchestratorError> {
+        let ids = self.store.unfinished().await?;
+        for id in &ids {
+            self.ensure_driver(*id);
+        }
+        if !ids.is_empty() {
+            tracing::info!(count = ids.len(), "resuming unfinished executions");
+        }
+        Ok(ids.len())
+    }
+
+    /// Stops driving: sleeping drivers exit now, running attempts finish first. Waits up to
+    /// `grace` for them. Unfinished executions resume at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.send_replace(true);
+        let until = tokio::time::Instant::now() + grace;
+        while self.active_drivers() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn publish(&self, id: ExecutionId, version: u64, status: ExecutionStatus) {
+        let _ = self.notices.send(Notice {
+            id,
+            version,
+            status,
+        });
+    }
+
+    /// Makes sure a driver runs for `id`, waking it if it exists: exactly one driver per
+    /// execution in this process.
+    pub(crate) fn ensure_driver(&self, id: ExecutionId) {
+        if *self.stopping.borrow() {
+            return;
+        }
+        let mut drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = drivers.get(&id) {
+            slot.dirty.store(true, Ordering::SeqCst);
+            slot.wake.notify_one();
+            return;
+        }
+        let slot = Arc::new(DriverSlot {
+            wake: Notify::new(),
+            dirty: AtomicBool::new(false),
+        });
+        drivers.insert(id, slot.clone());
+        drop(drivers);
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(driver::drive(me, id, slot));
+        }
+    }
+
+    /// Removes the driver of `id` unless someone appended meanwhile. `false`: keep driving.
+    fn retire(&self, id: ExecutionId, slot: &DriverSlot) -> bool {
+        let mut drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.dirty.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        drivers.remove(&id);
+        true
+    }
+}

@@ -1,0 +1,166 @@
+//! Per-attempt state: a fresh WASI context with no ambient authority, the `host` interface
+//! (logging into `tracing`), and a memory limiter that remembers when it refused.
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::saga::plugin::{host, types};
+
+/// Refuses memory growth past the configured size and remembers it did, so that the
+/// resulting trap is reported as a `limit` failure naming the limit.
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    /// Set when a growth was refused.
+    pub refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Where the guest's log lines go, with the attempt's identity.
+pub struct LogSink {
+    /// Correlation id.
+    pub execution_id: String,
+    /// Step name.
+    pub step: String,
+    /// `execute` or `compensate`.
+    pub side: &'static str,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Lines still allowed in this attempt.
+    pub lines_left: u32,
+    /// Bytes still allowed in this attempt.
+    pub bytes_left: usize,
+    /// Lines dropped because a budget ran out.
+    pub dropped: u32,
+}
+
+impl LogSink {
+    /// Emits one guest line through `tracing`, within the attempt's budget.
+    pub fn emit(&mut self, level: tracing::Level, source: &'static str, message: &str) {
+        if self.lines_left == 0 || self.bytes_left < message.len() {
+            self.dropped += 1;
+            return;
+        }
+        self.lines_left -= 1;
+        self.bytes_left -= message.len();
+        let (execution_id, step, side, attempt) =
+            (&self.execution_id, &self.step, self.side, self.attempt);
+        macro_rules! at {
+            ($lvl:expr) => {
+                tracing::event!(target: "plugin", $lvl, %execution_id, %step, side, attempt, source, "{message}")
+            };
+        }
+        match level {
+            tracing::Level::ERROR => at!(tracing::Level::ERROR),
+            tracing::Level::WARN => at!(tracing::Level::WARN),
+            tracing::Level::INFO => at!(tracing::Level::INFO),
+            tracing::Level::DEBUG => at!(tracing::Level::DEBUG),
+            _ => at!(tracing::Level::TRACE),
+        }
+    }
+}
+
+/// The data of one attempt's store.
+pub struct StepData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory limiter.
+    pub limiter: MemoryLimiter,
+    /// Log destination.
+    pub log: LogSink,
+    /// Captured stdout.
+    pub stdout: MemoryOutputPipe,
+    /// Captured stderr.
+    pub stderr: MemoryOutputPipe,
+}
+
+impl StepData {
+    /// A fresh sandbox: no preopened directories, no environment, no arguments, no network;
+    /// clocks and randomness only. stdout and stderr are captured, bounded by `log_bytes`.
+    pub fn new(log: LogSink, max_memory_bytes: usize, log_bytes: usize) -> Self {
+        let stdout = MemoryOutputPipe::new(log_bytes);
+        let stderr = MemoryOutputPipe::new(log_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: max_memory_bytes,
+                refused: None,
+            },
+            log,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends what the guest printed to the log, line by line.
+    pub fn drain_stdio(&mut self) {
+        for (pipe, level, source) in [
+            (self.stdout.contents(), tracing::Level::INFO, "stdout"),
+            (self.stderr.contents(), tracing::Level::WARN, "stderr"),
+        ] {
+            for line in String::from_utf8_lossy(&pipe)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                self.log.emit(level, source, line);
+            }
+        }
+        if self.log.dropped > 0 {
+            tracing::warn!(execution_id = %self.log.execution_id, step = %self.log.step, dropped = self.log.dropped,
+                "plugin log budget exhausted: lines dropped");
+        }
+    }
+}
+
+impl WasiView for StepData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for StepData {}
+
+impl host::Host for StepData {
+    async fn log(&mut self, level: host::Level, message: String) {
+        let level = match level {
+            host::Level::Trace => tracing::Level::TRACE,
+            host::Level::Debug => tracing::Level::DEBUG,
+            host::Level::Info => tracing::Level::INFO,
+            host::Level::Warn => tracing::Level::WARN,
+            host::Level::Error => tracing::Level::ERROR,
+        };
+        self.log.emit(level, "log", &message);
+    }
+}

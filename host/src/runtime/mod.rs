@@ -1,0 +1,269 @@
+//! The WebAssembly runtime: one engine, plugins validated and compiled once, a fresh
+//! sandboxed instance per attempt, with memory, time, output and log limits.
+
+mod engine;
+mod instance;
+mod plugins;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use crate::domain::{FailureKind, Side, StepFailure};
+
+pub use engine::EPOCH_TICK;
+pub use instance::StepData;
+pub use plugins::{LoadError, PluginCache, UploadError, digest_of};
+
+/// Host bindings generated from the WIT package shared with the guest SDK.
+#[allow(missing_docs)]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use bindings::exports::saga::plugin::step::StepError;
+use bindings::saga::plugin::types::StepContext;
+use bindings::{Plugin, PluginPre};
+
+/// Sandbox limits, each configurable (SPEC §6).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Linear memory per instance.
+    pub max_memory_bytes: usize,
+    /// Wasm stack per instance.
+    pub max_wasm_stack: usize,
+    /// Largest result a plugin may return.
+    pub max_output_bytes: usize,
+    /// Log lines a plugin may write per attempt.
+    pub max_log_lines: u32,
+    /// Log bytes a plugin may write per attempt (stdout and stderr each, and `log` calls).
+    pub max_log_bytes: usize,
+    /// Largest plugin upload.
+    pub max_plugin_bytes: usize,
+    /// Instances that may exist at once (pool size); also bounds concurrent attempts.
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 << 20,
+            max_wasm_stack: 512 << 10,
+            max_output_bytes: 1 << 20,
+            max_log_lines: 1_000,
+            max_log_bytes: 256 << 10,
+            max_plugin_bytes: 32 << 20,
+            max_instances: 256,
+        }
+    }
+}
+
+/// One attempt to run.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Execute or compensate.
+    pub side: Side,
+    /// Correlation id.
+    pub execution_id: String,
+    /// Saga name.
+    pub saga: String,
+    /// Step name.
+    pub step: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Stable key for de-duplication in other systems.
+    pub idempotency_key: String,
+    /// When the host interrupts the attempt (unix ms).
+    pub deadline_unix_ms: u64,
+    /// How long the attempt may run.
+    pub timeout: Duration,
+    /// JSON text input.
+    pub input: String,
+}
+
+/// The shared engine and linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepData>,
+    limits: Limits,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and links WASI p2 and the `host` interface.
+    pub fn new(limits: Limits) -> wasmtime::Result<Arc<Self>> {
+        let engine = engine::build_engine(&limits)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+            _ticker: ticker,
+        }))
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Identifies this engine's compiled-code format: artifacts of another are recompiled.
+    pub fn engine_fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Compiles and checks a component against the world. Blocking (compilation).
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, PluginPre<StepData>), String> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| describe(&e))?;
+        let pre = self.pre(&component)?;
+        Ok((component, pre))
+    }
+
+    /// Loads an artifact this host wrote with [`Component::serialize`]. Blocking.
+    pub fn load_artifact(
+        &self,
+        artifact: &[u8],
+    ) -> Result<(Component, PluginPre<StepData>), String> {
+        // SAFETY: artifacts are only ever written by this host (`compile` + `serialize`) into its
+        // own store, keyed by digest and `engine_fingerprint`, so they match this engine.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| describe(&e))?;
+        let pre = self.pre(&component)?;
+        Ok((component, pre))
+    }
+
+    fn pre(&self, component: &Component) -> Result<PluginPre<StepData>, String> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| describe(&e))?;
+        PluginPre::new(pre).map_err(|e| describe(&e))
+    }
+
+    /// Runs one attempt in a fresh instance. Every failure, including traps, timeouts and
+    /// exceeded limits, comes back as a [`StepFailure`]; nothing here panics the host.
+    pub async fn invoke(
+        &self,
+        pre: &PluginPre<StepData>,
+        call: Call,
+    ) -> Result<String, StepFailure> {
+        let log = instance::LogSink {
+            execution_id: call.execution_id.clone(),
+            step: call.step.clone(),
+            side: call.side.as_str(),
+            attempt: call.attempt,
+            lines_left: self.limits.max_log_lines,
+            bytes_left: self.limits.max_log_bytes,
+            dropped: 0,
+        };
+        let mut store = Store::new(
+            &self.engine,
+            StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes),
+        );
+        store.limiter(|data| &mut data.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let timeout = call.timeout;
+        let outcome = tokio::time::timeout(timeout, run(&mut store, pre, call)).await;
+        store.data_mut().drain_stdio();
+        let refused = store.data().limiter.refused;
+        match outcome {
+            Err(_) => Err(StepFailure::new(
+                FailureKind::Timeout,
+                format!(
+                    "attempt interrupted after its time limit of {} ms",
+                    timeout.as_millis()
+                ),
+            )),
+            Ok(Err(_)) if refused.is_some() => Err(StepFailure::new(
+                FailureKind::Limit,
+                format!(
+                    "memory limit of {} MiB exceeded (tried to grow to {} MiB)",
+                    self.limits.max_memory_bytes >> 20,
+                    refused.unwrap_or(0) >> 20
+                ),
+            )),
+            Ok(Err(failure)) => Err(failure),
+            Ok(Ok(Ok(text))) if text.len() > self.limits.max_output_bytes => Err(StepFailure::new(
+                FailureKind::Limit,
+                format!(
+                    "result of {} bytes exceeds the output limit of {} bytes",
+                    text.len(),
+                    self.limits.max_output_bytes
+                ),
+            )),
+            Ok(Ok(Ok(text))) => Ok(text),
+            Ok(Ok(Err(StepError::Retryable(m)))) => {
+                Err(StepFailure::new(FailureKind::Retryable, truncate(m)))
+            }
+            Ok(Ok(Err(StepError::Permanent(m)))) => {
+                Err(StepFailure::new(FailureKind::Permanent, truncate(m)))
+            }
+        }
+    }
+}
+
+async fn run(
+    store: &mut Store<StepData>,
+    pre: &PluginPre<StepData>,
+    call: Call,
+) -> Result<Result<String, StepError>, StepFailure> {
+    let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| {
+        // Not the plugin's fault (for example the instance pool is exhausted): try again later.
+        StepFailure::new(
+            FailureKind::Retryable,
+            format!("host could not instantiate the plugin: {}", describe(&e)),
+        )
+    })?;
+    let ctx = StepContext {
+        execution_id: call.execution_id,
+        saga: call.saga,
+        step: call.step,
+        attempt: call.attempt,
+        idempotency_key: call.idempotency_key,
+        deadline_unix_ms: call.deadline_unix_ms,
+    };
+    let step = plugin.saga_plugin_step();
+    let result = match call.side {
+        Side::Execute => step.call_execute(&mut *store, &ctx, &call.input).await,
+        Side::Compensate => step.call_compensate(&mut *store, &ctx, &call.input).await,
+    };
+    result.map_err(|e| {
+        StepFailure::new(
+            FailureKind::Trap,
+            format!("plugin trapped: {}", describe(&e)),
+        )
+    })
+}
+
+/// An error with its causes on one line, bounded in length.
+fn describe(e: &wasmtime::Error) -> String {
+    truncate(format!("{e:#}"))
+}
+
+fn truncate(mut s: String) -> String {
+    const MAX: usize = 2_048;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("…");
+    }
+    s
+}

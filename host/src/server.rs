@@ -1,0 +1,147 @@
+//! Wiring: store, runtime, orchestrator and HTTP API put together into a running host.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::clock::SystemClock;
+use crate::orchestrator::{Orchestrator, OrchestratorConfig};
+use crate::runtime::{Limits, PluginCache, Runtime};
+use crate::store::{SledStore, Store};
+
+/// Everything a host needs to start.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Where the sled store lives.
+    pub data_dir: PathBuf,
+    /// Where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// API settings (tokens, body sizes).
+    pub api: ApiConfig,
+    /// Orchestrator settings.
+    pub orchestrator: OrchestratorConfig,
+    /// Allow a non-loopback address without an admin token.
+    pub insecure: bool,
+    /// How long a stop waits for running attempts.
+    pub shutdown_grace: Duration,
+}
+
+impl HostConfig {
+    /// Defaults with the given data directory, listening on `127.0.0.1:0`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: Limits::default(),
+            api: ApiConfig::default(),
+            orchestrator: OrchestratorConfig::default(),
+            insecure: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running host: HTTP server plus orchestrator.
+pub struct Host {
+    orch: Arc<Orchestrator>,
+    addr: SocketAddr,
+    stop_http: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+}
+
+impl Host {
+    /// Opens the store, resumes unfinished executions and starts serving.
+    pub async fn start(mut config: HostConfig) -> anyhow::Result<Self> {
+        if !config.listen.ip().is_loopback() && config.api.admin_token.is_none() && !config.insecure
+        {
+            bail!(
+                "refusing to listen on {} without an admin token: set --admin-token (or SAGAHOST_ADMIN_TOKEN), or pass --insecure",
+                config.listen
+            );
+        }
+        config.api.max_plugin_bytes = config.limits.max_plugin_bytes;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let runtime = Runtime::new(config.limits.clone())
+            .map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
+        let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
+        let orch = Orchestrator::new(
+            store,
+            plugins,
+            Arc::new(SystemClock),
+            config.orchestrator.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let app = api::router(AppState {
+            orch: orch.clone(),
+            config: Arc::new(config.api.clone()),
+        });
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.await.unwrap_or(()) })
+                .await
+        });
+        // Recovery runs beside the server: the API answers while executions resume.
+        let recovering = orch.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recovering.recover().await {
+                tracing::error!(error = %e, "recovery failed");
+            }
+        });
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "sagahost listening");
+        Ok(Self {
+            orch,
+            addr,
+            stop_http: Some(stop_http),
+            server,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The orchestrator (for in-process use: benchmarks, tests).
+    pub fn orchestrator(&self) -> &Arc<Orchestrator> {
+        &self.orch
+    }
+
+    /// Stops accepting requests, lets running attempts finish (up to the grace period) and
+    /// stops. Unfinished executions resume at the next start.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop_http.take() {
+            let _ = tx.send(());
+        }
+        self.orch.shutdown(self.grace).await;
+        match tokio::time::timeout(self.grace, &mut self.server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(_) => {}
+            Err(_) => self.server.abort(),
+        }
+    }
+}

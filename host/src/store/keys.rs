@@ -1,0 +1,160 @@
+//! Every sled key the host writes, in one place. One tree holds everything, so that one
+//! `apply_batch` makes a group of writes atomic; a leading tag byte separates the tables.
+//!
+//! Names never contain `0x00` (they are validated), so it separates variable-length parts.
+
+use crate::domain::{ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName};
+
+const EVENT: u8 = b'e';
+const SUMMARY: u8 = b'x';
+const BY_STATUS: u8 = b's';
+const BY_SAGA: u8 = b'g';
+const IDEMPOTENCY: u8 = b'i';
+const PLUGIN: u8 = b'p';
+const BLOB: u8 = b'b';
+const ARTIFACT: u8 = b'a';
+const DEFINITION: u8 = b'd';
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// `e ‖ id ‖ seq (big-endian)`: a stream's records sort by sequence.
+pub fn event(id: ExecutionId, seq: u64) -> Vec<u8> {
+    key(&[&[EVENT], id.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// Prefix of all records of one stream.
+pub fn events_of(id: ExecutionId) -> Vec<u8> {
+    key(&[&[EVENT], id.as_bytes()])
+}
+
+/// `x ‖ id`: the stream's summary (its head version and status).
+pub fn summary(id: ExecutionId) -> Vec<u8> {
+    key(&[&[SUMMARY], id.as_bytes()])
+}
+
+/// Prefix of all summaries.
+pub fn summaries() -> Vec<u8> {
+    vec![SUMMARY]
+}
+
+fn status_tag(s: ExecutionStatus) -> u8 {
+    match s {
+        ExecutionStatus::Running => b'r',
+        ExecutionStatus::Compensating => b'c',
+        ExecutionStatus::Completed => b'd',
+        ExecutionStatus::Compensated => b'u',
+        ExecutionStatus::Failed => b'f',
+    }
+}
+
+/// `s ‖ status ‖ id`: executions by status.
+pub fn by_status(s: ExecutionStatus, id: ExecutionId) -> Vec<u8> {
+    key(&[&[BY_STATUS, status_tag(s)], id.as_bytes()])
+}
+
+/// Prefix of one status's index.
+pub fn status_index(s: ExecutionStatus) -> Vec<u8> {
+    vec![BY_STATUS, status_tag(s)]
+}
+
+/// `g ‖ saga ‖ 0 ‖ id`: executions by saga.
+pub fn by_saga(saga: &SagaName, id: ExecutionId) -> Vec<u8> {
+    key(&[&[BY_SAGA], saga.as_str().as_bytes(), &[0], id.as_bytes()])
+}
+
+/// Prefix of one saga's index.
+pub fn saga_index(saga: &SagaName) -> Vec<u8> {
+    key(&[&[BY_SAGA], saga.as_str().as_bytes(), &[0]])
+}
+
+/// `i ‖ saga ‖ 0 ‖ key`: the execution a trigger's idempotency key created.
+pub fn idempotency(saga: &SagaName, k: &str) -> Vec<u8> {
+    key(&[&[IDEMPOTENCY], saga.as_str().as_bytes(), &[0], k.as_bytes()])
+}
+
+/// `p ‖ name ‖ 0 ‖ version`: plugin metadata.
+pub fn plugin(name: &PluginName, version: &PluginVersion) -> Vec<u8> {
+    key(&[
+        &[PLUGIN],
+        name.as_str().as_bytes(),
+        &[0],
+        version.as_str().as_bytes(),
+    ])
+}
+
+/// Prefix of all plugins.
+pub fn plugins() -> Vec<u8> {
+    vec![PLUGIN]
+}
+
+/// `b ‖ digest`: plugin bytes, content-addressed.
+pub fn blob(digest: &str) -> Vec<u8> {
+    key(&[&[BLOB], digest.as_bytes()])
+}
+
+/// `a ‖ key`: a precompiled artifact (key names digest and engine).
+pub fn artifact(k: &str) -> Vec<u8> {
+    key(&[&[ARTIFACT], k.as_bytes()])
+}
+
+/// `d ‖ name ‖ 0 ‖ version (big-endian)`: a definition version.
+pub fn definition(name: &SagaName, version: u64) -> Vec<u8> {
+    key(&[
+        &[DEFINITION],
+        name.as_str().as_bytes(),
+        &[0],
+        &version.to_be_bytes(),
+    ])
+}
+
+/// Prefix of one saga's definition versions.
+pub fn definitions_of(name: &SagaName) -> Vec<u8> {
+    key(&[&[DEFINITION], name.as_str().as_bytes(), &[0]])
+}
+
+/// Prefix of all definitions.
+pub fn definitions() -> Vec<u8> {
+    vec![DEFINITION]
+}
+
+/// The id at the end of an index key.
+pub fn trailing_id(k: &[u8]) -> Option<ExecutionId> {
+    let tail: [u8; 16] = k.get(k.len().checked_sub(16)?..)?.try_into().ok()?;
+    Some(ExecutionId::from_bytes(tail))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_sort_by_sequence() {
+        let id = ExecutionId::new();
+        assert!(event(id, 255) < event(id, 256));
+        assert!(event(id, 9).starts_with(&events_of(id)));
+        assert_eq!(
+            trailing_id(&by_status(ExecutionStatus::Running, id)),
+            Some(id)
+        );
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), b"ac");
+        assert_eq!(prefix_end(&[1, 255]), [2]);
+    }
+}

@@ -1,0 +1,270 @@
+//! Durable storage: event streams (one per execution) with optimistic concurrency, their
+//! indexes, and the catalog of plugins and saga definitions.
+//!
+//! Two backends implement the same traits and pass the same contract suite
+//! (`tests/store_contract.rs`): [`SledStore`] for production and [`MemoryStore`] for tests.
+
+mod keys;
+mod memory;
+mod sled_store;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName,
+};
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the expected version: someone else appended first. Re-read and decide again.
+    #[error("version conflict on {id}: expected {expected}, stream is at {actual}")]
+    Conflict {
+        /// The stream.
+        id: ExecutionId,
+        /// The version the caller based its decision on.
+        expected: u64,
+        /// The version the stream is at.
+        actual: u64,
+    },
+    /// The stream does not exist.
+    #[error("execution {0} not found")]
+    NotFound(ExecutionId),
+    /// The records handed to `append` are not numbered right after `expected`.
+    #[error("records must be numbered from {0} without gaps")]
+    BadSequence(u64),
+    /// The storage itself failed (disk full, unwritable, closed). Retryable by callers.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The head of one execution's stream, kept beside it for listings and version checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionSummary {
+    /// The execution.
+    pub id: ExecutionId,
+    /// Its definition name.
+    pub saga: SagaName,
+    /// Current status.
+    pub status: ExecutionStatus,
+    /// `seq` of the last event.
+    pub version: u64,
+    /// When it started.
+    pub created_at: u64,
+    /// When its last event was recorded.
+    pub updated_at: u64,
+}
+
+impl ExecutionSummary {
+    /// The summary of a stream whose first record is `first` (an `execution_started`).
+    pub fn new(id: ExecutionId, saga: SagaName, first: &EventRecord) -> Self {
+        Self {
+            id,
+            saga,
+            status: ExecutionStatus::Running,
+            version: first.seq,
+            created_at: first.at,
+            updated_at: first.at,
+        }
+    }
+
+    /// Moves the summary past `records`.
+    pub fn advance(&mut self, records: &[EventRecord]) {
+        for r in records {
+            if let Some(s) = r.event.status_after() {
+                self.status = s;
+            }
+            self.version = r.seq;
+            self.updated_at = r.at;
+        }
+    }
+}
+
+/// Checks that `records` continue a stream at `expected` without gaps.
+pub(crate) fn check_sequence(expected: u64, records: &[EventRecord]) -> Result<(), StoreError> {
+    let ok = !records.is_empty()
+        && records
+            .iter()
+            .zip(expected + 1..)
+            .all(|(r, seq)| r.seq == seq);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadSequence(expected + 1))
+    }
+}
+
+/// A trigger's idempotency key, scoped to its saga.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The saga triggered.
+    pub saga: SagaName,
+    /// The client's key.
+    pub key: String,
+}
+
+/// What `create` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new stream was created.
+    New,
+    /// The idempotency key was already used: here is the first execution.
+    Existing(ExecutionId),
+}
+
+/// Which executions to list (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only this saga.
+    pub saga: Option<SagaName>,
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only executions older than this one (the previous page's last id).
+    pub after: Option<ExecutionId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Event streams.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Creates a stream with its first record, unless `idempotency` was used before.
+    async fn create(
+        &self,
+        id: ExecutionId,
+        saga: SagaName,
+        first: EventRecord,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError>;
+
+    /// Appends `records` (numbered from `expected + 1`) if the stream is at `expected`.
+    /// Returns once they are durable.
+    async fn append(
+        &self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// The records of a stream with `seq > after`, in order. `NotFound` when there is no stream.
+    async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The stream's summary.
+    async fn summary(&self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError>;
+
+    /// Executions matching `filter`, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError>;
+
+    /// Every execution the host must drive (running or compensating).
+    async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError>;
+}
+
+/// An uploaded plugin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginMeta {
+    /// Name.
+    pub name: PluginName,
+    /// Version.
+    pub version: PluginVersion,
+    /// SHA-256 of the bytes, hex.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was uploaded.
+    pub uploaded_at: u64,
+}
+
+/// What `put_plugin` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginPut {
+    /// Stored.
+    Created,
+    /// The same bytes were already stored under this version.
+    Unchanged(PluginMeta),
+    /// Other bytes are stored under this version.
+    Conflict(PluginMeta),
+}
+
+/// A stored definition version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredDefinition {
+    /// Saga name.
+    pub name: SagaName,
+    /// Version, from 1.
+    pub version: u64,
+    /// When this version was stored.
+    pub created_at: u64,
+    /// The definition.
+    pub definition: SagaDefinition,
+}
+
+/// What `put_definition` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefinitionPut {
+    /// First version of this saga.
+    Created,
+    /// A new version replaced the previous one.
+    Replaced,
+    /// Identical to the latest version: nothing stored.
+    Unchanged,
+}
+
+/// Plugins, their precompiled artifacts, and saga definitions.
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    /// Stores a plugin's metadata and bytes, plus its precompiled artifact, all or nothing.
+    async fn put_plugin(
+        &self,
+        meta: PluginMeta,
+        bytes: Vec<u8>,
+        artifact: Option<(String, Vec<u8>)>,
+    ) -> Result<PluginPut, StoreError>;
+
+    /// One plugin.
+    async fn plugin(
+        &self,
+        name: &PluginName,
+        version: &PluginVersion,
+    ) -> Result<Option<PluginMeta>, StoreError>;
+
+    /// Every plugin, by name then version.
+    async fn plugins(&self) -> Result<Vec<PluginMeta>, StoreError>;
+
+    /// A plugin's bytes, by digest.
+    async fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A precompiled artifact.
+    async fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a precompiled artifact (after an engine upgrade made the old one unusable).
+    async fn put_artifact(&self, key: String, bytes: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Stores a new version of a definition (unless identical to the latest).
+    async fn put_definition(
+        &self,
+        name: SagaName,
+        definition: SagaDefinition,
+        at: u64,
+    ) -> Result<(StoredDefinition, DefinitionPut), StoreError>;
+
+    /// A definition version; `None` for the latest.
+    async fn definition(
+        &self,
+        name: &SagaName,
+        version: Option<u64>,
+    ) -> Result<Option<StoredDefinition>, StoreError>;
+
+    /// The latest version of every definition, by name.
+    async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError>;
+}
+
+/// Everything the host stores.
+pub trait Store: EventStore + CatalogStore {}
+impl<T: EventStore + CatalogStore> Store for T {}

@@ -1,0 +1,587 @@
+//! The sled backend. Reads go straight to sled (on the blocking pool); every write goes to
+//! one writer thread that applies whatever has queued up as a single atomic batch, flushes
+//! once, and then answers all its callers: group commit. Being the only writer also makes its
+//! version checks race-free.
+//!
+//! Only that thread ever flushes: concurrent `flush_async` hangs in sled 0.34.7 (issue #1308).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::keys;
+use super::*;
+
+/// Most writes merged into one batch: bounds the latency a large group adds to its first caller.
+const MAX_GROUP: usize = 4_096;
+
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+enum Write {
+    Create {
+        id: ExecutionId,
+        saga: SagaName,
+        first: EventRecord,
+        idem: Option<IdempotencyKey>,
+        reply: oneshot::Sender<Result<Created, StoreError>>,
+    },
+    Append {
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    PutPlugin {
+        meta: PluginMeta,
+        bytes: Vec<u8>,
+        artifact: Option<(String, Vec<u8>)>,
+        reply: oneshot::Sender<Result<PluginPut, StoreError>>,
+    },
+    PutArtifact {
+        key: String,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    PutDefinition {
+        name: SagaName,
+        definition: SagaDefinition,
+        at: u64,
+        reply: oneshot::Sender<Result<(StoredDefinition, DefinitionPut), StoreError>>,
+    },
+}
+
+/// Group-commit statistics, for benchmarks and metrics.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    /// Batches committed (one flush each).
+    pub batches: AtomicU64,
+    /// Writes committed in those batches.
+    pub writes: AtomicU64,
+}
+
+/// The production store: one sled tree in a data directory.
+pub struct SledStore {
+    db: sled::Db,
+    tx: mpsc::Sender<Write>,
+    stats: Arc<CommitStats>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store types serialize")
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
+        let stats = Arc::new(CommitStats::default());
+        let (wdb, wstats) = (db.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("sled-writer".into())
+            .spawn(move || writer(wdb, rx, &wstats))
+            .map_err(unavailable)?;
+        Ok(Self { db, tx, stats })
+    }
+
+    /// Group-commit counters.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| unavailable("store writer has stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("store writer has stopped"))?
+    }
+
+    async fn read_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&sled::Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(unavailable)?
+    }
+}
+
+fn get<T: DeserializeOwned>(db: &sled::Db, key: &[u8]) -> Result<Option<T>, StoreError> {
+    db.get(key)
+        .map_err(unavailable)?
+        .map(|v| decode(&v))
+        .transpose()
+}
+
+fn scan_ids(
+    db: &sled::Db,
+    prefix: &[u8],
+    after: Option<ExecutionId>,
+) -> impl Iterator<Item = Result<ExecutionId, StoreError>> {
+    let end = match after {
+        Some(id) => [prefix, id.as_bytes()].concat(),
+        None => keys::prefix_end(prefix),
+    };
+    db.range(prefix.to_vec()..end).rev().map(|kv| {
+        kv.map_err(unavailable).and_then(|(k, _)| {
+            keys::trailing_id(&k).ok_or_else(|| StoreError::Corrupt("index key".into()))
+        })
+    })
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn create(
+        &self,
+        id: ExecutionId,
+        saga: SagaName,
+        first: EventRecord,
+        idem: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        self.write(|reply| Write::Create {
+            id,
+            saga,
+            first,
+            idem,
+            reply,
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Write::Append {
+            id,
+            expected,
+            records,
+            reply,
+        })
+        .await
+    }
+
+    async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
+        self.read_with(move |db| {
+            let records = db
+                .range(
+                    keys::event(id, after.saturating_add(1))
+                        ..keys::prefix_end(&keys::events_of(id)),
+                )
+                .map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v)))
+                .collect::<Result<Vec<EventRecord>, _>>()?;
+            if records.is_empty() && !db.contains_key(keys::summary(id)).map_err(unavailable)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn summary(&self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        self.read_with(move |db| get(db, &keys::summary(id))).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let filter = filter.clone();
+        self.read_with(move |db| {
+            let prefix = match (&filter.saga, filter.status) {
+                (Some(saga), _) => keys::saga_index(saga),
+                (None, Some(status)) => keys::status_index(status),
+                (None, None) => keys::summaries(),
+            };
+            let mut out = Vec::new();
+            for id in scan_ids(db, &prefix, filter.after) {
+                if out.len() >= filter.limit {
+                    break;
+                }
+                let Some(s) = get::<ExecutionSummary>(db, &keys::summary(id?))? else {
+                    continue;
+                };
+                if filter.status.is_none_or(|st| st == s.status) {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {
+        self.read_with(|db| {
+            [ExecutionStatus::Running, ExecutionStatus::Compensating]
+                .into_iter()
+                .flat_map(|s| scan_ids(db, &keys::status_index(s), None).collect::<Vec<_>>())
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CatalogStore for SledStore {
+    async fn put_plugin(
+        &self,
+        meta: PluginMeta,
+        bytes: Vec<u8>,
+        artifact: Option<(String, Vec<u8>)>,
+    ) -> Result<PluginPut, StoreError> {
+        self.write(|reply| Write::PutPlugin {
+            meta,
+            bytes,
+            artifact,
+            reply,
+        })
+        .await
+    }
+
+    async fn plugin(
+        &self,
+        name: &PluginName,
+        version: &PluginVersion,
+    ) -> Result<Option<PluginMeta>, StoreError> {
+        let key = keys::plugin(name, version);
+        self.read_with(move |db| get(db, &key)).await
+    }
+
+    async fn plugins(&self) -> Result<Vec<PluginMeta>, StoreError> {
+        self.read_with(|db| {
+            db.scan_prefix(keys::plugins())
+                .map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::blob(digest);
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec())))
+            .await
+    }
+
+    async fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::artifact(key);
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec())))
+            .await
+    }
+
+    async fn put_artifact(&self, key: String, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.write(|reply| Write::PutArtifact { key, bytes, reply })
+            .await
+    }
+
+    async fn put_definition(
+        &self,
+        name: SagaName,
+        definition: SagaDefinition,
+        at: u64,
+    ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
+        self.write(|reply| Write::PutDefinition {
+            name,
+            definition,
+            at,
+            reply,
+        })
+        .await
+    }
+
+    async fn definition(
+        &self,
+        name: &SagaName,
+        version: Option<u64>,
+    ) -> Result<Option<StoredDefinition>, StoreError> {
+        let name = name.clone();
+        self.read_with(move |db| match version {
+            Some(v) => get(db, &keys::definition(&name, v)),
+            None => latest_definition(db, &name),
+        })
+        .await
+    }
+
+    async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
+        self.read_with(|db| {
+            let mut latest: Vec<StoredDefinition> = Vec::new();
+            for kv in db.scan_prefix(keys::definitions()) {
+                let d: StoredDefinition = decode(&kv.map_err(unavailable)?.1)?;
+                match latest.last_mut() {
+                    Some(last) if last.name == d.name => *last = d,
+                    _ => latest.push(d),
+                }
+            }
+            Ok(latest)
+        })
+        .await
+    }
+}
+
+fn latest_definition(
+    db: &sled::Db,
+    name: &SagaName,
+) -> Result<Option<StoredDefinition>, StoreError> {
+    db.scan_prefix(keys::definitions_of(name))
+        .next_back()
+        .transpose()
+        .map_err(unavailable)?
+        .map(|(_, v)| decode(&v))
+        .transpose()
+}
+
+/// The writer's view of one group: the batch being built plus what earlier writes of the
+/// same group changed, so that later writes in the group see them.
+struct Group<'a> {
+    db: &'a sled::Db,
+    batch: sled::Batch,
+    summaries: HashMap<ExecutionId, Option<ExecutionSummary>>,
+    idempotency: HashMap<Vec<u8>, ExecutionId>,
+    plugins: HashMap<Vec<u8>, PluginMeta>,
+    definitions: HashMap<SagaName, StoredDefinition>,
+}
+
+impl Group<'_> {
+    fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        if let Some(s) = self.summaries.get(&id) {
+            return Ok(s.clone());
+        }
+        let s = get(self.db, &keys::summary(id))?;
+        self.summaries.insert(id, s.clone());
+        Ok(s)
+    }
+
+    fn put_summary(&mut self, old: Option<ExecutionStatus>, s: ExecutionSummary) {
+        if old != Some(s.status) {
+            if let Some(old) = old {
+                self.batch.remove(keys::by_status(old, s.id));
+            }
+            self.batch.insert(keys::by_status(s.status, s.id), &[]);
+        }
+        self.batch.insert(keys::summary(s.id), encode(&s));
+        self.summaries.insert(s.id, Some(s));
+    }
+
+    fn insert_records(&mut self, id: ExecutionId, records: &[EventRecord]) {
+        for r in records {
+            self.batch.insert(keys::event(id, r.seq), encode(r));
+        }
+    }
+
+    fn create(
+        &mut self,
+        id: ExecutionId,
+        saga: SagaName,
+        first: EventRecord,
+        idem: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        let idem_key = idem.as_ref().map(|k| keys::idempotency(&k.saga, &k.key));
+        if let Some(k) = &idem_key {
+            if let Some(existing) = self.idempotency.get(k) {
+                return Ok(Created::Existing(*existing));
+            }
+            if let Some(v) = self.db.get(k).map_err(unavailable)? {
+                let bytes: [u8; 16] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("idempotency value".into()))?;
+                return Ok(Created::Existing(ExecutionId::from_bytes(bytes)));
+            }
+        }
+        check_sequence(0, std::slice::from_ref(&first))?;
+        if let Some(existing) = self.summary(id)? {
+            return Err(StoreError::Conflict {
+                id,
+                expected: 0,
+                actual: existing.version,
+            });
+        }
+        self.batch.insert(keys::by_saga(&saga, id), &[]);
+        if let Some(k) = idem_key {
+            self.batch.insert(k.clone(), id.as_bytes());
+            self.idempotency.insert(k, id);
+        }
+        let summary = ExecutionSummary::new(id, saga, &first);
+        self.insert_records(id, std::slice::from_ref(&first));
+        self.put_summary(None, summary);
+        Ok(Created::New)
+    }
+
+    fn append(
+        &mut self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+    ) -> Result<(), StoreError> {
+        let mut summary = self.summary(id)?.ok_or(StoreError::NotFound(id))?;
+        if summary.version != expected {
+            return Err(StoreError::Conflict {
+                id,
+                expected,
+                actual: summary.version,
+            });
+        }
+        check_sequence(expected, &records)?;
+        let old = summary.status;
+        summary.advance(&records);
+        self.insert_records(id, &records);
+        self.put_summary(Some(old), summary);
+        Ok(())
+    }
+
+    fn put_plugin(
+        &mut self,
+        meta: PluginMeta,
+        bytes: Vec<u8>,
+        artifact: Option<(String, Vec<u8>)>,
+    ) -> Result<PluginPut, StoreError> {
+        let key = keys::plugin(&meta.name, &meta.version);
+        let existing = match self.plugins.get(&key) {
+            Some(m) => Some(m.clone()),
+            None => get::<PluginMeta>(self.db, &key)?,
+        };
+        if let Some(existing) = existing {
+            return Ok(if existing.digest == meta.digest {
+                PluginPut::Unchanged(existing)
+            } else {
+                PluginPut::Conflict(existing)
+            });
+        }
+        self.batch.insert(keys::blob(&meta.digest), bytes);
+        if let Some((k, a)) = artifact {
+            self.batch.insert(keys::artifact(&k), a);
+        }
+        self.batch.insert(key.clone(), encode(&meta));
+        self.plugins.insert(key, meta);
+        Ok(PluginPut::Created)
+    }
+
+    fn put_definition(
+        &mut self,
+        name: SagaName,
+        definition: SagaDefinition,
+        at: u64,
+    ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
+        let latest = match self.definitions.get(&name) {
+            Some(d) => Some(d.clone()),
+            None => latest_definition(self.db, &name)?,
+        };
+        let (version, put) = match latest {
+            Some(d) if d.definition == definition => return Ok((d, DefinitionPut::Unchanged)),
+            Some(d) => (d.version + 1, DefinitionPut::Replaced),
+            None => (1, DefinitionPut::Created),
+        };
+        let stored = StoredDefinition {
+            name: name.clone(),
+            version,
+            created_at: at,
+            definition,
+        };
+        self.batch
+            .insert(keys::definition(&name, version), encode(&stored));
+        self.definitions.insert(name, stored.clone());
+        Ok((stored, put))
+    }
+
+    /// Stages one write; the returned closure answers its caller once the group is committed.
+    fn stage(&mut self, w: Write) -> Finish {
+        fn finish<T: Send + 'static>(
+            result: Result<T, StoreError>,
+            reply: oneshot::Sender<Result<T, StoreError>>,
+        ) -> Finish {
+            Box::new(move |commit| {
+                // Failed writes staged nothing, so they answer with their own error.
+                let answer = match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+                };
+                let _ = reply.send(answer);
+            })
+        }
+        match w {
+            Write::Create {
+                id,
+                saga,
+                first,
+                idem,
+                reply,
+            } => finish(self.create(id, saga, first, idem), reply),
+            Write::Append {
+                id,
+                expected,
+                records,
+                reply,
+            } => finish(self.append(id, expected, records), reply),
+            Write::PutPlugin {
+                meta,
+                bytes,
+                artifact,
+                reply,
+            } => finish(self.put_plugin(meta, bytes, artifact), reply),
+            Write::PutArtifact { key, bytes, reply } => {
+                self.batch.insert(keys::artifact(&key), bytes);
+                finish(Ok(()), reply)
+            }
+            Write::PutDefinition {
+                name,
+                definition,
+                at,
+                reply,
+            } => finish(self.put_definition(name, definition, at), reply),
+        }
+    }
+}
+
+fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = Group {
+            db: &db,
+            batch: sled::Batch::default(),
+            summaries: HashMap::new(),
+            idempotency: HashMap::new(),
+            plugins: HashMap::new(),
+            definitions: HashMap::new(),
+        };
+        let mut finishers = vec![group.stage(first)];
+        while finishers.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(w) => finishers.push(group.stage(w)),
+                Err(_) => break,
+            }
+        }
+        let batch = std::mem::take(&mut group.batch);
+        let commit = db
+            .apply_batch(batch)
+            .and_then(|()| db.flush().map(drop))
+            .map_err(|e| {
+                tracing::error!(error = %e, "store commit failed");
+                unavailable(e)
+            });
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .writes
+            .fetch_add(finishers.len() as u64, Ordering::Relaxed);
+        for f in finishers {
+            f(commit.clone());
+        }
+    }
+}

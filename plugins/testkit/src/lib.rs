@@ -1,0 +1,97 @@
+//! A test plugin whose behaviour is chosen per step by the execution input, so one plugin
+//! can play every part in host tests: `{"behaviors": {"<step>": "<behavior>"},
+//! "compensations": {"<step>": "<behavior>"}}`. Unlisted steps succeed.
+//!
+//! It uses the raw bindings rather than the typed `Step` trait so that it can also break
+//! the contract (answer text that is not JSON).
+//!
+//! Behaviours: `ok`, `permanent`, `retryable`, `fail_until:N` (retryable before attempt N),
+//! `sleep:MS`, `loop`, `trap`, `panic`, `oom`, `stack_overflow`, `huge_output`, `not_json`,
+//! `log_flood`, `read_file`, `read_env`, `open_socket`.
+
+use saga_guest::bindings::exports::saga::plugin::step::Guest;
+use saga_guest::bindings::saga::plugin::types::{StepContext, StepError};
+use saga_guest::serde_json::{self, Value, json};
+
+struct Testkit;
+
+fn behavior(input: &str, table: &str, step: &str) -> String {
+    let v: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+    v["input"][table][step].as_str().unwrap_or("ok").to_string()
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut more = *pad;
+    recurse(depth + 1, &mut more) + more[0] as u64
+}
+
+fn act(ctx: &StepContext, side: &str, behavior: &str) -> Result<String, StepError> {
+    let ok = || {
+        Ok(json!({
+            "step": ctx.step, "side": side, "attempt": ctx.attempt,
+            "execution_id": ctx.execution_id, "idempotency_key": ctx.idempotency_key,
+        })
+        .to_string())
+    };
+    let (name, arg) = behavior.split_once(':').unwrap_or((behavior, ""));
+    match name {
+        "ok" => ok(),
+        "permanent" => Err(StepError::Permanent(format!("{} said no", ctx.step))),
+        "retryable" => Err(StepError::Retryable(format!("{} is temporarily unavailable", ctx.step))),
+        "fail_until" if ctx.attempt < arg.parse().unwrap_or(0) => Err(StepError::Retryable(format!("not yet (attempt {})", ctx.attempt))),
+        "fail_until" => ok(),
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_millis(arg.parse().unwrap_or(0)));
+            ok()
+        }
+        "loop" => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "trap" => std::process::abort(),
+        "panic" => panic!("testkit was told to panic"),
+        "oom" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "stack_overflow" => {
+            let mut pad = [0u8; 256];
+            Ok(recurse(0, &mut pad).to_string())
+        }
+        "huge_output" => Ok(json!({ "blob": "x".repeat(2 << 20) }).to_string()),
+        "not_json" => Ok("this is not JSON".into()),
+        "log_flood" => {
+            for i in 0..100_000 {
+                saga_guest::info!("flood line {i}");
+                println!("stdout flood line {i}");
+            }
+            ok()
+        }
+        "read_file" => Ok(json!({ "read_file": format!("{:?}", std::fs::read_to_string("/etc/passwd").map(|s| s.len())) }).to_string()),
+        "read_env" => Ok(json!({ "env_vars": std::env::vars().count(), "args": std::env::args().count() }).to_string()),
+        "open_socket" => Ok(json!({ "open_socket": format!("{:?}", std::net::TcpStream::connect("127.0.0.1:1").map(|_| ())) }).to_string()),
+        other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
+    }
+}
+
+impl Guest for Testkit {
+    fn execute(ctx: StepContext, input: String) -> Result<String, StepError> {
+        let b = behavior(&input, "behaviors", &ctx.step);
+        act(&ctx, "execute", &b)
+    }
+
+    fn compensate(ctx: StepContext, input: String) -> Result<String, StepError> {
+        let b = behavior(&input, "compensations", &ctx.step);
+        act(&ctx, "compensate", &b)
+    }
+}
+
+saga_guest::bindings::__export_plugin!(Testkit with_types_in saga_guest::bindings);
