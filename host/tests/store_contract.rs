@@ -1,0 +1,536 @@
+//! The store contract: one suite, run against every backend (sled and in-memory), plus a
+//! model-based property test of appends against a plain `BTreeMap`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use sagahost::domain::definition::{DefinitionLimits, parse_definition};
+use sagahost::domain::{
+    Event, EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName, StepName,
+};
+use sagahost::store::{
+    Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta,
+    PluginPut, SledStore, Store, StoreError,
+};
+use serde_json::json;
+
+fn saga(name: &str) -> SagaName {
+    SagaName::parse(name).unwrap()
+}
+
+fn started(saga_name: &str) -> EventRecord {
+    EventRecord {
+        seq: 1,
+        at: 10,
+        event: Event::ExecutionStarted {
+            saga: saga(saga_name),
+            definition_version: 1,
+            input: json!({}),
+            deadline_unix_ms: None,
+            idempotency_key: None,
+        },
+    }
+}
+
+fn step_started(seq: u64) -> EventRecord {
+    EventRecord {
+        seq,
+        at: 20 + seq,
+        event: Event::StepStarted {
+            step: StepName::parse("a").unwrap(),
+            attempt: 1,
+        },
+    }
+}
+
+fn at(seq: u64, event: Event) -> EventRecord {
+    EventRecord {
+        seq,
+        at: 20 + seq,
+        event,
+    }
+}
+
+async fn new_execution(store: &dyn Store, saga_name: &str) -> ExecutionId {
+    let id = ExecutionId::new();
+    assert_eq!(
+        store
+            .create(id, saga(saga_name), started(saga_name), None)
+            .await
+            .unwrap(),
+        Created::New
+    );
+    id
+}
+
+/// Runs every contract test against the store `make` returns.
+macro_rules! contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn appends_at_the_expected_version_and_reads_back_in_order() {
+                let (store, _guard) = $make;
+                appends_at_the_expected_version(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn rejects_conflicting_and_gapped_appends() {
+                let (store, _guard) = $make;
+                rejects_conflicts(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn concurrent_writers_at_one_version_one_wins() {
+                let (store, _guard) = $make;
+                one_of_two_writers_wins(store).await;
+            }
+
+            #[tokio::test]
+            async fn idempotency_keys_return_the_first_execution() {
+                let (store, _guard) = $make;
+                idempotency(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn status_indexes_list_and_page_newest_first() {
+                let (store, _guard) = $make;
+                listing(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn plugins_are_immutable_per_version() {
+                let (store, _guard) = $make;
+                plugins(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn definitions_are_versioned() {
+                let (store, _guard) = $make;
+                definitions(&*store).await;
+            }
+        }
+    };
+}
+
+fn memory() -> (Arc<dyn Store>, ()) {
+    (Arc::new(MemoryStore::new()), ())
+}
+
+fn sled() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Arc::new(SledStore::open(dir.path()).unwrap()), dir)
+}
+
+contract!(memory_store, memory());
+contract!(sled_store, sled());
+
+async fn appends_at_the_expected_version(store: &dyn Store) {
+    let id = new_execution(store, "s").await;
+    store
+        .append(
+            id,
+            1,
+            vec![step_started(2), at(3, Event::ExecutionCompleted)],
+        )
+        .await
+        .unwrap();
+    let all = store.read(id, 0).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all[2].event, Event::ExecutionCompleted);
+    assert_eq!(
+        store.read(id, 2).await.unwrap().len(),
+        1,
+        "read after a sequence number"
+    );
+    let summary = store.summary(id).await.unwrap().unwrap();
+    assert_eq!(
+        (summary.version, summary.status),
+        (3, ExecutionStatus::Completed)
+    );
+    assert!(matches!(
+        store.read(ExecutionId::new(), 0).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn rejects_conflicts(store: &dyn Store) {
+    let id = new_execution(store, "s").await;
+    store.append(id, 1, vec![step_started(2)]).await.unwrap();
+    let stale = store.append(id, 1, vec![step_started(2)]).await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    let gap = store.append(id, 2, vec![step_started(4)]).await;
+    assert!(matches!(gap, Err(StoreError::BadSequence(3))), "{gap:?}");
+    let missing = store
+        .append(ExecutionId::new(), 0, vec![step_started(1)])
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        store.read(id, 0).await.unwrap().len(),
+        2,
+        "nothing from the rejected appends"
+    );
+    let dup = store.create(id, saga("s"), started("s"), None).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict { .. })),
+        "a stream is created once"
+    );
+}
+
+async fn one_of_two_writers_wins(store: Arc<dyn Store>) {
+    for _ in 0..20 {
+        let id = new_execution(&*store, "s").await;
+        let a = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(id, 1, vec![at(2, Event::CancelRequested)])
+                    .await
+            })
+        };
+        let b = {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(id, 1, vec![step_started(2)]).await })
+        };
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} {b:?}");
+        let loser = if a.is_ok() { b } else { a };
+        assert!(matches!(
+            loser,
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ));
+        assert_eq!(store.read(id, 0).await.unwrap().len(), 2, "nothing merged");
+    }
+}
+
+async fn idempotency(store: &dyn Store) {
+    let key = |k: &str, s: &str| {
+        Some(IdempotencyKey {
+            saga: saga(s),
+            key: k.into(),
+        })
+    };
+    let first = ExecutionId::new();
+    assert_eq!(
+        store
+            .create(first, saga("s"), started("s"), key("k1", "s"))
+            .await
+            .unwrap(),
+        Created::New
+    );
+    let again = store
+        .create(ExecutionId::new(), saga("s"), started("s"), key("k1", "s"))
+        .await
+        .unwrap();
+    assert_eq!(again, Created::Existing(first));
+    let other_saga = store
+        .create(ExecutionId::new(), saga("t"), started("t"), key("k1", "t"))
+        .await
+        .unwrap();
+    assert_eq!(other_saga, Created::New, "keys are scoped to their saga");
+}
+
+async fn listing(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = new_execution(store, if i % 2 == 0 { "even" } else { "odd" }).await;
+        ids.push(id);
+    }
+    store
+        .append(
+            ids[0],
+            1,
+            vec![
+                at(2, Event::CompensationStarted { reason: "x".into() }),
+                at(3, Event::ExecutionCompensated),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            ids[1],
+            1,
+            vec![at(2, Event::CompensationStarted { reason: "x".into() })],
+        )
+        .await
+        .unwrap();
+    let all = store
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let newest_first: Vec<_> = ids.iter().rev().copied().collect();
+    assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), newest_first);
+    let even = store
+        .list(&ListFilter {
+            saga: Some(saga("even")),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        even.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ids[4], ids[2], ids[0]]
+    );
+    let compensated = store
+        .list(&ListFilter {
+            status: Some(ExecutionStatus::Compensated),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        compensated.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ids[0]]
+    );
+    let even_running = store
+        .list(&ListFilter {
+            saga: Some(saga("even")),
+            status: Some(ExecutionStatus::Running),
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        even_running.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ids[4], ids[2]]
+    );
+    let page1 = store
+        .list(&ListFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let page2 = store
+        .list(&ListFilter {
+            limit: 2,
+            after: Some(page1[1].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let mut unfinished = store.unfinished().await.unwrap();
+    unfinished.sort();
+    let mut expected = vec![ids[1], ids[2], ids[3], ids[4]];
+    expected.sort();
+    assert_eq!(
+        unfinished, expected,
+        "running and compensating, not terminal"
+    );
+}
+
+async fn plugins(store: &dyn Store) {
+    let meta = |digest: &str| PluginMeta {
+        name: PluginName::parse("pay").unwrap(),
+        version: PluginVersion::parse("1.0.0").unwrap(),
+        digest: digest.into(),
+        size: 3,
+        uploaded_at: 1,
+    };
+    let put = store
+        .put_plugin(
+            meta("aa"),
+            b"abc".to_vec(),
+            Some(("aa-e".into(), b"compiled".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put, PluginPut::Created);
+    assert!(matches!(
+        store
+            .put_plugin(meta("aa"), b"abc".to_vec(), None)
+            .await
+            .unwrap(),
+        PluginPut::Unchanged(_)
+    ));
+    assert!(
+        matches!(store.put_plugin(meta("bb"), b"xyz".to_vec(), None).await.unwrap(), PluginPut::Conflict(m) if m.digest == "aa")
+    );
+    assert_eq!(store.plugin_bytes("aa").await.unwrap().unwrap(), b"abc");
+    assert_eq!(
+        store.plugin_bytes("bb").await.unwrap(),
+        None,
+        "nothing of the refused upload stored"
+    );
+    assert_eq!(store.artifact("aa-e").await.unwrap().unwrap(), b"compiled");
+    assert_eq!(store.plugins().await.unwrap(), vec![meta("aa")]);
+}
+
+async fn definitions(store: &dyn Store) {
+    let def = |timeout: u64| {
+        let json = json!({"steps": [{"name": "a", "plugin": "p@1.0.0", "timeout_ms": timeout}]});
+        parse_definition(
+            json.to_string().as_bytes(),
+            &DefinitionLimits::default(),
+            |_| true,
+        )
+        .unwrap()
+    };
+    let (v1, put) = store.put_definition(saga("s"), def(10), 1).await.unwrap();
+    assert_eq!((v1.version, put), (1, DefinitionPut::Created));
+    let (same, put) = store.put_definition(saga("s"), def(10), 2).await.unwrap();
+    assert_eq!((same.version, put), (1, DefinitionPut::Unchanged));
+    let (v2, put) = store.put_definition(saga("s"), def(20), 3).await.unwrap();
+    assert_eq!((v2.version, put), (2, DefinitionPut::Replaced));
+    assert_eq!(
+        store
+            .definition(&saga("s"), None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        store
+            .definition(&saga("s"), Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .definition,
+        def(10)
+    );
+    store.put_definition(saga("t"), def(5), 4).await.unwrap();
+    let latest: Vec<_> = store
+        .definitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name.to_string(), d.version))
+        .collect();
+    assert_eq!(latest, [("s".to_string(), 2), ("t".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn sled_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        id = new_execution(&store, "s").await;
+        store.append(id, 1, vec![step_started(2)]).await.unwrap();
+    }
+    // The writer thread lets go of the database once the store is dropped.
+    let store = loop {
+        match SledStore::open(dir.path()) {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(store.read(id, 0).await.unwrap().len(), 2);
+    assert_eq!(store.unfinished().await.unwrap(), vec![id]);
+    assert!(matches!(
+        store.append(id, 1, vec![step_started(2)]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+#[tokio::test]
+async fn group_commit_merges_concurrent_appends_into_few_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = new_execution(&*store, "s").await;
+            store.append(id, 1, vec![step_started(2)]).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = store.commit_stats();
+    let (batches, writes) = (
+        stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+        stats.writes.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(writes, 400);
+    assert!(
+        batches < writes,
+        "{batches} flushes for {writes} writes: no grouping at all"
+    );
+}
+
+/// One operation of the model-based test: append `n` events at `expected` to stream `s`.
+#[derive(Debug, Clone)]
+struct Op {
+    stream: usize,
+    expected_offset: i64,
+    n: u64,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (0usize..3, -2i64..=1, 1u64..4).prop_map(|(stream, expected_offset, n)| Op {
+        stream,
+        expected_offset,
+        n,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Any sequence of appends, right or wrong, leaves both stores agreeing with a model
+    /// that accepts exactly the appends made at the current version.
+    #[test]
+    fn stores_agree_with_a_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (sled, _dir) = sled();
+            for store in [Arc::new(MemoryStore::new()) as Arc<dyn Store>, sled] {
+                let ids: Vec<ExecutionId> = {
+                    let mut v = Vec::new();
+                    for _ in 0..3 { v.push(new_execution(&*store, "m").await); }
+                    v
+                };
+                let mut model: BTreeMap<usize, u64> = (0..3).map(|i| (i, 1)).collect();
+                for o in &ops {
+                    let head = model[&o.stream];
+                    let expected = (head as i64 + o.expected_offset).max(0) as u64;
+                    let records: Vec<_> = (expected + 1..=expected + o.n).map(step_started).collect();
+                    let result = store.append(ids[o.stream], expected, records).await;
+                    if expected == head {
+                        prop_assert!(result.is_ok(), "{result:?}");
+                        model.insert(o.stream, head + o.n);
+                    } else {
+                        let conflict = matches!(result, Err(StoreError::Conflict { .. }));
+                        prop_assert!(conflict, "{result:?}");
+                    }
+                }
+                for (i, id) in ids.iter().enumerate() {
+                    let seqs: Vec<u64> = store.read(*id, 0).await.unwrap().iter().map(|r| r.seq).collect();
+                    prop_assert_eq!(seqs, (1..=model[&i]).collect::<Vec<_>>());
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
