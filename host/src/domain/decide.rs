@@ -267,7 +267,7 @@ pub fn attempt_deadline(exec: &Execution, sdef: &StepDefinition, side: Side, now
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// The execution is already terminal (or not in the state the command needs).
-    #[error("execution is {0:?}: {1}")]
+    #[error("execution is {}: {}", .0.as_str(), .1)]
     WrongStatus(ExecutionStatus, &'static str),
 }
 
