@@ -1,1 +1,7 @@
+//! End to end: the real `sagahost` binary on `127.0.0.1:0`, driven over HTTP.
 
+mod examples;
+mod external_plugin;
+mod harness;
+mod recovery;
+mod semantics;
