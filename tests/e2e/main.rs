@@ -1,5 +1,6 @@
 //! End to end: the real `sagahost` binary on `127.0.0.1:0`, driven over HTTP.
 
+mod crash;
 mod examples;
 mod external_plugin;
 mod harness;
