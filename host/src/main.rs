@@ -61,6 +61,21 @@ struct ServeArgs {
     /// Plugin attempts running at once.
     #[arg(long, default_value_t = 128)]
     max_concurrent_attempts: usize,
+    /// Unfinished executions driven at once; triggers past it get 429 with Retry-After.
+    #[arg(long, default_value_t = 100_000)]
+    max_active_executions: usize,
+    /// Log lines a plugin may write per attempt.
+    #[arg(long, default_value_t = 1_000)]
+    max_log_lines: u32,
+    /// Log bytes a plugin may write per attempt, in KiB.
+    #[arg(long, default_value_t = 256)]
+    max_log_kib: usize,
+    /// Largest request body other than a plugin upload (definitions, inputs), in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_body_kib: usize,
+    /// Most steps in one saga definition.
+    #[arg(long, default_value_t = 64)]
+    max_steps: usize,
 }
 
 fn init_tracing(format: LogFormat, default: &str) {
@@ -84,6 +99,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.limits.max_plugin_bytes = args.max_plugin_mib << 20;
     config.limits.max_output_bytes = args.max_output_kib << 10;
     config.orchestrator.max_concurrent_attempts = args.max_concurrent_attempts;
+    config.orchestrator.max_active_executions = args.max_active_executions;
+    config.orchestrator.definition_limits.max_steps = args.max_steps;
+    config.limits.max_log_lines = args.max_log_lines;
+    config.limits.max_log_bytes = args.max_log_kib << 10;
+    config.api.max_body_bytes = args.max_body_kib << 10;
     let host = Host::start(config).await?;
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("sagahost listening on {}", host.url());

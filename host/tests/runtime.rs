@@ -162,14 +162,12 @@ async fn memory_and_output_limits_name_the_limit() {
 }
 
 #[tokio::test]
-async fn a_log_flood_is_bounded_and_the_step_still_answers() {
+async fn a_log_flood_is_stopped_as_a_limit_failure() {
     let cache = default_cache().await;
-    // stdout is bounded: the flood either completes with lines dropped or traps on the full
-    // pipe; either way the host carries on and the step gets an outcome.
-    let r = run(&cache, "log_flood").await;
-    assert!(
-        r.is_ok() || r.as_ref().is_err_and(|e| e.kind == FailureKind::Trap),
-        "{r:?}"
+    assert_kind(
+        run(&cache, "log_flood").await,
+        FailureKind::Limit,
+        "log limit exceeded (1000 lines",
     );
     assert!(run(&cache, "ok").await.is_ok());
 }

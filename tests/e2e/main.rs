@@ -4,5 +4,6 @@ mod crash;
 mod examples;
 mod external_plugin;
 mod harness;
+mod hostile;
 mod recovery;
 mod semantics;

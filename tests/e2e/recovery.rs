@@ -87,3 +87,34 @@ async fn a_step_in_flight_at_a_kill_runs_again_with_the_same_key() {
         "exactly one outcome recorded: {t:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_passing_while_the_host_is_down_compensates_after_restart() {
+    let (_tmp, dir) = data_dir();
+    let mut host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    let mut def = testkit_saga(
+        &["a", "b"],
+        json!({"retry": {"max_attempts": 5, "initial_backoff_ms": 30000}}),
+    );
+    def["deadline_ms"] = json!(2000);
+    api.put_saga("deadline", &def).await;
+    let id = api
+        .trigger("deadline", &json!({"behaviors": {"b": "retryable"}}), None)
+        .await;
+    api.wait_for(&id, Duration::from_secs(10), |e| {
+        e["steps"][1]["attempts"] == 1 && e["steps"][1]["error"].is_object()
+    })
+    .await;
+    host.kill();
+    // Down past the deadline: on restart it fires at once.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    let exec = api.wait_terminal(&id).await;
+    assert_eq!(exec["status"], "compensated", "{exec}");
+    let t = trace(&api.events(&id).await);
+    assert!(t.contains(&"deadline_exceeded".to_string()), "{t:?}");
+    assert_eq!(exec["steps"][1]["attempts"], 1);
+}

@@ -201,3 +201,56 @@ async fn wait_returns_the_terminal_execution_and_keys_deduplicate() {
         "one from wait, one from the key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_interrupts_the_running_attempt() {
+    let (_tmp, _host, api) = host_with_testkit().await;
+    let mut def = testkit_saga(&["a", "b"], json!({"timeout_ms": 30000}));
+    def["deadline_ms"] = json!(1000);
+    api.put_saga("late", &def).await;
+    let id = api
+        .trigger("late", &json!({"behaviors": {"b": "loop"}}), None)
+        .await;
+    let exec = api.wait_terminal(&id).await;
+    assert_eq!(exec["status"], "compensated", "{exec}");
+    assert_eq!(
+        exec["steps"][1]["error"]["kind"], "timeout",
+        "cut at the deadline, not its 30 s timeout"
+    );
+    let t = trace(&api.events(&id).await);
+    assert!(t.contains(&"deadline_exceeded".to_string()), "{t:?}");
+    // A runaway step has an unknown outcome: it is compensated too.
+    assert_eq!(compensated_steps(&api.events(&id).await), ["b", "a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_host_answers_429_with_retry_after() {
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &["--max-active-executions", "1"]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    api.put_saga("slow", &testkit_saga(&["a"], json!({}))).await;
+    let first = api
+        .trigger("slow", &json!({"behaviors": {"a": "sleep:1500"}}), None)
+        .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/sagas/slow/executions", api.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "busy");
+    api.wait_terminal(&first).await;
+    // Once the running one is done, triggers are accepted again.
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/v1/sagas/slow/executions?wait=5000",
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 200);
+}

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The host is at its limit of running executions: try again later.
+    #[error("{0}")]
+    Busy(String),
     /// Storage unavailable (disk full, read-only): try again later.
     #[error("{0}")]
     Unavailable(String),
@@ -53,6 +56,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -83,7 +87,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -110,6 +114,7 @@ impl From<OrchestratorError> for ApiError {
                 Self::NotFound(e.to_string())
             }
             OrchestratorError::Command(c) => Self::Conflict(c.to_string()),
+            OrchestratorError::Busy(_) => Self::Busy(e.to_string()),
             OrchestratorError::Definition(DefinitionError::Malformed(m)) => {
                 Self::BadRequest(format!("malformed definition: {m}"))
             }

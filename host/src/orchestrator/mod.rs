@@ -29,6 +29,9 @@ pub struct OrchestratorConfig {
     pub max_concurrent_attempts: usize,
     /// Streams loaded at once while recovering.
     pub max_concurrent_loads: usize,
+    /// Unfinished executions this host drives at once; past it, triggers are refused
+    /// (`Busy`) instead of growing without bound.
+    pub max_active_executions: usize,
     /// Bounds on definitions.
     pub definition_limits: DefinitionLimits,
 }
@@ -38,6 +41,7 @@ impl Default for OrchestratorConfig {
         Self {
             max_concurrent_attempts: 128,
             max_concurrent_loads: 32,
+            max_active_executions: 100_000,
             definition_limits: DefinitionLimits::default(),
         }
     }
@@ -72,6 +76,9 @@ pub enum OrchestratorError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The host already drives as many executions as it may.
+    #[error("the host is driving {0} executions, its limit: try again later")]
+    Busy(usize),
     /// The stored stream could not be folded.
     #[error(transparent)]
     Fold(#[from] crate::domain::state::FoldError),
@@ -216,6 +223,9 @@ impl Orchestrator {
             .definition(saga, None)
             .await?
             .ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        if self.active_drivers() >= self.config.max_active_executions {
+            return Err(OrchestratorError::Busy(self.config.max_active_executions));
+        }
         let now = self.now_ms();
         let id = ExecutionId::new();
         let first = EventRecord {

@@ -54,16 +54,17 @@ pub struct LogSink {
     pub lines_left: u32,
     /// Bytes still allowed in this attempt.
     pub bytes_left: usize,
-    /// Lines dropped because a budget ran out.
-    pub dropped: u32,
+    /// Set once a budget ran out: the next `log` call traps the guest.
+    pub exceeded: bool,
 }
 
 impl LogSink {
-    /// Emits one guest line through `tracing`, within the attempt's budget.
-    pub fn emit(&mut self, level: tracing::Level, source: &'static str, message: &str) {
+    /// Emits one guest line through `tracing`, within the attempt's budget. `false` when the
+    /// budget is exhausted (the line is dropped).
+    pub fn emit(&mut self, level: tracing::Level, source: &'static str, message: &str) -> bool {
         if self.lines_left == 0 || self.bytes_left < message.len() {
-            self.dropped += 1;
-            return;
+            self.exceeded = true;
+            return false;
         }
         self.lines_left -= 1;
         self.bytes_left -= message.len();
@@ -81,6 +82,7 @@ impl LogSink {
             tracing::Level::DEBUG => at!(tracing::Level::DEBUG),
             _ => at!(tracing::Level::TRACE),
         }
+        true
     }
 }
 
@@ -96,6 +98,7 @@ pub struct StepData {
     pub stdout: MemoryOutputPipe,
     /// Captured stderr.
     pub stderr: MemoryOutputPipe,
+    log_bytes: usize,
 }
 
 impl StepData {
@@ -118,10 +121,18 @@ impl StepData {
             log,
             stdout,
             stderr,
+            log_bytes,
         }
     }
 
-    /// Sends what the guest printed to the log, line by line.
+    /// Whether the guest wrote more than its log budget (through `log` or stdout/stderr).
+    pub fn log_limit_exceeded(&self) -> bool {
+        self.log.exceeded
+            || self.stdout.contents().len() >= self.log_bytes
+            || self.stderr.contents().len() >= self.log_bytes
+    }
+
+    /// Sends what the guest printed to the log, line by line, within the attempt's budget.
     pub fn drain_stdio(&mut self) {
         for (pipe, level, source) in [
             (self.stdout.contents(), tracing::Level::INFO, "stdout"),
@@ -131,12 +142,11 @@ impl StepData {
                 .lines()
                 .filter(|l| !l.is_empty())
             {
-                self.log.emit(level, source, line);
+                if !self.log.emit(level, source, line) {
+                    tracing::warn!(execution_id = %self.log.execution_id, step = %self.log.step, "plugin log budget exhausted");
+                    return;
+                }
             }
-        }
-        if self.log.dropped > 0 {
-            tracing::warn!(execution_id = %self.log.execution_id, step = %self.log.step, dropped = self.log.dropped,
-                "plugin log budget exhausted: lines dropped");
         }
     }
 }
@@ -153,7 +163,7 @@ impl WasiView for StepData {
 impl types::Host for StepData {}
 
 impl host::Host for StepData {
-    async fn log(&mut self, level: host::Level, message: String) {
+    async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
             host::Level::Trace => tracing::Level::TRACE,
             host::Level::Debug => tracing::Level::DEBUG,
@@ -161,6 +171,11 @@ impl host::Host for StepData {
             host::Level::Warn => tracing::Level::WARN,
             host::Level::Error => tracing::Level::ERROR,
         };
-        self.log.emit(level, "log", &message);
+        if self.log.emit(level, "log", &message) {
+            Ok(())
+        } else {
+            // Stop a log flood at once rather than let it run to its time limit.
+            Err(wasmtime::Error::msg("log limit exceeded"))
+        }
     }
 }

@@ -23,7 +23,7 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
-        imports: { default: async },
+        imports: { default: async | trappable },
         exports: { default: async },
     });
 }
@@ -168,7 +168,7 @@ impl Runtime {
             attempt: call.attempt,
             lines_left: self.limits.max_log_lines,
             bytes_left: self.limits.max_log_bytes,
-            dropped: 0,
+            exceeded: false,
         };
         let mut store = Store::new(
             &self.engine,
@@ -181,6 +181,7 @@ impl Runtime {
         let outcome = tokio::time::timeout(timeout, run(&mut store, pre, call)).await;
         store.data_mut().drain_stdio();
         let refused = store.data().limiter.refused;
+        let log_exceeded = store.data().log_limit_exceeded();
         match outcome {
             Err(_) => Err(StepFailure::new(
                 FailureKind::Timeout,
@@ -197,6 +198,15 @@ impl Runtime {
                     refused.unwrap_or(0) >> 20
                 ),
             )),
+            Ok(Err(failure)) if failure.kind == FailureKind::Trap && log_exceeded => {
+                Err(StepFailure::new(
+                    FailureKind::Limit,
+                    format!(
+                        "log limit exceeded ({} lines or {} bytes per attempt)",
+                        self.limits.max_log_lines, self.limits.max_log_bytes
+                    ),
+                ))
+            }
             Ok(Err(failure)) => Err(failure),
             Ok(Ok(Ok(text))) if text.len() > self.limits.max_output_bytes => Err(StepFailure::new(
                 FailureKind::Limit,
