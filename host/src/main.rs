@@ -73,6 +73,9 @@ struct ServeArgs {
     /// Largest request body other than a plugin upload (definitions, inputs), in KiB.
     #[arg(long, default_value_t = 1024)]
     max_body_kib: usize,
+    /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
+    #[arg(long, default_value_t = 64)]
+    min_free_mib: u64,
     /// Most steps in one saga definition.
     #[arg(long, default_value_t = 64)]
     max_steps: usize,
@@ -104,6 +107,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.limits.max_log_lines = args.max_log_lines;
     config.limits.max_log_bytes = args.max_log_kib << 10;
     config.api.max_body_bytes = args.max_body_kib << 10;
+    config.store_reserve_bytes = args.min_free_mib << 20;
     let host = Host::start(config).await?;
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("sagahost listening on {}", host.url());

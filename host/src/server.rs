@@ -32,6 +32,8 @@ pub struct HostConfig {
     pub insecure: bool,
     /// How long a stop waits for running attempts.
     pub shutdown_grace: Duration,
+    /// Free disk space the store keeps; writes are refused below it.
+    pub store_reserve_bytes: u64,
 }
 
 impl HostConfig {
@@ -45,6 +47,7 @@ impl HostConfig {
             orchestrator: OrchestratorConfig::default(),
             insecure: false,
             shutdown_grace: Duration::from_secs(10),
+            store_reserve_bytes: crate::store::DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -71,10 +74,11 @@ impl Host {
         config.api.max_plugin_bytes = config.limits.max_plugin_bytes;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
-            .await?
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let (dir, reserve) = (config.data_dir.clone(), config.store_reserve_bytes);
+        let store =
+            tokio::task::spawn_blocking(move || SledStore::open_with_reserve(&dir, reserve))
+                .await?
+                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(store);
         let runtime = Runtime::new(config.limits.clone())
             .map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;

@@ -16,7 +16,7 @@ use crate::domain::{
 };
 
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{DEFAULT_RESERVE_BYTES, SledStore};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

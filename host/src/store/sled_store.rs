@@ -4,9 +4,14 @@
 //! version checks race-free.
 //!
 //! Only that thread ever flushes: concurrent `flush_async` hangs in sled 0.34.7 (issue #1308).
+//!
+//! sled 0.34 does not recover from a failed write (a full or read-only disk leaves it hanging
+//! or failing until reopened), so the writer checks the file system before every group and
+//! refuses the group with `Unavailable` while less than the configured reserve is free. The
+//! affected requests fail with 503; nothing reaches sled, and writes resume once space returns.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +25,38 @@ use super::*;
 
 /// Most writes merged into one batch: bounds the latency a large group adds to its first caller.
 const MAX_GROUP: usize = 4_096;
+
+/// Free space kept on the store's disk by default.
+pub const DEFAULT_RESERVE_BYTES: u64 = 64 << 20;
+
+/// Refuses writes before the disk refuses them to sled.
+struct DiskGuard {
+    dir: PathBuf,
+    reserve_bytes: u64,
+}
+
+impl DiskGuard {
+    /// `Err` when a group of about `bytes` must not be written now.
+    fn check(&self, bytes: u64) -> Result<(), StoreError> {
+        let st = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| unavailable(format!("cannot inspect the data directory: {e}")))?;
+        if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return Err(unavailable(
+                "the data directory is on a read-only file system",
+            ));
+        }
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        // sled writes a batch to its log and later to segments: count it twice.
+        if free < self.reserve_bytes + 2 * bytes {
+            return Err(unavailable(format!(
+                "disk almost full: {} MiB free, the store keeps {} MiB in reserve",
+                free >> 20,
+                self.reserve_bytes >> 20
+            )));
+        }
+        Ok(())
+    }
+}
 
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
@@ -85,15 +122,25 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    /// Opens (or creates) the store in `dir` and starts its writer thread, keeping the
+    /// default free-space reserve.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_reserve(dir, DEFAULT_RESERVE_BYTES)
+    }
+
+    /// Opens the store, refusing writes while less than `reserve_bytes` are free on its disk.
+    pub fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(unavailable)?;
+        let guard = DiskGuard {
+            dir: dir.to_path_buf(),
+            reserve_bytes,
+        };
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
         let stats = Arc::new(CommitStats::default());
         let (wdb, wstats) = (db.clone(), stats.clone());
         std::thread::Builder::new()
             .name("sled-writer".into())
-            .spawn(move || writer(wdb, rx, &wstats))
+            .spawn(move || writer(wdb, rx, &wstats, &guard))
             .map_err(unavailable)?;
         Ok(Self { db, tx, stats })
     }
@@ -358,9 +405,17 @@ struct Group<'a> {
     idempotency: HashMap<Vec<u8>, ExecutionId>,
     plugins: HashMap<Vec<u8>, PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
+    /// Bytes staged so far.
+    bytes: u64,
 }
 
 impl Group<'_> {
+    fn put(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
+        let (key, value) = (key.into(), value.into());
+        self.bytes += (key.len() + value.len()) as u64;
+        self.batch.insert(key, value);
+    }
+
     fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
         if let Some(s) = self.summaries.get(&id) {
             return Ok(s.clone());
@@ -375,15 +430,15 @@ impl Group<'_> {
             if let Some(old) = old {
                 self.batch.remove(keys::by_status(old, s.id));
             }
-            self.batch.insert(keys::by_status(s.status, s.id), &[]);
+            self.put(keys::by_status(s.status, s.id), &[]);
         }
-        self.batch.insert(keys::summary(s.id), encode(&s));
+        self.put(keys::summary(s.id), encode(&s));
         self.summaries.insert(s.id, Some(s));
     }
 
     fn insert_records(&mut self, id: ExecutionId, records: &[EventRecord]) {
         for r in records {
-            self.batch.insert(keys::event(id, r.seq), encode(r));
+            self.put(keys::event(id, r.seq), encode(r));
         }
     }
 
@@ -415,9 +470,9 @@ impl Group<'_> {
                 actual: existing.version,
             });
         }
-        self.batch.insert(keys::by_saga(&saga, id), &[]);
+        self.put(keys::by_saga(&saga, id), &[]);
         if let Some(k) = idem_key {
-            self.batch.insert(k.clone(), id.as_bytes());
+            self.put(k.clone(), id.as_bytes());
             self.idempotency.insert(k, id);
         }
         let summary = ExecutionSummary::new(id, saga, &first);
@@ -466,11 +521,11 @@ impl Group<'_> {
                 PluginPut::Conflict(existing)
             });
         }
-        self.batch.insert(keys::blob(&meta.digest), bytes);
+        self.put(keys::blob(&meta.digest), bytes);
         if let Some((k, a)) = artifact {
-            self.batch.insert(keys::artifact(&k), a);
+            self.put(keys::artifact(&k), a);
         }
-        self.batch.insert(key.clone(), encode(&meta));
+        self.put(key.clone(), encode(&meta));
         self.plugins.insert(key, meta);
         Ok(PluginPut::Created)
     }
@@ -538,7 +593,7 @@ impl Group<'_> {
                 reply,
             } => finish(self.put_plugin(meta, bytes, artifact), reply),
             Write::PutArtifact { key, bytes, reply } => {
-                self.batch.insert(keys::artifact(&key), bytes);
+                self.put(keys::artifact(&key), bytes);
                 finish(Ok(()), reply)
             }
             Write::PutDefinition {
@@ -551,7 +606,7 @@ impl Group<'_> {
     }
 }
 
-fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats) {
+fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guard: &DiskGuard) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = Group {
             db: &db,
@@ -560,6 +615,7 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats) {
             idempotency: HashMap::new(),
             plugins: HashMap::new(),
             definitions: HashMap::new(),
+            bytes: 0,
         };
         let mut finishers = vec![group.stage(first)];
         while finishers.len() < MAX_GROUP {
@@ -569,13 +625,17 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats) {
             }
         }
         let batch = std::mem::take(&mut group.batch);
-        let commit = db
-            .apply_batch(batch)
-            .and_then(|()| db.flush().map(drop))
-            .map_err(|e| {
-                tracing::error!(error = %e, "store commit failed");
-                unavailable(e)
-            });
+        let commit = guard.check(group.bytes).and_then(|()| {
+            db.apply_batch(batch)
+                .and_then(|()| db.flush().map(drop))
+                .map_err(|e| {
+                    tracing::error!(error = %e, "store commit failed");
+                    unavailable(e)
+                })
+        });
+        if let Err(e) = &commit {
+            tracing::warn!(error = %e, writes = finishers.len(), "store refused a group of writes");
+        }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
             .writes
