@@ -16,20 +16,12 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     // A target dir of its own: the outer build holds the lock on the main one.
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("plugins");
+    let target_dir =
+        env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("plugins");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir);
     // Settings meant for the host build must not leak into the guest build.
     for var in [
@@ -49,12 +41,11 @@ fn main() -> anyhow::Result<()> {
     let out = cmd.output().context("running cargo to build the plugins")?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint =
-            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-                "\nhint: run `rustup target add wasm32-wasip2` once"
-            } else {
-                ""
-            };
+        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+            "\nhint: run `rustup target add wasm32-wasip2` once"
+        } else {
+            ""
+        };
         bail!("building the plugins for wasm32-wasip2 failed:\n{stderr}{hint}");
     }
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");

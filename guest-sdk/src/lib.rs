@@ -203,21 +203,16 @@ pub trait Step {
     fn execute(ctx: &Context, step: StepInput<Self::Input>) -> Result<Self::Output, StepError>;
 
     /// Undoes the step. Must tolerate being called when `execute` had no effect.
-    fn compensate(
-        ctx: &Context,
-        undo: Compensation<Self::Input, Self::Output>,
-    ) -> Result<Self::Undone, StepError>;
+    fn compensate(ctx: &Context, undo: Compensation<Self::Input, Self::Output>) -> Result<Self::Undone, StepError>;
 }
 
 fn decode<T: DeserializeOwned>(text: &str) -> Result<T, WitStepError> {
-    serde_json::from_str(text).map_err(|e| {
-        WitStepError::Permanent(format!("input does not match the plugin's input type: {e}"))
-    })
+    serde_json::from_str(text)
+        .map_err(|e| WitStepError::Permanent(format!("input does not match the plugin's input type: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<String, WitStepError> {
-    serde_json::to_string(value)
-        .map_err(|e| WitStepError::Permanent(format!("result cannot be encoded as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| WitStepError::Permanent(format!("result cannot be encoded as JSON: {e}")))
 }
 
 #[doc(hidden)]

@@ -44,15 +44,9 @@ pub const PLUGINS: &[ExamplePlugin] = &[
 /// Every example saga definition: (name, JSON).
 pub const SAGAS: &[(&str, &str)] = &[
     ("order", include_str!("../../plugins/sagas/order.json")),
-    (
-        "transfer",
-        include_str!("../../plugins/sagas/transfer.json"),
-    ),
+    ("transfer", include_str!("../../plugins/sagas/transfer.json")),
     ("concert", include_str!("../../plugins/sagas/concert.json")),
-    (
-        "payment-retry",
-        include_str!("../../plugins/sagas/payment-retry.json"),
-    ),
+    ("payment-retry", include_str!("../../plugins/sagas/payment-retry.json")),
 ];
 
 /// The scenarios the demo runs: one per path of each example saga.
@@ -74,11 +68,7 @@ pub struct Scenario {
 /// Uploads every example plugin and saga to the host at `url`.
 pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     for p in PLUGINS {
-        let resp = client
-            .put(format!("{url}/v1/plugins/{}/{}", p.name, p.version))
-            .body(p.wasm)
-            .send()
-            .await?;
+        let resp = client.put(format!("{url}/v1/plugins/{}/{}", p.name, p.version)).body(p.wasm).send().await?;
         let status = resp.status();
         let body: Value = resp.json().await?;
         if !status.is_success() {
@@ -93,11 +83,7 @@ pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> 
         );
     }
     for (name, json) in SAGAS {
-        let resp = client
-            .put(format!("{url}/v1/sagas/{name}"))
-            .body(*json)
-            .send()
-            .await?;
+        let resp = client.put(format!("{url}/v1/sagas/{name}")).body(*json).send().await?;
         let status = resp.status();
         let body: Value = resp.json().await?;
         if !status.is_success() {
@@ -117,19 +103,11 @@ pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Resul
     let scenarios: Vec<Scenario> = serde_json::from_str(SCENARIOS)?;
     // Triggered together, reported in order: executions run concurrently.
     let runs = scenarios.iter().map(|s| async move {
-        let resp = client
-            .post(format!("{url}/v1/sagas/{}/executions?wait=30000", s.saga))
-            .json(&s.input)
-            .send()
-            .await?;
+        let resp =
+            client.post(format!("{url}/v1/sagas/{}/executions?wait=30000", s.saga)).json(&s.input).send().await?;
         let exec: Value = resp.json().await?;
         let id = exec["id"].as_str().context("execution id")?.to_owned();
-        let events: Value = client
-            .get(format!("{url}/v1/executions/{id}/events"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let events: Value = client.get(format!("{url}/v1/executions/{id}/events")).send().await?.json().await?;
         anyhow::Ok((exec, events))
     });
     let results = futures::future::join_all(runs).await;
@@ -139,19 +117,10 @@ pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Resul
         let status = exec["status"].as_str().unwrap_or("?");
         let pass = status == s.expect;
         ok += usize::from(pass);
-        println!(
-            "\n{} {}  →  {status}",
-            if pass { "✔" } else { "✘" },
-            s.title
-        );
+        println!("\n{} {}  →  {status}", if pass { "✔" } else { "✘" }, s.title);
         println!("  execution {}", exec["id"].as_str().unwrap_or("?"));
         for step in exec["steps"].as_array().into_iter().flatten() {
-            let shown = |v: &Value| {
-                v.get("state")
-                    .or(v.get("message"))
-                    .map(|x| x.to_string())
-                    .unwrap_or_default()
-            };
+            let shown = |v: &Value| v.get("state").or(v.get("message")).map(|x| x.to_string()).unwrap_or_default();
             let mut line = format!(
                 "    {:<22} {:<12} attempts {}",
                 step["name"].as_str().unwrap_or(""),
@@ -162,11 +131,8 @@ pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Resul
                 line += &format!("  result {}", shown(r));
             }
             if let Some(e) = step.get("error").filter(|e| !e.is_null()) {
-                line += &format!(
-                    "  error {}: {}",
-                    e["kind"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                );
+                line +=
+                    &format!("  error {}: {}", e["kind"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
             }
             if let Some(c) = step["compensation"].get("result").filter(|r| !r.is_null()) {
                 line += &format!("  undone {}", shown(c));
@@ -192,13 +158,8 @@ pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let host = Host::start(HostConfig::new(dir.path())).await?;
     let url = host.url();
-    println!(
-        "sagahost demo: embedded host at {url}, data in {}\n",
-        dir.path().display()
-    );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    println!("sagahost demo: embedded host at {url}, data in {}\n", dir.path().display());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     install(&client, &url).await?;
     let (ok, total) = run_scenarios(&client, &url).await?;
     println!("\n{ok} of {total} scenarios ended as expected");

@@ -9,6 +9,7 @@
 //! - [`server`]: wiring of all of the above into a running host; [`demo`]: the example sagas.
 
 pub mod api;
+pub mod bench;
 pub mod clock;
 pub mod demo;
 pub mod domain;

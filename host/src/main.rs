@@ -30,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Build-embedded example sagas, run end to end against an embedded host.
     Demo,
+    /// Measure the raw limits of this machine and the host against them.
+    Bench(BenchArgs),
 }
 
 #[derive(Parser)]
@@ -81,11 +83,36 @@ struct ServeArgs {
     max_steps: usize,
 }
 
+#[derive(Parser)]
+struct BenchArgs {
+    /// Seconds each measured phase runs.
+    #[arg(long, default_value_t = 4.0)]
+    phase_secs: f64,
+    /// Saga concurrencies to sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64, 256])]
+    concurrency: Vec<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let opts = sagahost::bench::BenchOptions {
+        phase: std::time::Duration::from_secs_f64(args.phase_secs),
+        concurrency: args.concurrency,
+    };
+    let report = sagahost::bench::run(opts).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        sagahost::bench::print_table(&report);
+    }
+    Ok(())
+}
+
 fn init_tracing(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -121,8 +148,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -136,7 +163,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo's own output is the story; the host's log would drown it unless asked for.
-    let default_log = if matches!(cli.command, Command::Demo) {
+    let default_log = if matches!(cli.command, Command::Demo | Command::Bench(_)) {
         "warn,plugin=error"
     } else {
         "info,tower_http=warn"
@@ -145,5 +172,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo => sagahost::demo::run().await,
+        Command::Bench(args) => bench(args).await,
     }
 }

@@ -64,8 +64,7 @@ pub struct Host {
 impl Host {
     /// Opens the store, resumes unfinished executions and starts serving.
     pub async fn start(mut config: HostConfig) -> anyhow::Result<Self> {
-        if !config.listen.ip().is_loopback() && config.api.admin_token.is_none() && !config.insecure
-        {
+        if !config.listen.ip().is_loopback() && config.api.admin_token.is_none() && !config.insecure {
             bail!(
                 "refusing to listen on {} without an admin token: set --admin-token (or SAGAHOST_ADMIN_TOKEN), or pass --insecure",
                 config.listen
@@ -75,33 +74,21 @@ impl Host {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let (dir, reserve) = (config.data_dir.clone(), config.store_reserve_bytes);
-        let store =
-            tokio::task::spawn_blocking(move || SledStore::open_with_reserve(&dir, reserve))
-                .await?
-                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let store = tokio::task::spawn_blocking(move || SledStore::open_with_reserve(&dir, reserve))
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let runtime = Runtime::new(config.limits.clone())
-            .map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
+        let runtime =
+            Runtime::new(config.limits.clone()).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
         let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
-        let orch = Orchestrator::new(
-            store,
-            plugins,
-            Arc::new(SystemClock),
-            config.orchestrator.clone(),
-        );
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let orch = Orchestrator::new(store, plugins, Arc::new(SystemClock), config.orchestrator.clone());
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let app = api::router(AppState {
-            orch: orch.clone(),
-            config: Arc::new(config.api.clone()),
-        });
+        let app = api::router(AppState { orch: orch.clone(), config: Arc::new(config.api.clone()) });
         let (stop_http, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.await.unwrap_or(()) })
-                .await
+            axum::serve(listener, app).with_graceful_shutdown(async move { stopped.await.unwrap_or(()) }).await
         });
         // Recovery runs beside the server: the API answers while executions resume.
         let recovering = orch.clone();
@@ -111,13 +98,7 @@ impl Host {
             }
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "sagahost listening");
-        Ok(Self {
-            orch,
-            addr,
-            stop_http: Some(stop_http),
-            server,
-            grace: config.shutdown_grace,
-        })
+        Ok(Self { orch, addr, stop_http: Some(stop_http), server, grace: config.shutdown_grace })
     }
 
     /// The bound address.

@@ -15,18 +15,9 @@ use serde_json::json;
 const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
 
 fn orchestrator(store: Arc<dyn Store>) -> Arc<Orchestrator> {
-    let runtime = Runtime::new(Limits {
-        max_instances: 32,
-        ..Limits::default()
-    })
-    .unwrap();
+    let runtime = Runtime::new(Limits { max_instances: 32, ..Limits::default() }).unwrap();
     let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
-    Orchestrator::new(
-        store,
-        plugins,
-        Arc::new(SystemClock),
-        OrchestratorConfig::default(),
-    )
+    Orchestrator::new(store, plugins, Arc::new(SystemClock), OrchestratorConfig::default())
 }
 
 async fn setup(steps: &[&str]) -> (Arc<dyn Store>, Arc<Orchestrator>, SagaName) {
@@ -34,21 +25,10 @@ async fn setup(steps: &[&str]) -> (Arc<dyn Store>, Arc<Orchestrator>, SagaName) 
     let orch = orchestrator(store.clone());
     let wasm = std::fs::read(format!("{PLUGIN_DIR}/testkit.wasm")).unwrap();
     let r: sagahost::domain::PluginRef = "testkit@1.0.0".parse().unwrap();
-    orch.plugins()
-        .upload(r.name, r.version, wasm, 0)
-        .await
-        .unwrap();
-    let steps: Vec<_> = steps
-        .iter()
-        .map(|s| json!({"name": s, "plugin": "testkit@1.0.0"}))
-        .collect();
+    orch.plugins().upload(r.name, r.version, wasm, 0).await.unwrap();
+    let steps: Vec<_> = steps.iter().map(|s| json!({"name": s, "plugin": "testkit@1.0.0"})).collect();
     let saga = SagaName::parse("race").unwrap();
-    orch.put_definition(
-        saga.clone(),
-        json!({ "steps": steps }).to_string().as_bytes(),
-    )
-    .await
-    .unwrap();
+    orch.put_definition(saga.clone(), json!({ "steps": steps }).to_string().as_bytes()).await.unwrap();
     (store, orch, saga)
 }
 
@@ -58,10 +38,7 @@ fn count(events: &[EventRecord], pred: impl Fn(&Event) -> bool) -> usize {
 
 fn terminal_events(events: &[EventRecord]) -> usize {
     count(events, |e| {
-        matches!(
-            e,
-            Event::ExecutionCompleted | Event::ExecutionCompensated | Event::ExecutionFailed { .. }
-        )
+        matches!(e, Event::ExecutionCompleted | Event::ExecutionCompensated | Event::ExecutionFailed { .. })
     })
 }
 
@@ -71,18 +48,11 @@ async fn a_cancel_racing_the_last_step_resolves_to_exactly_one_outcome() {
     let mut outcomes = (0, 0);
     for _ in 0..40 {
         let last_step = format!("sleep:{}", rand_below(8));
-        let started = orch
-            .start(&saga, json!({"behaviors": {"b": last_step}}), None)
-            .await
-            .unwrap();
+        let started = orch.start(&saga, json!({"behaviors": {"b": last_step}}), None).await.unwrap();
         // Fire the cancel while the last step runs or just as it finishes.
         tokio::time::sleep(Duration::from_micros(rand_below(10_000))).await;
         let cancel = orch.cancel(started.id).await;
-        let exec = orch
-            .wait_terminal(started.id, Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("terminal");
+        let exec = orch.wait_terminal(started.id, Duration::from_secs(10)).await.unwrap().expect("terminal");
         let events = orch.events(started.id, 0).await.unwrap();
         assert_eq!(terminal_events(&events), 1, "{events:?}");
         match cancel {
@@ -101,22 +71,12 @@ async fn a_cancel_racing_the_last_step_resolves_to_exactly_one_outcome() {
             Err(e) => panic!("{e}"),
         }
     }
-    println!(
-        "cancel accepted {} times, refused {} times",
-        outcomes.0, outcomes.1
-    );
-    assert!(
-        outcomes.0 > 0,
-        "the race was never run: every cancel came too late"
-    );
+    println!("cancel accepted {} times, refused {} times", outcomes.0, outcomes.1);
+    assert!(outcomes.0 > 0, "the race was never run: every cancel came too late");
 }
 
 fn rand_below(n: u64) -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        % n
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 % n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,22 +90,12 @@ async fn two_orchestrators_driving_one_execution_record_each_outcome_once() {
         second.recover().await.unwrap();
     }
     for id in ids {
-        let exec = first
-            .wait_terminal(id, Duration::from_secs(20))
-            .await
-            .unwrap()
-            .expect("terminal");
+        let exec = first.wait_terminal(id, Duration::from_secs(20)).await.unwrap().expect("terminal");
         assert_eq!(exec.status, ExecutionStatus::Completed);
         let events = first.events(id, 0).await.unwrap();
-        assert_eq!(
-            events.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            (1..=events.len() as u64).collect::<Vec<_>>()
-        );
+        assert_eq!(events.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=events.len() as u64).collect::<Vec<_>>());
         for step in ["a", "b", "c"] {
-            let completed = count(
-                &events,
-                |e| matches!(e, Event::StepCompleted { step: s, .. } if s.as_str() == step),
-            );
+            let completed = count(&events, |e| matches!(e, Event::StepCompleted { step: s, .. } if s.as_str() == step));
             assert_eq!(completed, 1, "{step}: {events:?}");
         }
         assert_eq!(terminal_events(&events), 1);

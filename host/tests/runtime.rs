@@ -22,19 +22,12 @@ fn testkit_ref() -> PluginRef {
 async fn cache_with_testkit(limits: Limits, store: Arc<dyn Store>) -> PluginCache {
     let cache = PluginCache::new(Runtime::new(limits).unwrap(), store);
     let r = testkit_ref();
-    cache
-        .upload(r.name, r.version, wasm("testkit"), 0)
-        .await
-        .unwrap();
+    cache.upload(r.name, r.version, wasm("testkit"), 0).await.unwrap();
     cache
 }
 
 fn call(behavior: &str, side: Side, timeout_ms: u64) -> Call {
-    let table = if side == Side::Execute {
-        "behaviors"
-    } else {
-        "compensations"
-    };
+    let table = if side == Side::Execute { "behaviors" } else { "compensations" };
     Call {
         side,
         execution_id: "exec-1".into(),
@@ -50,32 +43,18 @@ fn call(behavior: &str, side: Side, timeout_ms: u64) -> Call {
 
 async fn run(cache: &PluginCache, behavior: &str) -> Result<Value, StepFailure> {
     let pre = cache.get(&testkit_ref()).await.unwrap();
-    let text = cache
-        .runtime()
-        .invoke(&pre, call(behavior, Side::Execute, 2_000))
-        .await?;
+    let text = cache.runtime().invoke(&pre, call(behavior, Side::Execute, 2_000)).await?;
     Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 async fn default_cache() -> PluginCache {
-    cache_with_testkit(
-        Limits {
-            max_instances: 16,
-            ..Limits::default()
-        },
-        Arc::new(MemoryStore::new()),
-    )
-    .await
+    cache_with_testkit(Limits { max_instances: 16, ..Limits::default() }, Arc::new(MemoryStore::new())).await
 }
 
 fn assert_kind(r: Result<Value, StepFailure>, kind: FailureKind, needle: &str) {
     let e = r.expect_err("should fail");
     assert_eq!(e.kind, kind, "{e:?}");
-    assert!(
-        e.message.contains(needle),
-        "{needle:?} not in {:?}",
-        e.message
-    );
+    assert!(e.message.contains(needle), "{needle:?} not in {:?}", e.message);
 }
 
 #[tokio::test]
@@ -86,27 +65,15 @@ async fn execute_and_compensate_see_the_context() {
     assert_eq!(out["idempotency_key"], "exec-1/step");
     assert_eq!(out["side"], "execute");
     let pre = cache.get(&testkit_ref()).await.unwrap();
-    let undo = cache
-        .runtime()
-        .invoke(&pre, call("ok", Side::Compensate, 2_000))
-        .await
-        .unwrap();
+    let undo = cache.runtime().invoke(&pre, call("ok", Side::Compensate, 2_000)).await.unwrap();
     assert!(undo.contains("\"side\":\"compensate\""));
 }
 
 #[tokio::test]
 async fn plugin_errors_keep_their_kind() {
     let cache = default_cache().await;
-    assert_kind(
-        run(&cache, "permanent").await,
-        FailureKind::Permanent,
-        "said no",
-    );
-    assert_kind(
-        run(&cache, "retryable").await,
-        FailureKind::Retryable,
-        "temporarily unavailable",
-    );
+    assert_kind(run(&cache, "permanent").await, FailureKind::Permanent, "said no");
+    assert_kind(run(&cache, "retryable").await, FailureKind::Retryable, "temporarily unavailable");
 }
 
 #[tokio::test]
@@ -114,10 +81,7 @@ async fn a_tight_loop_is_interrupted_at_its_timeout() {
     let cache = default_cache().await;
     let pre = cache.get(&testkit_ref()).await.unwrap();
     let started = Instant::now();
-    let r = cache
-        .runtime()
-        .invoke(&pre, call("loop", Side::Execute, 200))
-        .await;
+    let r = cache.runtime().invoke(&pre, call("loop", Side::Execute, 200)).await;
     let e = r.unwrap_err();
     assert_eq!(e.kind, FailureKind::Timeout);
     assert!(e.message.contains("200 ms"), "{}", e.message);
@@ -130,45 +94,25 @@ async fn traps_panics_and_stack_overflows_are_step_failures() {
     let cache = default_cache().await;
     assert_kind(run(&cache, "trap").await, FailureKind::Trap, "trapped");
     assert_kind(run(&cache, "panic").await, FailureKind::Trap, "trapped");
-    assert_kind(
-        run(&cache, "stack_overflow").await,
-        FailureKind::Trap,
-        "trapped",
-    );
+    assert_kind(run(&cache, "stack_overflow").await, FailureKind::Trap, "trapped");
     // The runtime is unharmed.
     assert!(run(&cache, "ok").await.is_ok());
 }
 
 #[tokio::test]
 async fn memory_and_output_limits_name_the_limit() {
-    let limits = Limits {
-        max_instances: 8,
-        max_memory_bytes: 16 << 20,
-        max_output_bytes: 64 << 10,
-        ..Limits::default()
-    };
+    let limits =
+        Limits { max_instances: 8, max_memory_bytes: 16 << 20, max_output_bytes: 64 << 10, ..Limits::default() };
     let cache = cache_with_testkit(limits, Arc::new(MemoryStore::new())).await;
-    assert_kind(
-        run(&cache, "oom").await,
-        FailureKind::Limit,
-        "memory limit of 16 MiB",
-    );
-    assert_kind(
-        run(&cache, "huge_output").await,
-        FailureKind::Limit,
-        "output limit of 65536 bytes",
-    );
+    assert_kind(run(&cache, "oom").await, FailureKind::Limit, "memory limit of 16 MiB");
+    assert_kind(run(&cache, "huge_output").await, FailureKind::Limit, "output limit of 65536 bytes");
     assert!(run(&cache, "ok").await.is_ok());
 }
 
 #[tokio::test]
 async fn a_log_flood_is_stopped_as_a_limit_failure() {
     let cache = default_cache().await;
-    assert_kind(
-        run(&cache, "log_flood").await,
-        FailureKind::Limit,
-        "log limit exceeded (1000 lines",
-    );
+    assert_kind(run(&cache, "log_flood").await, FailureKind::Limit, "log limit exceeded (1000 lines");
     assert!(run(&cache, "ok").await.is_ok());
 }
 
@@ -176,66 +120,39 @@ async fn a_log_flood_is_stopped_as_a_limit_failure() {
 async fn the_sandbox_has_no_files_environment_or_network() {
     let cache = default_cache().await;
     let files = run(&cache, "read_file").await.unwrap();
-    assert!(
-        files["read_file"].as_str().unwrap().starts_with("Err"),
-        "{files}"
-    );
+    assert!(files["read_file"].as_str().unwrap().starts_with("Err"), "{files}");
     let env = run(&cache, "read_env").await.unwrap();
     assert_eq!(env["env_vars"], 0);
     let net = run(&cache, "open_socket").await.unwrap();
-    assert!(
-        net["open_socket"].as_str().unwrap().starts_with("Err"),
-        "{net}"
-    );
+    assert!(net["open_socket"].as_str().unwrap().starts_with("Err"), "{net}");
 }
 
 #[tokio::test]
 async fn uploads_are_validated_before_anything_is_stored() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let cache = PluginCache::new(
-        Runtime::new(Limits {
-            max_instances: 4,
-            ..Limits::default()
-        })
-        .unwrap(),
-        store.clone(),
-    );
+    let cache =
+        PluginCache::new(Runtime::new(Limits { max_instances: 4, ..Limits::default() }).unwrap(), store.clone());
     let name = || PluginName::parse("p").unwrap();
     let v = |s: &str| PluginVersion::parse(s).unwrap();
     let empty_core_module = b"\0asm\x01\0\0\0".to_vec();
     let real = wasm("order");
     let truncated = real[..real.len() / 2].to_vec();
-    for (bytes, why) in [
-        (b"garbage".to_vec(), "garbage"),
-        (empty_core_module, "core module"),
-        (truncated, "truncated"),
-    ] {
+    for (bytes, why) in [(b"garbage".to_vec(), "garbage"), (empty_core_module, "core module"), (truncated, "truncated")]
+    {
         let r = cache.upload(name(), v("1.0.0"), bytes, 0).await;
         assert!(matches!(r, Err(UploadError::Invalid(_))), "{why}: {r:?}");
     }
-    assert!(
-        store.plugins().await.unwrap().is_empty(),
-        "nothing half-stored"
-    );
-    let (meta, created) = cache
-        .upload(name(), v("1.0.0"), real.clone(), 0)
-        .await
-        .unwrap();
+    assert!(store.plugins().await.unwrap().is_empty(), "nothing half-stored");
+    let (meta, created) = cache.upload(name(), v("1.0.0"), real.clone(), 0).await.unwrap();
     assert!(created);
     assert_eq!(meta.size, real.len() as u64);
     let (_, created_again) = cache.upload(name(), v("1.0.0"), real, 0).await.unwrap();
     assert!(!created_again, "same bytes again");
     let other = cache.upload(name(), v("1.0.0"), wasm("payment"), 0).await;
     assert!(matches!(other, Err(UploadError::Conflict(_))));
-    let big = Limits {
-        max_instances: 4,
-        max_plugin_bytes: 1_000,
-        ..Limits::default()
-    };
+    let big = Limits { max_instances: 4, max_plugin_bytes: 1_000, ..Limits::default() };
     let small_cache = PluginCache::new(Runtime::new(big).unwrap(), store);
-    let too_large = small_cache
-        .upload(name(), v("2.0.0"), wasm("order"), 0)
-        .await;
+    let too_large = small_cache.upload(name(), v("2.0.0"), wasm("order"), 0).await;
     assert!(matches!(too_large, Err(UploadError::TooLarge { .. })));
 }
 
@@ -243,19 +160,13 @@ async fn uploads_are_validated_before_anything_is_stored() {
 async fn a_restarted_host_loads_the_stored_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let limits = Limits {
-        max_instances: 4,
-        ..Limits::default()
-    };
+    let limits = Limits { max_instances: 4, ..Limits::default() };
     cache_with_testkit(limits.clone(), store.clone()).await;
     // A new cache (as after a restart) over the same store runs the plugin without its bytes
     // being compiled again: the artifact was stored at upload.
     let fresh = PluginCache::new(Runtime::new(limits).unwrap(), store.clone());
     let digest = sagahost::runtime::digest_of(&wasm("testkit"));
     let key = format!("{digest}-{}", fresh.runtime().engine_fingerprint());
-    assert!(
-        store.artifact(&key).await.unwrap().is_some(),
-        "artifact stored under digest and engine"
-    );
+    assert!(store.artifact(&key).await.unwrap().is_some(), "artifact stored under digest and engine");
     assert!(run(&fresh, "ok").await.is_ok());
 }

@@ -10,8 +10,8 @@ use sagahost::domain::{
     Event, EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName, StepName,
 };
 use sagahost::store::{
-    Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta,
-    PluginPut, SledStore, Store, StoreError,
+    Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut, SledStore,
+    Store, StoreError,
 };
 use serde_json::json;
 
@@ -34,33 +34,16 @@ fn started(saga_name: &str) -> EventRecord {
 }
 
 fn step_started(seq: u64) -> EventRecord {
-    EventRecord {
-        seq,
-        at: 20 + seq,
-        event: Event::StepStarted {
-            step: StepName::parse("a").unwrap(),
-            attempt: 1,
-        },
-    }
+    EventRecord { seq, at: 20 + seq, event: Event::StepStarted { step: StepName::parse("a").unwrap(), attempt: 1 } }
 }
 
 fn at(seq: u64, event: Event) -> EventRecord {
-    EventRecord {
-        seq,
-        at: 20 + seq,
-        event,
-    }
+    EventRecord { seq, at: 20 + seq, event }
 }
 
 async fn new_execution(store: &dyn Store, saga_name: &str) -> ExecutionId {
     let id = ExecutionId::new();
-    assert_eq!(
-        store
-            .create(id, saga(saga_name), started(saga_name), None)
-            .await
-            .unwrap(),
-        Created::New
-    );
+    assert_eq!(store.create(id, saga(saga_name), started(saga_name), None).await.unwrap(), Created::New);
     id
 }
 
@@ -129,64 +112,28 @@ contract!(sled_store, sled());
 
 async fn appends_at_the_expected_version(store: &dyn Store) {
     let id = new_execution(store, "s").await;
-    store
-        .append(
-            id,
-            1,
-            vec![step_started(2), at(3, Event::ExecutionCompleted)],
-        )
-        .await
-        .unwrap();
+    store.append(id, 1, vec![step_started(2), at(3, Event::ExecutionCompleted)]).await.unwrap();
     let all = store.read(id, 0).await.unwrap();
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(all[2].event, Event::ExecutionCompleted);
-    assert_eq!(
-        store.read(id, 2).await.unwrap().len(),
-        1,
-        "read after a sequence number"
-    );
+    assert_eq!(store.read(id, 2).await.unwrap().len(), 1, "read after a sequence number");
     let summary = store.summary(id).await.unwrap().unwrap();
-    assert_eq!(
-        (summary.version, summary.status),
-        (3, ExecutionStatus::Completed)
-    );
-    assert!(matches!(
-        store.read(ExecutionId::new(), 0).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_eq!((summary.version, summary.status), (3, ExecutionStatus::Completed));
+    assert!(matches!(store.read(ExecutionId::new(), 0).await, Err(StoreError::NotFound(_))));
 }
 
 async fn rejects_conflicts(store: &dyn Store) {
     let id = new_execution(store, "s").await;
     store.append(id, 1, vec![step_started(2)]).await.unwrap();
     let stale = store.append(id, 1, vec![step_started(2)]).await;
-    assert!(
-        matches!(
-            stale,
-            Err(StoreError::Conflict {
-                expected: 1,
-                actual: 2,
-                ..
-            })
-        ),
-        "{stale:?}"
-    );
+    assert!(matches!(stale, Err(StoreError::Conflict { expected: 1, actual: 2, .. })), "{stale:?}");
     let gap = store.append(id, 2, vec![step_started(4)]).await;
     assert!(matches!(gap, Err(StoreError::BadSequence(3))), "{gap:?}");
-    let missing = store
-        .append(ExecutionId::new(), 0, vec![step_started(1)])
-        .await;
+    let missing = store.append(ExecutionId::new(), 0, vec![step_started(1)]).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
-    assert_eq!(
-        store.read(id, 0).await.unwrap().len(),
-        2,
-        "nothing from the rejected appends"
-    );
+    assert_eq!(store.read(id, 0).await.unwrap().len(), 2, "nothing from the rejected appends");
     let dup = store.create(id, saga("s"), started("s"), None).await;
-    assert!(
-        matches!(dup, Err(StoreError::Conflict { .. })),
-        "a stream is created once"
-    );
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "a stream is created once");
 }
 
 async fn one_of_two_writers_wins(store: Arc<dyn Store>) {
@@ -194,11 +141,7 @@ async fn one_of_two_writers_wins(store: Arc<dyn Store>) {
         let id = new_execution(&*store, "s").await;
         let a = {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append(id, 1, vec![at(2, Event::CancelRequested)])
-                    .await
-            })
+            tokio::spawn(async move { store.append(id, 1, vec![at(2, Event::CancelRequested)]).await })
         };
         let b = {
             let store = store.clone();
@@ -207,42 +150,18 @@ async fn one_of_two_writers_wins(store: Arc<dyn Store>) {
         let (a, b) = (a.await.unwrap(), b.await.unwrap());
         assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} {b:?}");
         let loser = if a.is_ok() { b } else { a };
-        assert!(matches!(
-            loser,
-            Err(StoreError::Conflict {
-                expected: 1,
-                actual: 2,
-                ..
-            })
-        ));
+        assert!(matches!(loser, Err(StoreError::Conflict { expected: 1, actual: 2, .. })));
         assert_eq!(store.read(id, 0).await.unwrap().len(), 2, "nothing merged");
     }
 }
 
 async fn idempotency(store: &dyn Store) {
-    let key = |k: &str, s: &str| {
-        Some(IdempotencyKey {
-            saga: saga(s),
-            key: k.into(),
-        })
-    };
+    let key = |k: &str, s: &str| Some(IdempotencyKey { saga: saga(s), key: k.into() });
     let first = ExecutionId::new();
-    assert_eq!(
-        store
-            .create(first, saga("s"), started("s"), key("k1", "s"))
-            .await
-            .unwrap(),
-        Created::New
-    );
-    let again = store
-        .create(ExecutionId::new(), saga("s"), started("s"), key("k1", "s"))
-        .await
-        .unwrap();
+    assert_eq!(store.create(first, saga("s"), started("s"), key("k1", "s")).await.unwrap(), Created::New);
+    let again = store.create(ExecutionId::new(), saga("s"), started("s"), key("k1", "s")).await.unwrap();
     assert_eq!(again, Created::Existing(first));
-    let other_saga = store
-        .create(ExecutionId::new(), saga("t"), started("t"), key("k1", "t"))
-        .await
-        .unwrap();
+    let other_saga = store.create(ExecutionId::new(), saga("t"), started("t"), key("k1", "t")).await.unwrap();
     assert_eq!(other_saga, Created::New, "keys are scoped to their saga");
 }
 
@@ -256,94 +175,34 @@ async fn listing(store: &dyn Store) {
         .append(
             ids[0],
             1,
-            vec![
-                at(2, Event::CompensationStarted { reason: "x".into() }),
-                at(3, Event::ExecutionCompensated),
-            ],
+            vec![at(2, Event::CompensationStarted { reason: "x".into() }), at(3, Event::ExecutionCompensated)],
         )
         .await
         .unwrap();
-    store
-        .append(
-            ids[1],
-            1,
-            vec![at(2, Event::CompensationStarted { reason: "x".into() })],
-        )
-        .await
-        .unwrap();
-    let all = store
-        .list(&ListFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    store.append(ids[1], 1, vec![at(2, Event::CompensationStarted { reason: "x".into() })]).await.unwrap();
+    let all = store.list(&ListFilter { limit: 10, ..Default::default() }).await.unwrap();
     let newest_first: Vec<_> = ids.iter().rev().copied().collect();
     assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), newest_first);
-    let even = store
-        .list(&ListFilter {
-            saga: Some(saga("even")),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        even.iter().map(|s| s.id).collect::<Vec<_>>(),
-        [ids[4], ids[2], ids[0]]
-    );
+    let even = store.list(&ListFilter { saga: Some(saga("even")), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(even.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[4], ids[2], ids[0]]);
     let compensated = store
-        .list(&ListFilter {
-            status: Some(ExecutionStatus::Compensated),
-            limit: 10,
-            ..Default::default()
-        })
+        .list(&ListFilter { status: Some(ExecutionStatus::Compensated), limit: 10, ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(
-        compensated.iter().map(|s| s.id).collect::<Vec<_>>(),
-        [ids[0]]
-    );
+    assert_eq!(compensated.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[0]]);
     let even_running = store
-        .list(&ListFilter {
-            saga: Some(saga("even")),
-            status: Some(ExecutionStatus::Running),
-            limit: 10,
-            after: None,
-        })
+        .list(&ListFilter { saga: Some(saga("even")), status: Some(ExecutionStatus::Running), limit: 10, after: None })
         .await
         .unwrap();
-    assert_eq!(
-        even_running.iter().map(|s| s.id).collect::<Vec<_>>(),
-        [ids[4], ids[2]]
-    );
-    let page1 = store
-        .list(&ListFilter {
-            limit: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let page2 = store
-        .list(&ListFilter {
-            limit: 2,
-            after: Some(page1[1].id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        page2.iter().map(|s| s.id).collect::<Vec<_>>(),
-        [ids[2], ids[1]]
-    );
+    assert_eq!(even_running.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[4], ids[2]]);
+    let page1 = store.list(&ListFilter { limit: 2, ..Default::default() }).await.unwrap();
+    let page2 = store.list(&ListFilter { limit: 2, after: Some(page1[1].id), ..Default::default() }).await.unwrap();
+    assert_eq!(page2.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[2], ids[1]]);
     let mut unfinished = store.unfinished().await.unwrap();
     unfinished.sort();
     let mut expected = vec![ids[1], ids[2], ids[3], ids[4]];
     expected.sort();
-    assert_eq!(
-        unfinished, expected,
-        "running and compensating, not terminal"
-    );
+    assert_eq!(unfinished, expected, "running and compensating, not terminal");
 }
 
 async fn plugins(store: &dyn Store) {
@@ -354,31 +213,14 @@ async fn plugins(store: &dyn Store) {
         size: 3,
         uploaded_at: 1,
     };
-    let put = store
-        .put_plugin(
-            meta("aa"),
-            b"abc".to_vec(),
-            Some(("aa-e".into(), b"compiled".to_vec())),
-        )
-        .await
-        .unwrap();
+    let put = store.put_plugin(meta("aa"), b"abc".to_vec(), Some(("aa-e".into(), b"compiled".to_vec()))).await.unwrap();
     assert_eq!(put, PluginPut::Created);
-    assert!(matches!(
-        store
-            .put_plugin(meta("aa"), b"abc".to_vec(), None)
-            .await
-            .unwrap(),
-        PluginPut::Unchanged(_)
-    ));
+    assert!(matches!(store.put_plugin(meta("aa"), b"abc".to_vec(), None).await.unwrap(), PluginPut::Unchanged(_)));
     assert!(
         matches!(store.put_plugin(meta("bb"), b"xyz".to_vec(), None).await.unwrap(), PluginPut::Conflict(m) if m.digest == "aa")
     );
     assert_eq!(store.plugin_bytes("aa").await.unwrap().unwrap(), b"abc");
-    assert_eq!(
-        store.plugin_bytes("bb").await.unwrap(),
-        None,
-        "nothing of the refused upload stored"
-    );
+    assert_eq!(store.plugin_bytes("bb").await.unwrap(), None, "nothing of the refused upload stored");
     assert_eq!(store.artifact("aa-e").await.unwrap().unwrap(), b"compiled");
     assert_eq!(store.plugins().await.unwrap(), vec![meta("aa")]);
 }
@@ -386,12 +228,7 @@ async fn plugins(store: &dyn Store) {
 async fn definitions(store: &dyn Store) {
     let def = |timeout: u64| {
         let json = json!({"steps": [{"name": "a", "plugin": "p@1.0.0", "timeout_ms": timeout}]});
-        parse_definition(
-            json.to_string().as_bytes(),
-            &DefinitionLimits::default(),
-            |_| true,
-        )
-        .unwrap()
+        parse_definition(json.to_string().as_bytes(), &DefinitionLimits::default(), |_| true).unwrap()
     };
     let (v1, put) = store.put_definition(saga("s"), def(10), 1).await.unwrap();
     assert_eq!((v1.version, put), (1, DefinitionPut::Created));
@@ -399,32 +236,11 @@ async fn definitions(store: &dyn Store) {
     assert_eq!((same.version, put), (1, DefinitionPut::Unchanged));
     let (v2, put) = store.put_definition(saga("s"), def(20), 3).await.unwrap();
     assert_eq!((v2.version, put), (2, DefinitionPut::Replaced));
-    assert_eq!(
-        store
-            .definition(&saga("s"), None)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        2
-    );
-    assert_eq!(
-        store
-            .definition(&saga("s"), Some(1))
-            .await
-            .unwrap()
-            .unwrap()
-            .definition,
-        def(10)
-    );
+    assert_eq!(store.definition(&saga("s"), None).await.unwrap().unwrap().version, 2);
+    assert_eq!(store.definition(&saga("s"), Some(1)).await.unwrap().unwrap().definition, def(10));
     store.put_definition(saga("t"), def(5), 4).await.unwrap();
-    let latest: Vec<_> = store
-        .definitions()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.name.to_string(), d.version))
-        .collect();
+    let latest: Vec<_> =
+        store.definitions().await.unwrap().into_iter().map(|d| (d.name.to_string(), d.version)).collect();
     assert_eq!(latest, [("s".to_string(), 2), ("t".to_string(), 1)]);
 }
 
@@ -446,10 +262,7 @@ async fn sled_keeps_everything_across_reopen() {
     };
     assert_eq!(store.read(id, 0).await.unwrap().len(), 2);
     assert_eq!(store.unfinished().await.unwrap(), vec![id]);
-    assert!(matches!(
-        store.append(id, 1, vec![step_started(2)]).await,
-        Err(StoreError::Conflict { .. })
-    ));
+    assert!(matches!(store.append(id, 1, vec![step_started(2)]).await, Err(StoreError::Conflict { .. })));
 }
 
 #[tokio::test]
@@ -473,10 +286,7 @@ async fn group_commit_merges_concurrent_appends_into_few_flushes() {
         stats.writes.load(std::sync::atomic::Ordering::Relaxed),
     );
     assert_eq!(writes, 400);
-    assert!(
-        batches < writes,
-        "{batches} flushes for {writes} writes: no grouping at all"
-    );
+    assert!(batches < writes, "{batches} flushes for {writes} writes: no grouping at all");
 }
 
 /// One operation of the model-based test: append `n` events at `expected` to stream `s`.
@@ -488,11 +298,7 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (0usize..3, -2i64..=1, 1u64..4).prop_map(|(stream, expected_offset, n)| Op {
-        stream,
-        expected_offset,
-        n,
-    })
+    (0usize..3, -2i64..=1, 1u64..4).prop_map(|(stream, expected_offset, n)| Op { stream, expected_offset, n })
 }
 
 proptest! {

@@ -34,26 +34,24 @@ fn step() -> impl Strategy<Value = Value> {
         proptest::option::of(number()),
         any::<bool>(),
     )
-        .prop_map(
-            |(n, plugin, comp, timeout, attempts, backoff, mult, cont)| {
-                let mut s = json!({
-                    "name": n,
-                    "plugin": format!("{plugin}@1.0.0"),
-                    "timeout_ms": timeout,
-                    "retry": {"max_attempts": attempts, "initial_backoff_ms": backoff},
-                });
-                if let Some(c) = comp {
-                    s["compensation"] = json!(format!("{c}@1.0.0"));
-                }
-                if let Some(m) = mult {
-                    s["retry"]["multiplier"] = m;
-                }
-                if cont {
-                    s["on_failure"] = json!("continue");
-                }
-                s
-            },
-        )
+        .prop_map(|(n, plugin, comp, timeout, attempts, backoff, mult, cont)| {
+            let mut s = json!({
+                "name": n,
+                "plugin": format!("{plugin}@1.0.0"),
+                "timeout_ms": timeout,
+                "retry": {"max_attempts": attempts, "initial_backoff_ms": backoff},
+            });
+            if let Some(c) = comp {
+                s["compensation"] = json!(format!("{c}@1.0.0"));
+            }
+            if let Some(m) = mult {
+                s["retry"]["multiplier"] = m;
+            }
+            if cont {
+                s["on_failure"] = json!("continue");
+            }
+            s
+        })
 }
 
 proptest! {

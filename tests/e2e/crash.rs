@@ -32,10 +32,7 @@ impl Rng {
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 const CRITICAL: [&str; 3] = ["reserve", "charge", "ship"];
@@ -51,17 +48,8 @@ fn definition() -> Value {
 }
 
 fn random_input(rng: &mut Rng) -> Value {
-    let forward = [
-        "ok",
-        "ok",
-        "ok",
-        "sleep:100",
-        "sleep:400",
-        "fail_until:2",
-        "fail_until:3",
-        "retryable",
-        "permanent",
-    ];
+    let forward =
+        ["ok", "ok", "ok", "sleep:100", "sleep:400", "fail_until:2", "fail_until:3", "retryable", "permanent"];
     let backward = ["ok", "ok", "sleep:100", "fail_until:2", "fail_until:3"];
     let mut behaviors = serde_json::Map::new();
     let mut compensations = serde_json::Map::new();
@@ -76,26 +64,12 @@ fn random_input(rng: &mut Rng) -> Value {
 fn check(exec: &Value, events: &[Value]) {
     let id = exec["id"].as_str().unwrap();
     let status = exec["status"].as_str().unwrap();
-    assert!(
-        matches!(status, "completed" | "compensated"),
-        "{id} ended {status}"
-    );
+    assert!(matches!(status, "completed" | "compensated"), "{id} ended {status}");
     assert_gapless(events);
-    let count = |ty: &str, step: &str| {
-        events
-            .iter()
-            .filter(|e| e["type"] == ty && e["step"] == step)
-            .count()
-    };
+    let count = |ty: &str, step: &str| events.iter().filter(|e| e["type"] == ty && e["step"] == step).count();
     for step in ["reserve", "charge", "notify", "ship"] {
-        assert!(
-            count("step_completed", step) <= 1,
-            "{id}: {step} completed twice"
-        );
-        assert!(
-            count("compensation_step_completed", step) <= 1,
-            "{id}: {step} compensated twice"
-        );
+        assert!(count("step_completed", step) <= 1, "{id}: {step} completed twice");
+        assert!(count("compensation_step_completed", step) <= 1, "{id}: {step} compensated twice");
         if count("step_started", step) == 0 {
             assert_eq!(
                 count("compensation_step_started", step),
@@ -104,36 +78,20 @@ fn check(exec: &Value, events: &[Value]) {
             );
         }
     }
-    assert_eq!(
-        count("compensation_step_started", "notify"),
-        0,
-        "{id}: notify has nothing to undo"
-    );
+    assert_eq!(count("compensation_step_started", "notify"), 0, "{id}: notify has nothing to undo");
     let terminal: Vec<&Value> = events
         .iter()
         .filter(|e| {
-            matches!(
-                e["type"].as_str(),
-                Some("execution_completed" | "execution_compensated" | "execution_failed")
-            )
+            matches!(e["type"].as_str(), Some("execution_completed" | "execution_compensated" | "execution_failed"))
         })
         .collect();
     assert_eq!(terminal.len(), 1, "{id}: one terminal event");
     match status {
         "completed" => {
             for step in CRITICAL {
-                assert_eq!(
-                    count("step_completed", step),
-                    1,
-                    "{id}: completed without {step}"
-                );
+                assert_eq!(count("step_completed", step), 1, "{id}: completed without {step}");
             }
-            assert!(
-                !events
-                    .iter()
-                    .any(|e| e["type"].as_str().unwrap().starts_with("compensation")),
-                "{id}"
-            );
+            assert!(!events.iter().any(|e| e["type"].as_str().unwrap().starts_with("compensation")), "{id}");
         }
         _ => {
             for step in CRITICAL {
@@ -151,10 +109,8 @@ fn check(exec: &Value, events: &[Value]) {
                 .filter(|e| e["type"] == "compensation_step_completed")
                 .map(|e| e["step"].as_str().unwrap())
                 .collect();
-            let mut expected: Vec<&str> = ["ship", "charge", "reserve"]
-                .into_iter()
-                .filter(|s| order.contains(s))
-                .collect();
+            let mut expected: Vec<&str> =
+                ["ship", "charge", "reserve"].into_iter().filter(|s| order.contains(s)).collect();
             expected.dedup();
             assert_eq!(order, expected, "{id}: compensations out of order");
         }
@@ -167,15 +123,9 @@ async fn executions_survive_random_kills() {
     let per_round = env_or("SAGAHOST_CRASH_EXECUTIONS", 10);
     let seed = env_or(
         "SAGAHOST_CRASH_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1,
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1,
     );
-    println!(
-        "crash test: {rounds} rounds, {per_round} executions per round, SAGAHOST_CRASH_SEED={seed}"
-    );
+    println!("crash test: {rounds} rounds, {per_round} executions per round, SAGAHOST_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let (_tmp, dir) = data_dir();
     let mut accepted: HashMap<String, String> = HashMap::new();
@@ -187,15 +137,8 @@ async fn executions_survive_random_kills() {
             api.put_saga("crash", &definition()).await;
         }
         let kill_after = Duration::from_millis(50 + rng.below(1_200));
-        let inputs: Vec<(String, Value, u64)> = (0..per_round)
-            .map(|i| {
-                (
-                    format!("r{round}-{i}"),
-                    random_input(&mut rng),
-                    rng.below(60),
-                )
-            })
-            .collect();
+        let inputs: Vec<(String, Value, u64)> =
+            (0..per_round).map(|i| (format!("r{round}-{i}"), random_input(&mut rng), rng.below(60))).collect();
         let triggering = tokio::spawn({
             let api = api.clone();
             async move {
@@ -244,30 +187,18 @@ async fn executions_survive_random_kills() {
         }
     }
     for (key, id) in &accepted {
-        assert!(
-            all.contains_key(id),
-            "accepted trigger {key} ({id}) was lost"
-        );
+        assert!(all.contains_key(id), "accepted trigger {key} ({id}) was lost");
     }
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for id in all.keys() {
         let exec = api
-            .wait_for(
-                id,
-                deadline.saturating_duration_since(Instant::now()),
-                |e| {
-                    matches!(
-                        e["status"].as_str(),
-                        Some("completed" | "compensated" | "failed")
-                    )
-                },
-            )
+            .wait_for(id, deadline.saturating_duration_since(Instant::now()), |e| {
+                matches!(e["status"].as_str(), Some("completed" | "compensated" | "failed"))
+            })
             .await;
         check(&exec, &api.events(id).await);
-        *statuses
-            .entry(exec["status"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        *statuses.entry(exec["status"].as_str().unwrap().to_owned()).or_default() += 1;
     }
     println!(
         "crash test: {} executions ({} accepted triggers) after {rounds} kills: {statuses:?}",

@@ -18,28 +18,18 @@ async fn every_example_path_ends_as_expected() {
     let (_tmp, dir) = data_dir();
     let host = HostProcess::start(&dir, &[]);
     let api = Api::new(&host.url);
-    for p in [
-        "order", "payment", "shipping", "deposit", "withdraw", "seat", "notify",
-    ] {
+    for p in ["order", "payment", "shipping", "deposit", "withdraw", "seat", "notify"] {
         api.put_plugin(p, wasm(p)).await;
     }
     for (name, json) in [
         ("order", include_str!("../../plugins/sagas/order.json")),
-        (
-            "transfer",
-            include_str!("../../plugins/sagas/transfer.json"),
-        ),
+        ("transfer", include_str!("../../plugins/sagas/transfer.json")),
         ("concert", include_str!("../../plugins/sagas/concert.json")),
-        (
-            "payment-retry",
-            include_str!("../../plugins/sagas/payment-retry.json"),
-        ),
+        ("payment-retry", include_str!("../../plugins/sagas/payment-retry.json")),
     ] {
-        api.put_saga(name, &serde_json::from_str(json).unwrap())
-            .await;
+        api.put_saga(name, &serde_json::from_str(json).unwrap()).await;
     }
-    let scenarios: Vec<Scenario> =
-        serde_json::from_str(include_str!("../../plugins/sagas/scenarios.json")).unwrap();
+    let scenarios: Vec<Scenario> = serde_json::from_str(include_str!("../../plugins/sagas/scenarios.json")).unwrap();
     let mut ids = Vec::new();
     for s in &scenarios {
         ids.push(api.trigger(&s.saga, &s.input, None).await);
@@ -54,24 +44,13 @@ async fn every_example_path_ends_as_expected() {
         // Every step's start is recorded before its outcome.
         for (i, e) in t.iter().enumerate() {
             if let Some(step) = e.strip_prefix("step_completed(") {
-                assert!(
-                    t[..i].contains(&format!("step_started({step}")),
-                    "{}: {t:?}",
-                    s.title
-                );
+                assert!(t[..i].contains(&format!("step_started({step}")), "{}: {t:?}", s.title);
             }
         }
         match s.title.as_str() {
             "order: shipping impossible refunds and cancels" => {
-                assert_eq!(
-                    compensated_steps(&events),
-                    ["payment", "create_order"],
-                    "reverse order"
-                );
-                assert_eq!(
-                    exec["steps"][0]["compensation"]["result"]["state"],
-                    "CANCELLED"
-                );
+                assert_eq!(compensated_steps(&events), ["payment", "create_order"], "reverse order");
+                assert_eq!(exec["steps"][0]["compensation"]["result"]["state"], "CANCELLED");
                 assert_eq!(exec["steps"][2]["error"]["kind"], "permanent");
                 assert_eq!(exec["steps"][3]["status"], "skipped");
             }
@@ -81,12 +60,7 @@ async fn every_example_path_ends_as_expected() {
             }
             "transfer: insufficient balance reverses the deposit" => {
                 assert_eq!(compensated_steps(&events), ["deposit"]);
-                assert!(
-                    exec["steps"][1]["error"]["message"]
-                        .as_str()
-                        .unwrap()
-                        .contains("insufficient balance")
-                );
+                assert!(exec["steps"][1]["error"]["message"].as_str().unwrap().contains("insufficient balance"));
             }
             "concert: data platform down, booking still completes" => {
                 assert_eq!(exec["steps"][2]["status"], "failed");
@@ -94,18 +68,12 @@ async fn every_example_path_ends_as_expected() {
                 assert!(compensated_steps(&events).is_empty());
             }
             "concert: payment failed releases the seat" => {
-                assert_eq!(
-                    exec["steps"][0]["compensation"]["result"]["state"],
-                    "SEAT_RELEASED"
-                );
+                assert_eq!(exec["steps"][0]["compensation"]["result"]["state"], "SEAT_RELEASED");
                 assert_eq!(exec["steps"][2]["status"], "skipped");
             }
             "retry then fail: gateway down for 5 tries, 3 allowed" => {
                 assert_eq!(exec["steps"][1]["attempts"], 3);
-                let failures: Vec<&Value> = events
-                    .iter()
-                    .filter(|e| e["type"] == "step_failed")
-                    .collect();
+                let failures: Vec<&Value> = events.iter().filter(|e| e["type"] == "step_failed").collect();
                 assert_eq!(failures.len(), 3);
                 // Retries wait the configured backoff (1 s), recorded as durable timers.
                 for pair in failures.windows(2) {
@@ -120,10 +88,5 @@ async fn every_example_path_ends_as_expected() {
     }
     // Correlation: every step and compensation of one execution carried its id.
     let shipped = api.execution(&ids[0]).await;
-    assert!(
-        shipped["steps"][2]["result"]["tracking"]
-            .as_str()
-            .unwrap()
-            .ends_with(ids[0].as_str())
-    );
+    assert!(shipped["steps"][2]["result"]["tracking"].as_str().unwrap().ends_with(ids[0].as_str()));
 }

@@ -43,10 +43,7 @@ export_step!(Greeter);
 "#;
 
 fn scaffold(dir: &Path) {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-sdk")
-        .canonicalize()
-        .unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk").canonicalize().unwrap();
     let manifest = format!(
         r#"[package]
 name = "greeter"
@@ -74,11 +71,7 @@ panic = "abort"
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(dir.join("src/lib.rs"), LIB).unwrap();
     // Reuse the lock file of the project's plugins so the same dependency versions are chosen.
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/Cargo.lock"),
-        dir.join("Cargo.lock"),
-    )
-    .unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/Cargo.lock"), dir.join("Cargo.lock")).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,43 +80,23 @@ async fn an_outside_plugin_builds_uploads_and_runs() {
     let crate_dir = tmp.path().join("greeter");
     scaffold(&crate_dir);
     // The project's plugin target dir already holds the SDK's dependencies, compiled.
-    let target_dir = Path::new(env!("SAGAHOST_PLUGIN_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf();
+    let target_dir = Path::new(env!("SAGAHOST_PLUGIN_DIR")).ancestors().nth(2).unwrap().to_path_buf();
     let out = Command::new(env!("CARGO"))
         .current_dir(&crate_dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let wasm = std::fs::read(target_dir.join("wasm32-wasip2/release/greeter.wasm")).unwrap();
 
     let (_tmp, dir) = data_dir();
     let host = HostProcess::start(&dir, &[]);
     let api = Api::new(&host.url);
-    let (status, meta) = api
-        .call(
-            reqwest::Method::PUT,
-            "/v1/plugins/greeter/0.1.0",
-            Some(wasm),
-        )
-        .await;
+    let (status, meta) = api.call(reqwest::Method::PUT, "/v1/plugins/greeter/0.1.0", Some(wasm)).await;
     assert_eq!(status, 201, "{meta}");
     let def = json!({"steps": [
         {"name": "greet", "plugin": "greeter@0.1.0"},

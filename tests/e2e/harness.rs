@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 pub const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
 
 pub fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{PLUGIN_DIR}/{name}.wasm"))
-        .unwrap_or_else(|e| panic!("{name}.wasm: {e}"))
+    std::fs::read(format!("{PLUGIN_DIR}/{name}.wasm")).unwrap_or_else(|e| panic!("{name}.wasm: {e}"))
 }
 
 /// A host process serving a data directory.
@@ -23,11 +22,7 @@ pub struct HostProcess {
 impl HostProcess {
     /// Starts `sagahost serve` on a free loopback port and waits until it listens.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.with_extension("log"))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sagahost"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -75,21 +70,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(url: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
-        }
+        Self { url: url.to_owned(), http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap() }
     }
 
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> (u16, Value) {
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             req = req.body(b);
@@ -97,104 +81,60 @@ impl Api {
         let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn put_plugin(&self, name: &str, bytes: Vec<u8>) {
-        let (status, body) = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/plugins/{name}/1.0.0"),
-                Some(bytes),
-            )
-            .await;
-        assert!(
-            status == 201 || status == 200,
-            "upload {name}: {status} {body}"
-        );
+        let (status, body) = self.call(reqwest::Method::PUT, &format!("/v1/plugins/{name}/1.0.0"), Some(bytes)).await;
+        assert!(status == 201 || status == 200, "upload {name}: {status} {body}");
     }
 
     pub async fn put_saga(&self, name: &str, definition: &Value) {
         let (status, body) = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/sagas/{name}"),
-                Some(definition.to_string().into_bytes()),
-            )
+            .call(reqwest::Method::PUT, &format!("/v1/sagas/{name}"), Some(definition.to_string().into_bytes()))
             .await;
-        assert!(
-            status == 201 || status == 200,
-            "define {name}: {status} {body}"
-        );
+        assert!(status == 201 || status == 200, "define {name}: {status} {body}");
     }
 
     /// Triggers and returns the id.
     pub async fn trigger(&self, saga: &str, input: &Value, key: Option<&str>) -> String {
-        let mut req = self
-            .http
-            .post(format!("{}/v1/sagas/{saga}/executions", self.url))
-            .json(input);
+        let mut req = self.http.post(format!("{}/v1/sagas/{saga}/executions", self.url)).json(input);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 202);
-        resp.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn execution(&self, id: &str) -> Value {
-        let (status, body) = self
-            .call(reqwest::Method::GET, &format!("/v1/executions/{id}"), None)
-            .await;
+        let (status, body) = self.call(reqwest::Method::GET, &format!("/v1/executions/{id}"), None).await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     pub async fn events(&self, id: &str) -> Vec<Value> {
-        let (status, body) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/executions/{id}/events"),
-                None,
-            )
-            .await;
+        let (status, body) = self.call(reqwest::Method::GET, &format!("/v1/executions/{id}/events"), None).await;
         assert_eq!(status, 200, "{body}");
         body.as_array().unwrap().clone()
     }
 
     /// Polls until `done` holds for the execution, at most `timeout`.
-    pub async fn wait_for(
-        &self,
-        id: &str,
-        timeout: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let exec = self.execution(id).await;
             if done(&exec) {
                 return exec;
             }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting on {id}: {exec}"
-            );
+            assert!(start.elapsed() < timeout, "timed out waiting on {id}: {exec}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     pub async fn wait_terminal(&self, id: &str) -> Value {
         self.wait_for(id, Duration::from_secs(60), |e| {
-            matches!(
-                e["status"].as_str(),
-                Some("completed" | "compensated" | "failed")
-            )
+            matches!(e["status"].as_str(), Some("completed" | "compensated" | "failed"))
         })
         .await
     }

@@ -31,21 +31,14 @@ async fn adversarial_plugins_in_parallel_with_100_normal_executions() {
     api.put_plugin("testkit", wasm("testkit")).await;
     api.put_saga(
         "hostile",
-        &testkit_saga(
-            &["setup", "evil"],
-            json!({"timeout_ms": 1500, "retry": {"max_attempts": 1}}),
-        ),
+        &testkit_saga(&["setup", "evil"], json!({"timeout_ms": 1500, "retry": {"max_attempts": 1}})),
     )
     .await;
-    api.put_saga("normal", &testkit_saga(&["one", "two", "three"], json!({})))
-        .await;
+    api.put_saga("normal", &testkit_saga(&["one", "two", "three"], json!({}))).await;
 
     let mut hostile = Vec::new();
     for (behavior, _, _) in HOSTILE {
-        hostile.push(
-            api.trigger("hostile", &json!({"behaviors": {"evil": behavior}}), None)
-                .await,
-        );
+        hostile.push(api.trigger("hostile", &json!({"behaviors": {"evil": behavior}}), None).await);
     }
     let mut normal = Vec::new();
     for i in 0..100 {
@@ -78,21 +71,13 @@ async fn adversarial_plugins_in_parallel_with_100_normal_executions() {
             assert_eq!(exec["status"], "compensated", "{behavior}: {exec}");
             assert_eq!(evil["error"]["kind"], *kind, "{behavior}: {exec}");
             let message = evil["error"]["message"].as_str().unwrap();
-            assert!(
-                message.contains(needle),
-                "{behavior}: {needle:?} not in {message:?}"
-            );
+            assert!(message.contains(needle), "{behavior}: {needle:?} not in {message:?}");
             // Only its own step failed.
             assert_eq!(exec["steps"][0]["status"], "compensated");
         }
     }
     // And after all that, the host still serves.
-    let (status, exec) = api
-        .call(
-            reqwest::Method::POST,
-            "/v1/sagas/normal/executions?wait=10000",
-            Some(b"{}".to_vec()),
-        )
-        .await;
+    let (status, exec) =
+        api.call(reqwest::Method::POST, "/v1/sagas/normal/executions?wait=10000", Some(b"{}".to_vec())).await;
     assert_eq!((status, exec["status"].as_str()), (200, Some("completed")));
 }

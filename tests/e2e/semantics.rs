@@ -6,9 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{
-    Api, HostProcess, assert_gapless, compensated_steps, data_dir, testkit_saga, trace, wasm,
-};
+use crate::harness::{Api, HostProcess, assert_gapless, compensated_steps, data_dir, testkit_saga, trace, wasm};
 
 async fn host_with_testkit() -> (tempfile::TempDir, HostProcess, Api) {
     let (tmp, dir) = data_dir();
@@ -21,14 +19,8 @@ async fn host_with_testkit() -> (tempfile::TempDir, HostProcess, Api) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_step_failing_permanently_compensates_three_two_one() {
     let (_tmp, _host, api) = host_with_testkit().await;
-    api.put_saga(
-        "four",
-        &testkit_saga(&["one", "two", "three", "four"], json!({})),
-    )
-    .await;
-    let id = api
-        .trigger("four", &json!({"behaviors": {"four": "permanent"}}), None)
-        .await;
+    api.put_saga("four", &testkit_saga(&["one", "two", "three", "four"], json!({}))).await;
+    let id = api.trigger("four", &json!({"behaviors": {"four": "permanent"}}), None).await;
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "compensated");
     let events = api.events(&id).await;
@@ -36,8 +28,7 @@ async fn a_fourth_step_failing_permanently_compensates_three_two_one() {
     assert_eq!(compensated_steps(&events), ["three", "two", "one"]);
     let t = trace(&events);
     assert!(
-        !t.iter()
-            .any(|e| e.starts_with("compensation_step") && e.ends_with("(four)")),
+        !t.iter().any(|e| e.starts_with("compensation_step") && e.ends_with("(four)")),
         "no compensation for the failed step: {t:?}"
     );
     assert_eq!(t.last().unwrap(), "execution_compensated");
@@ -45,34 +36,20 @@ async fn a_fourth_step_failing_permanently_compensates_three_two_one() {
     for step in &exec["steps"].as_array().unwrap()[..3] {
         let undone = &step["compensation"]["result"];
         assert_eq!(undone["execution_id"], id.as_str());
-        assert_eq!(
-            undone["idempotency_key"],
-            format!("{id}/{}/compensate", step["name"].as_str().unwrap())
-        );
+        assert_eq!(undone["idempotency_key"], format!("{id}/{}/compensate", step["name"].as_str().unwrap()));
         assert_eq!(step["status"], "compensated");
     }
     assert_eq!(exec["steps"][3]["status"], "failed");
-    assert_eq!(
-        exec["compensation_reason"],
-        "step four failed: four said no"
-    );
+    assert_eq!(exec["compensation_reason"], "step four failed: four said no");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_saga_and_compensates() {
     let (_tmp, _host, api) = host_with_testkit().await;
-    api.put_saga("slow", &testkit_saga(&["a", "b", "c"], json!({})))
-        .await;
-    let id = api
-        .trigger("slow", &json!({"behaviors": {"b": "sleep:1500"}}), None)
-        .await;
-    api.wait_for(&id, Duration::from_secs(10), |e| {
-        e["steps"][1]["status"] == "running"
-    })
-    .await;
-    let (status, body) = api
-        .call(Method::POST, &format!("/v1/executions/{id}/cancel"), None)
-        .await;
+    api.put_saga("slow", &testkit_saga(&["a", "b", "c"], json!({}))).await;
+    let id = api.trigger("slow", &json!({"behaviors": {"b": "sleep:1500"}}), None).await;
+    api.wait_for(&id, Duration::from_secs(10), |e| e["steps"][1]["status"] == "running").await;
+    let (status, body) = api.call(Method::POST, &format!("/v1/executions/{id}/cancel"), None).await;
     assert_eq!(status, 202, "{body}");
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "compensated");
@@ -81,37 +58,24 @@ async fn cancel_stops_a_running_saga_and_compensates() {
     assert_gapless(&events);
     let t = trace(&events);
     assert!(t.contains(&"cancel_requested".to_string()));
-    assert!(
-        !t.contains(&"step_started(c)".to_string()),
-        "nothing goes forward after a cancel: {t:?}"
-    );
+    assert!(!t.contains(&"step_started(c)".to_string()), "nothing goes forward after a cancel: {t:?}");
     assert_eq!(compensated_steps(&events), ["b", "a"]);
-    let (status, _) = api
-        .call(Method::POST, &format!("/v1/executions/{id}/cancel"), None)
-        .await;
+    let (status, _) = api.call(Method::POST, &format!("/v1/executions/{id}/cancel"), None).await;
     assert_eq!(status, 409, "already terminal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_passing_during_backoff_compensates() {
     let (_tmp, _host, api) = host_with_testkit().await;
-    let mut def = testkit_saga(
-        &["a", "b"],
-        json!({"retry": {"max_attempts": 5, "initial_backoff_ms": 30000}}),
-    );
+    let mut def = testkit_saga(&["a", "b"], json!({"retry": {"max_attempts": 5, "initial_backoff_ms": 30000}}));
     def["deadline_ms"] = json!(1500);
     api.put_saga("hurry", &def).await;
-    let id = api
-        .trigger("hurry", &json!({"behaviors": {"b": "retryable"}}), None)
-        .await;
+    let id = api.trigger("hurry", &json!({"behaviors": {"b": "retryable"}}), None).await;
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "compensated");
     let t = trace(&api.events(&id).await);
     assert!(t.contains(&"deadline_exceeded".to_string()), "{t:?}");
-    assert_eq!(
-        exec["steps"][1]["attempts"], 1,
-        "the 30 s backoff never fired"
-    );
+    assert_eq!(exec["steps"][1]["attempts"], 1, "the 30 s backoff never fired");
     assert_eq!(exec["compensation_reason"], "deadline exceeded");
 }
 
@@ -127,44 +91,25 @@ async fn an_exhausted_compensation_fails_and_resume_finishes_it() {
     let id = api.trigger("stuck", &input, None).await;
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "failed", "{exec}");
-    assert!(
-        exec["failure_reason"]
-            .as_str()
-            .unwrap()
-            .contains("compensation of step a failed")
-    );
+    assert!(exec["failure_reason"].as_str().unwrap().contains("compensation of step a failed"));
     assert_eq!(exec["steps"][0]["compensation"]["attempts"], 2);
-    let (status, _) = api
-        .call(Method::POST, &format!("/v1/executions/{id}/cancel"), None)
-        .await;
+    let (status, _) = api.call(Method::POST, &format!("/v1/executions/{id}/cancel"), None).await;
     assert_eq!(status, 409);
-    let (status, body) = api
-        .call(Method::POST, &format!("/v1/executions/{id}/resume"), None)
-        .await;
+    let (status, body) = api.call(Method::POST, &format!("/v1/executions/{id}/resume"), None).await;
     assert_eq!(status, 202, "{body}");
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "compensated", "{exec}");
     assert_eq!(exec["steps"][0]["compensation"]["attempts"], 4);
-    let (status, _) = api
-        .call(Method::POST, &format!("/v1/executions/{id}/resume"), None)
-        .await;
+    let (status, _) = api.call(Method::POST, &format!("/v1/executions/{id}/resume"), None).await;
     assert_eq!(status, 409, "only failed executions resume");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_step_is_retried_then_compensated_as_unknown() {
     let (_tmp, _host, api) = host_with_testkit().await;
-    api.put_saga(
-        "traps",
-        &testkit_saga(
-            &["a", "b"],
-            json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 10}}),
-        ),
-    )
-    .await;
-    let id = api
-        .trigger("traps", &json!({"behaviors": {"b": "trap"}}), None)
+    api.put_saga("traps", &testkit_saga(&["a", "b"], json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 10}})))
         .await;
+    let id = api.trigger("traps", &json!({"behaviors": {"b": "trap"}}), None).await;
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "compensated");
     assert_eq!(exec["steps"][1]["error"]["kind"], "trap");
@@ -176,30 +121,15 @@ async fn a_trapping_step_is_retried_then_compensated_as_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_the_terminal_execution_and_keys_deduplicate() {
     let (_tmp, _host, api) = host_with_testkit().await;
-    api.put_saga("quick", &testkit_saga(&["a"], json!({})))
-        .await;
-    let (status, exec) = api
-        .call(
-            Method::POST,
-            "/v1/sagas/quick/executions?wait=10000",
-            Some(b"{}".to_vec()),
-        )
-        .await;
+    api.put_saga("quick", &testkit_saga(&["a"], json!({}))).await;
+    let (status, exec) = api.call(Method::POST, "/v1/sagas/quick/executions?wait=10000", Some(b"{}".to_vec())).await;
     assert_eq!(status, 200);
     assert_eq!(exec["status"], "completed");
     let first = api.trigger("quick", &json!({}), Some("k-1")).await;
-    let again = api
-        .trigger("quick", &json!({"different": true}), Some("k-1"))
-        .await;
+    let again = api.trigger("quick", &json!({"different": true}), Some("k-1")).await;
     assert_eq!(first, again, "same key, same execution");
-    let (_, list) = api
-        .call(Method::GET, "/v1/executions?saga=quick&limit=10", None)
-        .await;
-    assert_eq!(
-        list["executions"].as_array().unwrap().len(),
-        2,
-        "one from wait, one from the key"
-    );
+    let (_, list) = api.call(Method::GET, "/v1/executions?saga=quick&limit=10", None).await;
+    assert_eq!(list["executions"].as_array().unwrap().len(), 2, "one from wait, one from the key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,15 +138,10 @@ async fn a_deadline_interrupts_the_running_attempt() {
     let mut def = testkit_saga(&["a", "b"], json!({"timeout_ms": 30000}));
     def["deadline_ms"] = json!(1000);
     api.put_saga("late", &def).await;
-    let id = api
-        .trigger("late", &json!({"behaviors": {"b": "loop"}}), None)
-        .await;
+    let id = api.trigger("late", &json!({"behaviors": {"b": "loop"}}), None).await;
     let exec = api.wait_terminal(&id).await;
     assert_eq!(exec["status"], "compensated", "{exec}");
-    assert_eq!(
-        exec["steps"][1]["error"]["kind"], "timeout",
-        "cut at the deadline, not its 30 s timeout"
-    );
+    assert_eq!(exec["steps"][1]["error"]["kind"], "timeout", "cut at the deadline, not its 30 s timeout");
     let t = trace(&api.events(&id).await);
     assert!(t.contains(&"deadline_exceeded".to_string()), "{t:?}");
     // A runaway step has an unknown outcome: it is compensated too.
@@ -230,9 +155,7 @@ async fn a_full_host_answers_429_with_retry_after() {
     let api = Api::new(&host.url);
     api.put_plugin("testkit", wasm("testkit")).await;
     api.put_saga("slow", &testkit_saga(&["a"], json!({}))).await;
-    let first = api
-        .trigger("slow", &json!({"behaviors": {"a": "sleep:1500"}}), None)
-        .await;
+    let first = api.trigger("slow", &json!({"behaviors": {"a": "sleep:1500"}}), None).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/sagas/slow/executions", api.url))
         .json(&json!({}))
@@ -244,13 +167,15 @@ async fn a_full_host_answers_429_with_retry_after() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "busy");
     api.wait_terminal(&first).await;
-    // Once the running one is done, triggers are accepted again.
-    let (status, _) = api
-        .call(
-            Method::POST,
-            "/v1/sagas/slow/executions?wait=5000",
-            Some(b"{}".to_vec()),
-        )
-        .await;
+    // Once the running one is done, triggers are accepted again (as a client honouring
+    // Retry-After would find).
+    let mut status = 0;
+    for _ in 0..50 {
+        status = api.call(Method::POST, "/v1/sagas/slow/executions?wait=5000", Some(b"{}".to_vec())).await.0;
+        if status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(status, 200);
 }

@@ -29,12 +29,8 @@ impl Tmpfs {
     }
 
     fn remount(&self, mode: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
+        let ok =
+            Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.0).status().unwrap().success();
         assert!(ok, "remount {mode}");
     }
 
@@ -51,8 +47,7 @@ impl Drop for Tmpfs {
 }
 
 async fn trigger_status(api: &Api) -> (u16, serde_json::Value) {
-    api.call(Method::POST, "/v1/sagas/s/executions", Some(b"{}".to_vec()))
-        .await
+    api.call(Method::POST, "/v1/sagas/s/executions", Some(b"{}".to_vec())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,13 +64,10 @@ async fn a_full_or_read_only_disk_fails_requests_with_503_and_recovers() {
     let mut host = HostProcess::start(&dir, &["--min-free-mib", "8"]);
     let api = Api::new(&host.url);
     api.put_plugin("testkit", wasm("testkit")).await;
-    let retry =
-        json!({"retry": {"max_attempts": 10, "initial_backoff_ms": 300, "multiplier": 1.0}});
+    let retry = json!({"retry": {"max_attempts": 10, "initial_backoff_ms": 300, "multiplier": 1.0}});
     api.put_saga("s", &testkit_saga(&["a", "b"], retry)).await;
     // One execution waits in backoff while the disk fills up.
-    let waiting = api
-        .trigger("s", &json!({"behaviors": {"b": "fail_until:3"}}), None)
-        .await;
+    let waiting = api.trigger("s", &json!({"behaviors": {"b": "fail_until:3"}}), None).await;
 
     let filler = fs.0.join("filler");
     let fill = fs.free().saturating_sub(4 << 20);
@@ -83,13 +75,7 @@ async fn a_full_or_read_only_disk_fails_requests_with_503_and_recovers() {
     let (status, body) = trigger_status(&api).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("disk almost full"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("disk almost full"), "{body}");
     // Reads still work.
     assert_eq!(api.execution(&waiting).await["id"], waiting.as_str());
 
@@ -97,10 +83,7 @@ async fn a_full_or_read_only_disk_fails_requests_with_503_and_recovers() {
     let (status, body) = trigger_status(&api).await;
     assert_eq!(status, 202, "writes resume once space returns: {body}");
     let exec = api.wait_terminal(&waiting).await;
-    assert_eq!(
-        exec["status"], "completed",
-        "the execution that waited through the outage: {exec}"
-    );
+    assert_eq!(exec["status"], "completed", "the execution that waited through the outage: {exec}");
 
     // A data directory that became read-only cannot hold a store: the host refuses to start
     // and says why, rather than serve requests it cannot record. (A running host cannot be
@@ -123,11 +106,8 @@ async fn a_full_or_read_only_disk_fails_requests_with_503_and_recovers() {
     let api = Api::new(&host.url);
     let (_, list) = api.call(Method::GET, "/v1/executions?saga=s", None).await;
     for e in list["executions"].as_array().unwrap() {
-        let exec = api
-            .wait_for(e["id"].as_str().unwrap(), Duration::from_secs(30), |x| {
-                x["status"] == "completed"
-            })
-            .await;
+        let exec =
+            api.wait_for(e["id"].as_str().unwrap(), Duration::from_secs(30), |x| x["status"] == "completed").await;
         assert_eq!(exec["status"], "completed");
     }
 }

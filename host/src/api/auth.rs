@@ -14,11 +14,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn presented(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 fn check(req: &Request, accepted: &[&String]) -> Result<(), ApiError> {
@@ -26,10 +22,7 @@ fn check(req: &Request, accepted: &[&String]) -> Result<(), ApiError> {
         return Ok(());
     }
     let token = presented(req).ok_or(ApiError::Unauthorized)?;
-    if accepted
-        .iter()
-        .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-    {
+    if accepted.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
@@ -37,29 +30,15 @@ fn check(req: &Request, accepted: &[&String]) -> Result<(), ApiError> {
 }
 
 /// Management routes: the admin token, when one is configured.
-pub async fn require_admin(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     check(&req, &state.config.admin_token.iter().collect::<Vec<_>>())?;
     Ok(next.run(req).await)
 }
 
 /// Execution routes: the client token or the admin token, when a client token is configured.
-pub async fn require_client(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_client(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(client) = &state.config.client_token {
-        check(
-            &req,
-            &[Some(client), state.config.admin_token.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-        )?;
+        check(&req, &[Some(client), state.config.admin_token.as_ref()].into_iter().flatten().collect::<Vec<_>>())?;
     }
     Ok(next.run(req).await)
 }

@@ -83,14 +83,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -110,17 +106,13 @@ impl From<StoreError> for ApiError {
 impl From<OrchestratorError> for ApiError {
     fn from(e: OrchestratorError) -> Self {
         match e {
-            OrchestratorError::UnknownSaga(_) | OrchestratorError::UnknownExecution(_) => {
-                Self::NotFound(e.to_string())
-            }
+            OrchestratorError::UnknownSaga(_) | OrchestratorError::UnknownExecution(_) => Self::NotFound(e.to_string()),
             OrchestratorError::Command(c) => Self::Conflict(c.to_string()),
             OrchestratorError::Busy(_) => Self::Busy(e.to_string()),
             OrchestratorError::Definition(DefinitionError::Malformed(m)) => {
                 Self::BadRequest(format!("malformed definition: {m}"))
             }
-            OrchestratorError::Definition(DefinitionError::Invalid(problems)) => {
-                Self::Invalid(problems)
-            }
+            OrchestratorError::Definition(DefinitionError::Invalid(problems)) => Self::Invalid(problems),
             OrchestratorError::Store(s) => s.into(),
             OrchestratorError::Fold(f) => Self::Internal(f.to_string()),
         }

@@ -26,10 +26,7 @@ const MAX_WAIT_MS: u64 = 300_000;
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 async fn view(state: &AppState, exec: &Execution) -> Result<ExecutionView, ApiError> {
-    let def = state
-        .orch
-        .definition(&exec.saga, exec.definition_version)
-        .await?;
+    let def = state.orch.definition(&exec.saga, exec.definition_version).await?;
     Ok(ExecutionView::new(exec, &def))
 }
 
@@ -51,17 +48,12 @@ pub async fn trigger(
     let saga = extract::name(&name, SagaName::parse)?;
     let query = extract::query(query)?;
     let bytes = extract::body(body)?;
-    let input: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        extract::json(&bytes, "input")?
-    };
+    let input: Value =
+        if bytes.iter().all(u8::is_ascii_whitespace) { Value::Null } else { extract::json(&bytes, "input")? };
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().map_err(|_| {
-                ApiError::BadRequest("Idempotency-Key must be visible ASCII".into())
-            })?;
+            let k = v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
             if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
                 return Err(ApiError::BadRequest(format!(
                     "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters"
@@ -71,37 +63,20 @@ pub async fn trigger(
         }
     };
     if query.wait.is_some_and(|w| w > MAX_WAIT_MS) {
-        return Err(ApiError::BadRequest(format!(
-            "wait is at most {MAX_WAIT_MS} ms"
-        )));
+        return Err(ApiError::BadRequest(format!("wait is at most {MAX_WAIT_MS} ms")));
     }
     let started = state.orch.start(&saga, input, key).await?;
     if let Some(wait) = query.wait
-        && let Some(exec) = state
-            .orch
-            .wait_terminal(started.id, Duration::from_millis(wait))
-            .await?
+        && let Some(exec) = state.orch.wait_terminal(started.id, Duration::from_millis(wait)).await?
     {
         return Ok((StatusCode::OK, Json(json!(view(&state, &exec).await?))).into_response());
     }
-    let status = state
-        .orch
-        .store()
-        .summary(started.id)
-        .await?
-        .map_or(started.status, |s| s.status);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": started.id, "status": status })),
-    )
-        .into_response())
+    let status = state.orch.store().summary(started.id).await?.map_or(started.status, |s| s.status);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": started.id, "status": status }))).into_response())
 }
 
 /// `GET /v1/executions/{id}`.
-pub async fn show(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<ExecutionView>, ApiError> {
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ExecutionView>, ApiError> {
     let exec = state.orch.execution(extract::execution_id(&id)?).await?;
     Ok(Json(view(&state, &exec).await?))
 }
@@ -131,17 +106,13 @@ pub async fn events(
     // Subscribe before the first read, so that nothing recorded in between is missed.
     let notices = state.orch.subscribe();
     let first = state.orch.events(id, query.after).await?;
-    Ok(
-        Sse::new(follow(state.orch.clone(), id, first, notices, query.after))
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-    )
+    Ok(Sse::new(follow(state.orch.clone(), id, first, notices, query.after))
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 fn is_terminal_event(r: &EventRecord) -> bool {
-    r.event
-        .status_after()
-        .is_some_and(ExecutionStatus::is_terminal)
+    r.event.status_after().is_some_and(ExecutionStatus::is_terminal)
 }
 
 fn follow(
@@ -159,39 +130,24 @@ fn follow(
         last: u64,
         done: bool,
     }
-    let s = S {
-        orch,
-        id,
-        pending: first.into(),
-        notices,
-        last: after,
-        done: false,
-    };
+    let s = S { orch, id, pending: first.into(), notices, last: after, done: false };
     futures::stream::unfold(s, |mut s| async move {
         loop {
             if let Some(r) = s.pending.pop_front() {
                 s.last = r.seq;
                 s.done = is_terminal_event(&r);
                 let data = serde_json::to_string(&r).expect("events serialize");
-                return Some((
-                    Ok(SseEvent::default()
-                        .event(r.event.type_name())
-                        .id(r.seq.to_string())
-                        .data(data)),
-                    s,
-                ));
+                return Some((Ok(SseEvent::default().event(r.event.type_name()).id(r.seq.to_string()).data(data)), s));
             }
             if s.done {
                 return None;
             }
             match s.notices.recv().await {
                 Ok(n) if n.id != s.id || n.version <= s.last => continue,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    match s.orch.events(s.id, s.last).await {
-                        Ok(new) => s.pending.extend(new),
-                        Err(_) => return None,
-                    }
-                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => match s.orch.events(s.id, s.last).await {
+                    Ok(new) => s.pending.extend(new),
+                    Err(_) => return None,
+                },
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -216,36 +172,20 @@ pub async fn list(
     let q = extract::query(query)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 1000".into(),
-        ));
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
     }
     let filter = ListFilter {
-        saga: q
-            .saga
-            .as_deref()
-            .map(|s| extract::name(s, SagaName::parse))
-            .transpose()?,
-        status: q
-            .status
-            .as_deref()
-            .map(|s| s.parse().map_err(ApiError::BadRequest))
-            .transpose()?,
+        saga: q.saga.as_deref().map(|s| extract::name(s, SagaName::parse)).transpose()?,
+        status: q.status.as_deref().map(|s| s.parse().map_err(ApiError::BadRequest)).transpose()?,
         after: q
             .after
             .as_deref()
-            .map(|a| {
-                a.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("after {a:?} is not an execution id"))
-                })
-            })
+            .map(|a| a.parse().map_err(|_| ApiError::BadRequest(format!("after {a:?} is not an execution id"))))
             .transpose()?,
         limit,
     };
     let page = state.orch.store().list(&filter).await?;
-    let next = (page.len() == limit)
-        .then(|| page.last().map(|s| s.id))
-        .flatten();
+    let next = (page.len() == limit).then(|| page.last().map(|s| s.id)).flatten();
     Ok(Json(json!({ "executions": page, "next": next })))
 }
 
@@ -255,10 +195,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let exec = state.orch.cancel(extract::execution_id(&id)?).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": exec.id, "status": exec.status })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": exec.id, "status": exec.status }))))
 }
 
 /// `POST /v1/executions/{id}/resume`: 202, or 409 unless failed.
@@ -267,8 +204,5 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let exec = state.orch.resume(extract::execution_id(&id)?).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": exec.id, "status": exec.status })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": exec.id, "status": exec.status }))))
 }

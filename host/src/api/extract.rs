@@ -13,23 +13,19 @@ use crate::domain::ExecutionId;
 /// The body, or a 413/400 naming the problem.
 pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::TooLarge(format!("request body too large: {}", r.body_text()))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!("request body too large: {}", r.body_text())),
         _ => ApiError::BadRequest(format!("cannot read request body: {}", r.body_text())),
     })
 }
 
 /// Query parameters, or a 400 naming the problem.
 pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|r| ApiError::BadRequest(format!("bad query string: {}", r.body_text())))
+    q.map(|Query(q)| q).map_err(|r| ApiError::BadRequest(format!("bad query string: {}", r.body_text())))
 }
 
 /// A JSON body, or a 400 with serde's explanation (line, column, what was expected).
 pub fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("{what} is not valid JSON: {e}")))
 }
 
 /// A path segment parsed with `parse`, or a 400.
@@ -39,9 +35,5 @@ pub fn name<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Res
 
 /// An execution id; a malformed one cannot exist, so it is a 404.
 pub fn execution_id(text: &str) -> Result<ExecutionId, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::NotFound(format!(
-            "execution {text:?} not found (not an execution id)"
-        ))
-    })
+    text.parse().map_err(|_| ApiError::NotFound(format!("execution {text:?} not found (not an execution id)")))
 }

@@ -35,12 +35,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self {
-            admin_token: None,
-            client_token: None,
-            max_body_bytes: 1 << 20,
-            max_plugin_bytes: 32 << 20,
-        }
+        Self { admin_token: None, client_token: None, max_body_bytes: 1 << 20, max_plugin_bytes: 32 << 20 }
     }
 }
 
@@ -58,35 +53,24 @@ pub fn router(state: AppState) -> Router {
     let management = Router::new()
         .route(
             "/v1/plugins/{name}/{version}",
-            put(plugins::upload)
-                .layer(DefaultBodyLimit::max(state.config.max_plugin_bytes))
-                .get(plugins::show),
+            put(plugins::upload).layer(DefaultBodyLimit::max(state.config.max_plugin_bytes)).get(plugins::show),
         )
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/sagas", get(sagas::list))
         .route("/v1/sagas/{name}", put(sagas::put).get(sagas::show))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/resume", post(executions::resume))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     let client = Router::new()
         .route("/v1/sagas/{name}/executions", post(executions::trigger))
         .route("/v1/executions", get(executions::list))
         .route("/v1/executions/{id}", get(executions::show))
         .route("/v1/executions/{id}/events", get(executions::events))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_client,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
     Router::new()
         .merge(management)
         .merge(client)
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -101,9 +85,5 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
          sagahost_active_executions {}\n",
         state.orch.active_drivers()
     );
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

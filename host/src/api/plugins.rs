@@ -20,27 +20,17 @@ pub async fn upload(
     let version = extract::name(&version, PluginVersion::parse)?;
     let bytes = extract::body(body)?;
     let now = state.orch.now_ms();
-    let (meta, created) = state
-        .orch
-        .plugins()
-        .upload(name, version, bytes.to_vec(), now)
-        .await?;
+    let (meta, created) = state.orch.plugins().upload(name, version, bytes.to_vec(), now).await?;
     if created {
         tracing::info!(plugin = %meta.name, version = %meta.version, digest = %meta.digest, size = meta.size, "plugin uploaded");
     }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!(meta))))
 }
 
 /// `GET /v1/plugins`.
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "plugins": state.orch.store().plugins().await? }),
-    ))
+    Ok(Json(json!({ "plugins": state.orch.store().plugins().await? })))
 }
 
 /// `GET /v1/plugins/{name}/{version}`.
@@ -51,6 +41,5 @@ pub async fn show(
     let name = extract::name(&name, PluginName::parse)?;
     let version = extract::name(&version, PluginVersion::parse)?;
     let meta = state.orch.store().plugin(&name, &version).await?;
-    meta.map(|m| Json(json!(m)))
-        .ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version} not found")))
+    meta.map(|m| Json(json!(m))).ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version} not found")))
 }

@@ -27,30 +27,19 @@ pub async fn put(
     if put != DefinitionPut::Unchanged {
         tracing::info!(saga = %stored.name, version = stored.version, "saga defined");
     }
-    let status = if put == DefinitionPut::Created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if put == DefinitionPut::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(describe(&stored))))
 }
 
 /// `GET /v1/sagas`.
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = state.orch.store().definitions().await?;
-    Ok(Json(
-        json!({ "sagas": all.iter().map(describe).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(json!({ "sagas": all.iter().map(describe).collect::<Vec<_>>() })))
 }
 
 /// `GET /v1/sagas/{name}`.
-pub async fn show(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let name = extract::name(&name, SagaName::parse)?;
     let stored = state.orch.store().definition(&name, None).await?;
-    stored
-        .map(|d| Json(describe(&d)))
-        .ok_or_else(|| ApiError::NotFound(format!("saga {name} not found")))
+    stored.map(|d| Json(describe(&d))).ok_or_else(|| ApiError::NotFound(format!("saga {name} not found")))
 }

@@ -75,9 +75,7 @@ pub enum Next {
 /// Decides the next action.
 pub fn decide(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
     match exec.status {
-        ExecutionStatus::Completed | ExecutionStatus::Compensated | ExecutionStatus::Failed => {
-            Next::Done
-        }
+        ExecutionStatus::Completed | ExecutionStatus::Compensated | ExecutionStatus::Failed => Next::Done,
         ExecutionStatus::Running => decide_forward(exec, def, now),
         ExecutionStatus::Compensating => decide_compensation(exec, def, now),
     }
@@ -85,27 +83,17 @@ pub fn decide(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
 
 fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
     if exec.cancel_requested {
-        return Next::Record(vec![Event::CompensationStarted {
-            reason: "cancelled by request".into(),
-        }]);
+        return Next::Record(vec![Event::CompensationStarted { reason: "cancelled by request".into() }]);
     }
     if exec.deadline_unix_ms.is_some_and(|d| now >= d) {
         return Next::Record(vec![
             Event::DeadlineExceeded,
-            Event::CompensationStarted {
-                reason: "deadline exceeded".into(),
-            },
+            Event::CompensationStarted { reason: "deadline exceeded".into() },
         ]);
     }
     for (index, sdef) in def.steps.iter().enumerate() {
-        let invoke = |attempt| {
-            Next::Invoke(Invocation {
-                side: Side::Execute,
-                index,
-                step: sdef.name.clone(),
-                attempt,
-            })
-        };
+        let invoke =
+            |attempt| Next::Invoke(Invocation { side: Side::Execute, index, step: sdef.name.clone(), attempt });
         let Some(state) = exec.step(&sdef.name) else {
             return invoke(1);
         };
@@ -114,10 +102,7 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
             Phase::Completed { .. } => continue,
             Phase::GaveUp if sdef.on_failure == OnFailure::Continue => continue,
             Phase::GaveUp => {
-                let why = a
-                    .last_error
-                    .as_ref()
-                    .map_or("failed", |e| e.message.as_str());
+                let why = a.last_error.as_ref().map_or("failed", |e| e.message.as_str());
                 return Next::Record(vec![Event::CompensationStarted {
                     reason: format!("step {} failed: {why}", sdef.name),
                 }]);
@@ -142,14 +127,8 @@ fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64) -> Next
         if sdef.compensation.is_none() || !state.may_have_effect() {
             continue;
         }
-        let invoke = |attempt| {
-            Next::Invoke(Invocation {
-                side: Side::Compensate,
-                index,
-                step: sdef.name.clone(),
-                attempt,
-            })
-        };
+        let invoke =
+            |attempt| Next::Invoke(Invocation { side: Side::Compensate, index, step: sdef.name.clone(), attempt });
         let Some(c) = &state.compensation else {
             return invoke(1);
         };
@@ -159,10 +138,7 @@ fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64) -> Next
             Phase::Waiting { retry_at } if now >= retry_at => return invoke(c.attempts + 1),
             Phase::Waiting { retry_at } => return Next::SleepUntil(retry_at),
             Phase::GaveUp => {
-                let why = c
-                    .last_error
-                    .as_ref()
-                    .map_or("failed", |e| e.message.as_str());
+                let why = c.last_error.as_ref().map_or("failed", |e| e.message.as_str());
                 return Next::Record(vec![Event::ExecutionFailed {
                     reason: format!("compensation of step {} failed: {why}", sdef.name),
                 }]);
@@ -187,42 +163,20 @@ pub fn record_outcome(
         Side::Execute => (&state.execute, &sdef.retry),
         Side::Compensate => (state.compensation.as_ref()?, &sdef.compensation_retry),
     };
-    if attempts.phase
-        != (Phase::Running {
-            attempt: inv.attempt,
-        })
-    {
+    if attempts.phase != (Phase::Running { attempt: inv.attempt }) {
         return None;
     }
     let (step, attempt) = (inv.step.clone(), inv.attempt);
     Some(match (inv.side, outcome) {
-        (Side::Execute, Ok(result)) => Event::StepCompleted {
-            step,
-            attempt,
-            result,
-        },
-        (Side::Compensate, Ok(result)) => Event::CompensationStepCompleted {
-            step,
-            attempt,
-            result,
-        },
+        (Side::Execute, Ok(result)) => Event::StepCompleted { step, attempt, result },
+        (Side::Compensate, Ok(result)) => Event::CompensationStepCompleted { step, attempt, result },
         (side, Err(error)) => {
             let used = attempt.saturating_sub(attempts.budget_base);
-            let retry_at_unix_ms = (error.kind.is_retryable() && used < policy.max_attempts)
-                .then(|| now + policy.backoff_ms(used));
+            let retry_at_unix_ms =
+                (error.kind.is_retryable() && used < policy.max_attempts).then(|| now + policy.backoff_ms(used));
             match side {
-                Side::Execute => Event::StepFailed {
-                    step,
-                    attempt,
-                    error,
-                    retry_at_unix_ms,
-                },
-                Side::Compensate => Event::CompensationStepFailed {
-                    step,
-                    attempt,
-                    error,
-                    retry_at_unix_ms,
-                },
+                Side::Execute => Event::StepFailed { step, attempt, error, retry_at_unix_ms },
+                Side::Compensate => Event::CompensationStepFailed { step, attempt, error, retry_at_unix_ms },
             }
         }
     })
@@ -239,16 +193,9 @@ pub fn step_input(exec: &Execution, def: &SagaDefinition, inv: &Invocation) -> V
     }
     let mut input = json!({ "input": exec.input, "results": results });
     if inv.side == Side::Compensate {
-        let own = exec
-            .step(&inv.step)
-            .and_then(|s| s.execute.result())
-            .cloned();
+        let own = exec.step(&inv.step).and_then(|s| s.execute.result()).cloned();
         input["result"] = own.unwrap_or(Value::Null);
-        input["reason"] = json!(
-            exec.compensation_reason
-                .as_deref()
-                .unwrap_or("compensating")
-        );
+        input["reason"] = json!(exec.compensation_reason.as_deref().unwrap_or("compensating"));
     }
     input
 }
@@ -276,10 +223,7 @@ pub fn cancel(exec: &Execution) -> Result<Vec<Event>, CommandError> {
     match exec.status {
         ExecutionStatus::Running if !exec.cancel_requested => Ok(vec![Event::CancelRequested]),
         ExecutionStatus::Running | ExecutionStatus::Compensating => Ok(vec![]),
-        s => Err(CommandError::WrongStatus(
-            s,
-            "only a running execution can be cancelled",
-        )),
+        s => Err(CommandError::WrongStatus(s, "only a running execution can be cancelled")),
     }
 }
 
@@ -287,9 +231,6 @@ pub fn cancel(exec: &Execution) -> Result<Vec<Event>, CommandError> {
 pub fn resume(exec: &Execution) -> Result<Vec<Event>, CommandError> {
     match exec.status {
         ExecutionStatus::Failed => Ok(vec![Event::ResumeRequested]),
-        s => Err(CommandError::WrongStatus(
-            s,
-            "only a failed execution can be resumed",
-        )),
+        s => Err(CommandError::WrongStatus(s, "only a failed execution can be resumed")),
     }
 }

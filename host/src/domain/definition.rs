@@ -36,33 +36,19 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The default for a step: three attempts, 1 s then 2 s apart.
     pub fn step_default() -> Self {
-        Self {
-            max_attempts: 3,
-            initial_backoff_ms: 1_000,
-            multiplier: 2.0,
-            max_backoff_ms: 60_000,
-        }
+        Self { max_attempts: 3, initial_backoff_ms: 1_000, multiplier: 2.0, max_backoff_ms: 60_000 }
     }
 
     /// The default for a compensation: many attempts, because giving up needs an operator.
     pub fn compensation_default() -> Self {
-        Self {
-            max_attempts: 20,
-            initial_backoff_ms: 1_000,
-            multiplier: 2.0,
-            max_backoff_ms: 60_000,
-        }
+        Self { max_attempts: 20, initial_backoff_ms: 1_000, multiplier: 2.0, max_backoff_ms: 60_000 }
     }
 
     /// The wait after failed attempt number `attempt` (1-based) of this policy's budget.
     pub fn backoff_ms(&self, attempt: u32) -> u64 {
         let exp = attempt.saturating_sub(1).min(1_000) as i32;
         let wait = self.initial_backoff_ms as f64 * self.multiplier.powi(exp);
-        if wait.is_finite() {
-            (wait as u64).min(self.max_backoff_ms)
-        } else {
-            self.max_backoff_ms
-        }
+        if wait.is_finite() { (wait as u64).min(self.max_backoff_ms) } else { self.max_backoff_ms }
     }
 }
 
@@ -204,8 +190,7 @@ pub fn parse_definition(
     limits: &DefinitionLimits,
     plugin_exists: impl Fn(&PluginRef) -> bool,
 ) -> Result<SagaDefinition, DefinitionError> {
-    let doc: DefinitionDoc =
-        serde_json::from_slice(json).map_err(|e| DefinitionError::Malformed(e.to_string()))?;
+    let doc: DefinitionDoc = serde_json::from_slice(json).map_err(|e| DefinitionError::Malformed(e.to_string()))?;
     let mut problems = Vec::new();
     let mut check_ms = |what: String, v: Option<i64>, default: u64, max: u64, min: u64| -> u64 {
         match v {
@@ -217,27 +202,15 @@ pub fn parse_definition(
             Some(v) => v as u64,
         }
     };
-    let deadline_ms = doc
-        .deadline_ms
-        .map(|v| check_ms("deadline_ms".into(), Some(v), 0, limits.max_deadline_ms, 1));
+    let deadline_ms = doc.deadline_ms.map(|v| check_ms("deadline_ms".into(), Some(v), 0, limits.max_deadline_ms, 1));
     let mut steps = Vec::new();
     let mut later = Vec::new();
     for (i, s) in doc.steps.iter().enumerate() {
         let at = format!("steps[{i}]");
-        let timeout_ms = check_ms(
-            format!("{at}.timeout_ms"),
-            s.timeout_ms,
-            DEFAULT_TIMEOUT_MS,
-            limits.max_timeout_ms,
-            1,
-        );
-        let retry = retry_policy(
-            &format!("{at}.retry"),
-            s.retry.as_ref(),
-            RetryPolicy::step_default(),
-            limits,
-            &mut later,
-        );
+        let timeout_ms =
+            check_ms(format!("{at}.timeout_ms"), s.timeout_ms, DEFAULT_TIMEOUT_MS, limits.max_timeout_ms, 1);
+        let retry =
+            retry_policy(&format!("{at}.retry"), s.retry.as_ref(), RetryPolicy::step_default(), limits, &mut later);
         let compensation_retry = retry_policy(
             &format!("{at}.compensation_retry"),
             s.compensation_retry.as_ref(),
@@ -245,21 +218,12 @@ pub fn parse_definition(
             limits,
             &mut later,
         );
-        let name = StepName::parse(&s.name)
-            .map_err(|e| later.push(format!("{at}.name: {e}")))
-            .ok();
-        let plugin = parse_ref(
-            &format!("{at}.plugin"),
-            &s.plugin,
-            &plugin_exists,
-            &mut later,
-        );
+        let name = StepName::parse(&s.name).map_err(|e| later.push(format!("{at}.name: {e}"))).ok();
+        let plugin = parse_ref(&format!("{at}.plugin"), &s.plugin, &plugin_exists, &mut later);
         let compensation = match &s.compensation {
             None => plugin.clone(),
             Some(None) => None,
-            Some(Some(c)) => {
-                parse_ref(&format!("{at}.compensation"), c, &plugin_exists, &mut later)
-            }
+            Some(Some(c)) => parse_ref(&format!("{at}.compensation"), c, &plugin_exists, &mut later),
         };
         if let (Some(name), Some(plugin)) = (name, plugin) {
             steps.push(StepDefinition {
@@ -278,11 +242,7 @@ pub fn parse_definition(
         problems.push("steps must not be empty".into());
     }
     if doc.steps.len() > limits.max_steps {
-        problems.push(format!(
-            "a definition has at most {} steps, got {}",
-            limits.max_steps,
-            doc.steps.len()
-        ));
+        problems.push(format!("a definition has at most {} steps, got {}", limits.max_steps, doc.steps.len()));
     }
     let mut names = HashSet::new();
     for s in &doc.steps {
@@ -327,31 +287,17 @@ fn retry_policy(
     let mut ms = |field: &str, v: Option<i64>, default: u64| match v {
         None => default,
         Some(v) if v < 0 || v as u64 > limits.max_backoff_ms => {
-            problems.push(format!(
-                "{at}.{field} must be between 0 and {}, got {v}",
-                limits.max_backoff_ms
-            ));
+            problems.push(format!("{at}.{field} must be between 0 and {}, got {v}", limits.max_backoff_ms));
             default
         }
         Some(v) => v as u64,
     };
-    let initial_backoff_ms = ms(
-        "initial_backoff_ms",
-        doc.initial_backoff_ms,
-        default.initial_backoff_ms,
-    );
-    let max_backoff_ms = ms(
-        "max_backoff_ms",
-        doc.max_backoff_ms,
-        default.max_backoff_ms.max(initial_backoff_ms),
-    );
+    let initial_backoff_ms = ms("initial_backoff_ms", doc.initial_backoff_ms, default.initial_backoff_ms);
+    let max_backoff_ms = ms("max_backoff_ms", doc.max_backoff_ms, default.max_backoff_ms.max(initial_backoff_ms));
     let max_attempts = match doc.max_attempts {
         None => default.max_attempts,
         Some(v) if v < 1 || v > limits.max_attempts as i64 => {
-            problems.push(format!(
-                "{at}.max_attempts must be between 1 and {}, got {v}",
-                limits.max_attempts
-            ));
+            problems.push(format!("{at}.max_attempts must be between 1 and {}, got {v}", limits.max_attempts));
             default.max_attempts
         }
         Some(v) => v as u32,
@@ -359,9 +305,7 @@ fn retry_policy(
     let multiplier = match doc.multiplier {
         None => default.multiplier,
         Some(m) if !(1.0..=100.0).contains(&m) => {
-            problems.push(format!(
-                "{at}.multiplier must be between 1.0 and 100.0, got {m}"
-            ));
+            problems.push(format!("{at}.multiplier must be between 1.0 and 100.0, got {m}"));
             default.multiplier
         }
         Some(m) => m,
@@ -371,12 +315,7 @@ fn retry_policy(
             "{at}.max_backoff_ms ({max_backoff_ms}) must not be less than initial_backoff_ms ({initial_backoff_ms})"
         ));
     }
-    RetryPolicy {
-        max_attempts,
-        initial_backoff_ms,
-        multiplier,
-        max_backoff_ms,
-    }
+    RetryPolicy { max_attempts, initial_backoff_ms, multiplier, max_backoff_ms }
 }
 
 #[cfg(test)]
@@ -384,9 +323,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<SagaDefinition, DefinitionError> {
-        parse_definition(json.as_bytes(), &DefinitionLimits::default(), |r| {
-            r.name.as_str() != "missing"
-        })
+        parse_definition(json.as_bytes(), &DefinitionLimits::default(), |r| r.name.as_str() != "missing")
     }
 
     #[test]
@@ -394,10 +331,7 @@ mod tests {
         let d = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"},{"name":"b","plugin":"p@1.0.0","compensation":null,"on_failure":"continue"}]}"#)
             .unwrap();
         assert_eq!(d.deadline_ms, None);
-        assert_eq!(
-            d.steps[0].compensation.as_ref().unwrap().to_string(),
-            "p@1.0.0"
-        );
+        assert_eq!(d.steps[0].compensation.as_ref().unwrap().to_string(), "p@1.0.0");
         assert_eq!(d.steps[0].retry, RetryPolicy::step_default());
         assert_eq!(d.steps[0].timeout_ms, DEFAULT_TIMEOUT_MS);
         assert_eq!(d.steps[1].compensation, None);
@@ -412,9 +346,7 @@ mod tests {
                 {"name":"a","plugin":"nover"}]}"#,
         )
         .unwrap_err();
-        let DefinitionError::Invalid(problems) = err else {
-            panic!("{err:?}")
-        };
+        let DefinitionError::Invalid(problems) = err else { panic!("{err:?}") };
         let all = problems.join("\n");
         for needle in [
             "deadline_ms",
@@ -431,31 +363,15 @@ mod tests {
 
     #[test]
     fn malformed_documents_are_told_apart() {
-        for bad in [
-            "",
-            "[]",
-            r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#,
-            r#"{"steps":"x"}"#,
-        ] {
-            assert!(
-                matches!(parse(bad), Err(DefinitionError::Malformed(_))),
-                "{bad:?}"
-            );
+        for bad in ["", "[]", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
+            assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");
         }
-        assert!(matches!(
-            parse(r#"{"steps":[]}"#),
-            Err(DefinitionError::Invalid(_))
-        ));
+        assert!(matches!(parse(r#"{"steps":[]}"#), Err(DefinitionError::Invalid(_))));
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff_ms: 100,
-            multiplier: 2.0,
-            max_backoff_ms: 500,
-        };
+        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 500 };
         let waits: Vec<u64> = (1..=5).map(|a| p.backoff_ms(a)).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
     }

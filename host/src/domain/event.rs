@@ -57,10 +57,7 @@ pub struct StepFailure {
 impl StepFailure {
     /// A failure of `kind` with `message`.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 }
 
@@ -229,16 +226,8 @@ mod tests {
                 "error":{"kind":"timeout","message":"took too long"},"retry_at_unix_ms":null})
         );
         assert_eq!(serde_json::from_value::<EventRecord>(json).unwrap(), rec);
-        let done = serde_json::to_value(EventRecord {
-            seq: 9,
-            at: 1,
-            event: Event::ExecutionCompleted,
-        })
-        .unwrap();
-        assert_eq!(
-            done,
-            serde_json::json!({"seq":9,"at":1,"type":"execution_completed"})
-        );
+        let done = serde_json::to_value(EventRecord { seq: 9, at: 1, event: Event::ExecutionCompleted }).unwrap();
+        assert_eq!(done, serde_json::json!({"seq":9,"at":1,"type":"execution_completed"}));
         assert_eq!(rec.event.type_name(), "step_failed");
     }
 }

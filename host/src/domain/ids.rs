@@ -52,13 +52,8 @@ impl FromStr for ExecutionId {
 /// Checks a user-chosen name (saga, step or plugin): 1–64 characters of `[A-Za-z0-9_.-]`,
 /// starting with a letter or digit. Names appear in URLs and storage keys, so they stay plain.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    let ok_start = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 64 || !ok_chars || !ok_start {
         return Err(format!(
             "{what} {name:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit)"
@@ -128,12 +123,8 @@ impl PluginVersion {
         let core = s.split(['-', '+']).next().unwrap_or("");
         let parts: Vec<&str> = core.split('.').collect();
         let numeric = parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()));
-        let suffix_ok = s[core.len()..]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
+            && parts.iter().all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()));
+        let suffix_ok = s[core.len()..].chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
         if !numeric || !suffix_ok || s.len() > 64 {
             return Err(bad());
         }
@@ -170,13 +161,9 @@ pub struct PluginRef {
 impl FromStr for PluginRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (name, version) = s
-            .split_once('@')
-            .ok_or_else(|| format!("plugin reference {s:?} must be written name@version"))?;
-        Ok(Self {
-            name: PluginName::parse(name)?,
-            version: PluginVersion::parse(version)?,
-        })
+        let (name, version) =
+            s.split_once('@').ok_or_else(|| format!("plugin reference {s:?} must be written name@version"))?;
+        Ok(Self { name: PluginName::parse(name)?, version: PluginVersion::parse(version)? })
     }
 }
 
@@ -194,9 +181,7 @@ impl Serialize for PluginRef {
 
 impl<'de> Deserialize<'de> for PluginRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -217,13 +202,7 @@ mod tests {
         let r: PluginRef = "concert@1.0.0".parse().unwrap();
         assert_eq!(r.to_string(), "concert@1.0.0");
         assert!("concert@1.0.0-rc.1+b7".parse::<PluginRef>().is_ok());
-        for bad in [
-            "concert",
-            "concert@1.0",
-            "concert@x.y.z",
-            "@1.0.0",
-            "c@1.0.0 ",
-        ] {
+        for bad in ["concert", "concert@1.0", "concert@x.y.z", "@1.0.0", "c@1.0.0 "] {
             assert!(bad.parse::<PluginRef>().is_err(), "{bad:?} accepted");
         }
     }

@@ -14,9 +14,7 @@ pub mod view;
 mod tests;
 
 pub use decide::{Invocation, Next, Side, decide, record_outcome};
-pub use definition::{
-    DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition,
-};
+pub use definition::{DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition};
 pub use event::{Event, EventRecord, FailureKind, StepFailure};
 pub use ids::{ExecutionId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
 pub use state::{Execution, ExecutionStatus};

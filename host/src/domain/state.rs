@@ -25,13 +25,7 @@ pub enum ExecutionStatus {
 
 impl ExecutionStatus {
     /// Every status, for listings and metrics.
-    pub const ALL: [Self; 5] = [
-        Self::Running,
-        Self::Compensating,
-        Self::Completed,
-        Self::Compensated,
-        Self::Failed,
-    ];
+    pub const ALL: [Self; 5] = [Self::Running, Self::Compensating, Self::Completed, Self::Compensated, Self::Failed];
 
     /// No host work left (a `failed` execution waits for an operator).
     pub fn is_terminal(self) -> bool {
@@ -53,10 +47,9 @@ impl ExecutionStatus {
 impl std::str::FromStr for ExecutionStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?} (one of running, compensating, completed, compensated, failed)"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!("unknown status {s:?} (one of running, compensating, completed, compensated, failed)")
+        })
     }
 }
 
@@ -158,11 +151,9 @@ impl StepState {
     pub fn may_have_effect(&self) -> bool {
         match self.execute.phase {
             Phase::Completed { .. } | Phase::Running { .. } => true,
-            Phase::Waiting { .. } | Phase::GaveUp => self
-                .execute
-                .last_error
-                .as_ref()
-                .is_some_and(|e| e.kind.outcome_unknown()),
+            Phase::Waiting { .. } | Phase::GaveUp => {
+                self.execute.last_error.as_ref().is_some_and(|e| e.kind.outcome_unknown())
+            }
         }
     }
 }
@@ -217,21 +208,10 @@ pub struct FoldError {
 impl Execution {
     /// Folds a whole stream.
     pub fn fold(id: ExecutionId, records: &[EventRecord]) -> Result<Self, FoldError> {
-        let err = |seq, problem: &str| FoldError {
-            id,
-            seq,
-            problem: problem.into(),
-        };
-        let (first, rest) = records
-            .split_first()
-            .ok_or_else(|| err(0, "empty stream"))?;
-        let Event::ExecutionStarted {
-            saga,
-            definition_version,
-            input,
-            deadline_unix_ms,
-            idempotency_key,
-        } = &first.event
+        let err = |seq, problem: &str| FoldError { id, seq, problem: problem.into() };
+        let (first, rest) = records.split_first().ok_or_else(|| err(0, "empty stream"))?;
+        let Event::ExecutionStarted { saga, definition_version, input, deadline_unix_ms, idempotency_key } =
+            &first.event
         else {
             return Err(err(first.seq, "first event is not execution_started"));
         };
@@ -272,20 +252,13 @@ impl Execution {
 
     /// Numbers `events` as the next records of this stream.
     pub fn next_records(&self, events: Vec<Event>, at: u64) -> Vec<EventRecord> {
-        (self.version + 1..)
-            .zip(events)
-            .map(|(seq, event)| EventRecord { seq, at, event })
-            .collect()
+        (self.version + 1..).zip(events).map(|(seq, event)| EventRecord { seq, at, event }).collect()
     }
 
     /// Applies one recorded event.
     pub fn apply(&mut self, r: &EventRecord) -> Result<(), FoldError> {
         let id = self.id;
-        let err = |problem: String| FoldError {
-            id,
-            seq: r.seq,
-            problem,
-        };
+        let err = |problem: String| FoldError { id, seq: r.seq, problem };
         if r.seq != self.version + 1 {
             return Err(err(format!("expected seq {}", self.version + 1)));
         }
@@ -301,17 +274,10 @@ impl Execution {
                     compensation: None,
                 }),
             },
-            Event::StepCompleted { step, result, .. } => self
-                .step_mut(step)
-                .ok_or_else(|| err(missing(step)))?
-                .execute
-                .complete(result.clone(), at),
-            Event::StepFailed {
-                step,
-                error,
-                retry_at_unix_ms,
-                ..
-            } => self
+            Event::StepCompleted { step, result, .. } => {
+                self.step_mut(step).ok_or_else(|| err(missing(step)))?.execute.complete(result.clone(), at)
+            }
+            Event::StepFailed { step, error, retry_at_unix_ms, .. } => self
                 .step_mut(step)
                 .ok_or_else(|| err(missing(step)))?
                 .execute
@@ -319,9 +285,7 @@ impl Execution {
             Event::ExecutionCompleted => {}
             Event::CancelRequested => self.cancel_requested = true,
             Event::DeadlineExceeded => self.deadline_exceeded = true,
-            Event::CompensationStarted { reason } => {
-                self.compensation_reason = Some(reason.clone())
-            }
+            Event::CompensationStarted { reason } => self.compensation_reason = Some(reason.clone()),
             Event::CompensationStepStarted { step, attempt } => {
                 let s = self.step_mut(step).ok_or_else(|| err(missing(step)))?;
                 match &mut s.compensation {
@@ -329,16 +293,10 @@ impl Execution {
                     None => s.compensation = Some(Attempts::started(*attempt, at)),
                 }
             }
-            Event::CompensationStepCompleted { step, result, .. } => self
-                .compensation_mut(step)
-                .ok_or_else(|| err(missing(step)))?
-                .complete(result.clone(), at),
-            Event::CompensationStepFailed {
-                step,
-                error,
-                retry_at_unix_ms,
-                ..
-            } => self
+            Event::CompensationStepCompleted { step, result, .. } => {
+                self.compensation_mut(step).ok_or_else(|| err(missing(step)))?.complete(result.clone(), at)
+            }
+            Event::CompensationStepFailed { step, error, retry_at_unix_ms, .. } => self
                 .compensation_mut(step)
                 .ok_or_else(|| err(missing(step)))?
                 .fail(error.clone(), *retry_at_unix_ms, at),
@@ -346,11 +304,7 @@ impl Execution {
             Event::ExecutionFailed { reason } => self.failure_reason = Some(reason.clone()),
             Event::ResumeRequested => {
                 self.failure_reason = None;
-                for c in self
-                    .steps
-                    .iter_mut()
-                    .filter_map(|s| s.compensation.as_mut())
-                {
+                for c in self.steps.iter_mut().filter_map(|s| s.compensation.as_mut()) {
                     if c.phase == Phase::GaveUp {
                         c.phase = Phase::Waiting { retry_at: at };
                         c.budget_base = c.attempts;

@@ -9,12 +9,7 @@ use super::*;
 const T0: u64 = 1_000_000;
 
 fn def(json: Value) -> SagaDefinition {
-    parse_definition(
-        json.to_string().as_bytes(),
-        &DefinitionLimits::default(),
-        |_| true,
-    )
-    .unwrap()
+    parse_definition(json.to_string().as_bytes(), &DefinitionLimits::default(), |_| true).unwrap()
 }
 
 fn four_steps() -> SagaDefinition {
@@ -38,15 +33,8 @@ fn started(deadline: Option<u64>) -> Event {
 
 fn given(events: Vec<Event>) -> Execution {
     let id = ExecutionId::new();
-    let records: Vec<EventRecord> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, event)| EventRecord {
-            seq: i as u64 + 1,
-            at: T0,
-            event,
-        })
-        .collect();
+    let records: Vec<EventRecord> =
+        events.into_iter().enumerate().map(|(i, event)| EventRecord { seq: i as u64 + 1, at: T0, event }).collect();
     Execution::fold(id, &records).unwrap()
 }
 
@@ -93,19 +81,8 @@ fn types(log: &[Event]) -> Vec<String> {
         .map(|e| match e {
             Event::StepStarted { step, attempt } => format!("start {step}#{attempt}"),
             Event::StepCompleted { step, .. } => format!("done {step}"),
-            Event::StepFailed {
-                step,
-                retry_at_unix_ms,
-                ..
-            } => {
-                format!(
-                    "fail {step}{}",
-                    if retry_at_unix_ms.is_some() {
-                        " retry"
-                    } else {
-                        ""
-                    }
-                )
+            Event::StepFailed { step, retry_at_unix_ms, .. } => {
+                format!("fail {step}{}", if retry_at_unix_ms.is_some() { " retry" } else { "" })
             }
             Event::CompensationStepStarted { step, attempt } => {
                 format!("undo-start {step}#{attempt}")
@@ -152,16 +129,14 @@ fn all_steps_succeed_in_order_with_results_flowing_forward() {
 #[test]
 fn fourth_step_failing_permanently_compensates_three_two_one_in_reverse() {
     let d = four_steps();
-    let (exec, log) = run(&d, given(vec![started(None)]), |inv, input| {
-        match (inv.side, inv.step.as_str()) {
-            (Side::Execute, "four") => fail(FailureKind::Permanent),
-            (Side::Compensate, name) => {
-                assert_eq!(input["result"], json!(format!("r-{name}")));
-                assert_eq!(input["reason"], json!("step four failed: boom"));
-                Ok(json!("undone"))
-            }
-            (Side::Execute, name) => Ok(json!(format!("r-{name}"))),
+    let (exec, log) = run(&d, given(vec![started(None)]), |inv, input| match (inv.side, inv.step.as_str()) {
+        (Side::Execute, "four") => fail(FailureKind::Permanent),
+        (Side::Compensate, name) => {
+            assert_eq!(input["result"], json!(format!("r-{name}")));
+            assert_eq!(input["reason"], json!("step four failed: boom"));
+            Ok(json!("undone"))
         }
+        (Side::Execute, name) => Ok(json!(format!("r-{name}"))),
     });
     assert_eq!(exec.status, ExecutionStatus::Compensated);
     assert_eq!(
@@ -206,17 +181,12 @@ fn a_timed_out_step_has_unknown_outcome_and_is_compensated() {
         {"name": "a", "plugin": "p@1.0.0"},
         {"name": "b", "plugin": "p@1.0.0", "retry": {"max_attempts": 1}},
     ]}));
-    let (exec, log) = run(&d, given(vec![started(None)]), |inv, _| {
-        match (inv.side, inv.step.as_str()) {
-            (Side::Execute, "b") => fail(FailureKind::Timeout),
-            _ => Ok(json!(1)),
-        }
+    let (exec, log) = run(&d, given(vec![started(None)]), |inv, _| match (inv.side, inv.step.as_str()) {
+        (Side::Execute, "b") => fail(FailureKind::Timeout),
+        _ => Ok(json!(1)),
     });
     assert_eq!(exec.status, ExecutionStatus::Compensated);
-    assert_eq!(
-        types(&log)[4..7],
-        ["compensation_started", "undo-start b#1", "undone b"]
-    );
+    assert_eq!(types(&log)[4..7], ["compensation_started", "undo-start b#1", "undone b"]);
 }
 
 #[test]
@@ -226,15 +196,13 @@ fn continue_steps_fail_without_failing_the_saga() {
         {"name": "notify", "plugin": "n@1.0.0", "compensation": null, "on_failure": "continue", "retry": {"max_attempts": 1}},
         {"name": "after", "plugin": "p@1.0.0"},
     ]}));
-    let (exec, log) = run(&d, given(vec![started(None)]), |inv, input| {
-        match inv.step.as_str() {
-            "notify" => fail(FailureKind::Permanent),
-            "after" => {
-                assert!(input["results"].get("notify").is_none());
-                Ok(json!(2))
-            }
-            _ => Ok(json!(1)),
+    let (exec, log) = run(&d, given(vec![started(None)]), |inv, input| match inv.step.as_str() {
+        "notify" => fail(FailureKind::Permanent),
+        "after" => {
+            assert!(input["results"].get("notify").is_none());
+            Ok(json!(2))
         }
+        _ => Ok(json!(1)),
     });
     assert_eq!(exec.status, ExecutionStatus::Completed);
     let view = ExecutionView::new(&exec, &d);
@@ -248,21 +216,14 @@ fn compensation_that_gives_up_fails_the_execution_and_resume_retries_it() {
         {"name": "a", "plugin": "p@1.0.0", "compensation_retry": {"max_attempts": 2, "initial_backoff_ms": 10}},
         {"name": "b", "plugin": "p@1.0.0"},
     ]}));
-    let (exec, log) = run(&d, given(vec![started(None)]), |inv, _| {
-        match (inv.side, inv.step.as_str()) {
-            (Side::Execute, "b") => fail(FailureKind::Permanent),
-            (Side::Compensate, _) => fail(FailureKind::Retryable),
-            _ => Ok(json!(1)),
-        }
+    let (exec, log) = run(&d, given(vec![started(None)]), |inv, _| match (inv.side, inv.step.as_str()) {
+        (Side::Execute, "b") => fail(FailureKind::Permanent),
+        (Side::Compensate, _) => fail(FailureKind::Retryable),
+        _ => Ok(json!(1)),
     });
     assert_eq!(exec.status, ExecutionStatus::Failed);
     assert_eq!(types(&log).last().unwrap(), "execution_failed");
-    assert!(
-        exec.failure_reason
-            .as_deref()
-            .unwrap()
-            .contains("compensation of step a failed")
-    );
+    assert!(exec.failure_reason.as_deref().unwrap().contains("compensation of step a failed"));
     assert!(cancel(&exec).is_err());
 
     // Resume: a fresh budget of two attempts, continuing the attempt numbers.
@@ -276,10 +237,7 @@ fn compensation_that_gives_up_fails_the_execution_and_resume_retries_it() {
         Ok(json!("undone"))
     });
     assert_eq!(exec.status, ExecutionStatus::Compensated);
-    assert_eq!(
-        types(&log),
-        ["undo-start a#3", "undone a", "execution_compensated"]
-    );
+    assert_eq!(types(&log), ["undo-start a#3", "undone a", "execution_compensated"]);
     assert!(resume(&exec).is_err());
 }
 
@@ -288,37 +246,18 @@ fn cancel_stops_going_forward_and_compensates_what_completed() {
     let d = four_steps();
     let exec = given(vec![
         started(None),
-        Event::StepStarted {
-            step: step("one"),
-            attempt: 1,
-        },
-        Event::StepCompleted {
-            step: step("one"),
-            attempt: 1,
-            result: json!(1),
-        },
+        Event::StepStarted { step: step("one"), attempt: 1 },
+        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1) },
     ]);
     assert_eq!(cancel(&exec).unwrap(), [Event::CancelRequested]);
     let mut exec = exec;
     for r in exec.next_records(vec![Event::CancelRequested], T0) {
         exec.apply(&r).unwrap();
     }
-    assert_eq!(
-        cancel(&exec).unwrap(),
-        [],
-        "a second cancel records nothing"
-    );
+    assert_eq!(cancel(&exec).unwrap(), [], "a second cancel records nothing");
     let (exec, log) = run(&d, exec, |_, _| Ok(json!("ok")));
     assert_eq!(exec.status, ExecutionStatus::Compensated);
-    assert_eq!(
-        types(&log),
-        [
-            "compensation_started",
-            "undo-start one#1",
-            "undone one",
-            "execution_compensated"
-        ]
-    );
+    assert_eq!(types(&log), ["compensation_started", "undo-start one#1", "undone one", "execution_compensated"]);
 }
 
 #[test]
@@ -329,19 +268,9 @@ fn deadline_bounds_backoff_and_starts_compensation() {
     ]}));
     let exec = given(vec![
         started(Some(T0 + 2_000)),
-        Event::StepStarted {
-            step: step("a"),
-            attempt: 1,
-        },
-        Event::StepCompleted {
-            step: step("a"),
-            attempt: 1,
-            result: json!(1),
-        },
-        Event::StepStarted {
-            step: step("b"),
-            attempt: 1,
-        },
+        Event::StepStarted { step: step("a"), attempt: 1 },
+        Event::StepCompleted { step: step("a"), attempt: 1, result: json!(1) },
+        Event::StepStarted { step: step("b"), attempt: 1 },
         Event::StepFailed {
             step: step("b"),
             attempt: 1,
@@ -349,35 +278,18 @@ fn deadline_bounds_backoff_and_starts_compensation() {
             retry_at_unix_ms: Some(T0 + 30_000),
         },
     ]);
-    assert_eq!(
-        decide(&exec, &d, T0 + 5),
-        Next::SleepUntil(T0 + 2_000),
-        "wake at the deadline, not the retry"
-    );
+    assert_eq!(decide(&exec, &d, T0 + 5), Next::SleepUntil(T0 + 2_000), "wake at the deadline, not the retry");
     assert_eq!(
         decide(&exec, &d, T0 + 2_000),
-        Next::Record(vec![
-            Event::DeadlineExceeded,
-            Event::CompensationStarted {
-                reason: "deadline exceeded".into()
-            }
-        ])
+        Next::Record(vec![Event::DeadlineExceeded, Event::CompensationStarted { reason: "deadline exceeded".into() }])
     );
 }
 
 #[test]
 fn an_attempt_without_outcome_runs_again_with_the_next_number_and_same_key() {
     let d = four_steps();
-    let exec = given(vec![
-        started(None),
-        Event::StepStarted {
-            step: step("one"),
-            attempt: 1,
-        },
-    ]);
-    let Next::Invoke(inv) = decide(&exec, &d, T0) else {
-        panic!()
-    };
+    let exec = given(vec![started(None), Event::StepStarted { step: step("one"), attempt: 1 }]);
+    let Next::Invoke(inv) = decide(&exec, &d, T0) else { panic!() };
     assert_eq!((inv.step.as_str(), inv.attempt), ("one", 2));
     assert_eq!(inv.idempotency_key(&exec), format!("{}/one", exec.id));
 }
@@ -387,69 +299,29 @@ fn an_outcome_for_an_attempt_no_longer_in_flight_is_not_recorded() {
     let d = four_steps();
     let exec = given(vec![
         started(None),
-        Event::StepStarted {
-            step: step("one"),
-            attempt: 1,
-        },
-        Event::StepCompleted {
-            step: step("one"),
-            attempt: 1,
-            result: json!(1),
-        },
+        Event::StepStarted { step: step("one"), attempt: 1 },
+        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1) },
     ]);
-    let inv = Invocation {
-        side: Side::Execute,
-        index: 0,
-        step: step("one"),
-        attempt: 1,
-    };
+    let inv = Invocation { side: Side::Execute, index: 0, step: step("one"), attempt: 1 };
     assert_eq!(record_outcome(&exec, &d, &inv, Ok(json!(2)), T0), None);
 }
 
 #[test]
 fn a_step_that_never_started_is_never_compensated() {
     let d = four_steps();
-    let exec = given(vec![
-        started(None),
-        Event::CompensationStarted { reason: "x".into() },
-    ]);
-    assert_eq!(
-        decide(&exec, &d, T0),
-        Next::Record(vec![Event::ExecutionCompensated])
-    );
+    let exec = given(vec![started(None), Event::CompensationStarted { reason: "x".into() }]);
+    assert_eq!(decide(&exec, &d, T0), Next::Record(vec![Event::ExecutionCompensated]));
     let view = ExecutionView::new(&exec, &d);
-    assert!(
-        view.steps
-            .iter()
-            .all(|s| s.status == view::StepStatus::Skipped)
-    );
+    assert!(view.steps.iter().all(|s| s.status == view::StepStatus::Skipped));
 }
 
 #[test]
 fn folding_rejects_gaps_and_foreign_first_events() {
     let id = ExecutionId::new();
     let gap = [
-        EventRecord {
-            seq: 1,
-            at: 0,
-            event: started(None),
-        },
-        EventRecord {
-            seq: 3,
-            at: 0,
-            event: Event::ExecutionCompleted,
-        },
+        EventRecord { seq: 1, at: 0, event: started(None) },
+        EventRecord { seq: 3, at: 0, event: Event::ExecutionCompleted },
     ];
     assert!(Execution::fold(id, &gap).is_err());
-    assert!(
-        Execution::fold(
-            id,
-            &[EventRecord {
-                seq: 1,
-                at: 0,
-                event: Event::ExecutionCompleted
-            }]
-        )
-        .is_err()
-    );
+    assert!(Execution::fold(id, &[EventRecord { seq: 1, at: 0, event: Event::ExecutionCompleted }]).is_err());
 }

@@ -1,17 +1,24 @@
-//! One execution's driver: a loop of load → decide → (record | invoke | sleep) that ends
-//! when the execution is terminal. Every append carries the expected version; on a conflict
-//! the driver re-reads the stream and decides again.
+//! One execution's driver: a loop of plan → append → act that ends when the execution is
+//! terminal.
+//!
+//! *Plan* folds, in memory, the outcome of the last attempt and every decision that follows
+//! up to the next plugin call, sleep or end; *append* makes all of it durable in one write
+//! carrying the expected version; *act* calls the plugin or sleeps. So a step's outcome and
+//! the next step's start are one append (the result is durable before the next step runs),
+//! and on a version conflict the driver re-reads the stream and plans again: an outcome is
+//! recorded only if its attempt is still the one in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use tracing::Instrument;
 
 use super::{DriverSlot, Orchestrator, OrchestratorError};
 use crate::domain::decide::{attempt_deadline, step_input};
 use crate::domain::{
-    Event, Execution, ExecutionId, FailureKind, Invocation, Next, SagaDefinition, Side,
-    StepFailure, decide, record_outcome,
+    Event, EventRecord, Execution, ExecutionId, FailureKind, Invocation, Next, SagaDefinition, Side, StepFailure,
+    decide, record_outcome,
 };
 use crate::runtime::Call;
 use crate::store::StoreError;
@@ -21,12 +28,7 @@ const STORE_RETRY: Duration = Duration::from_millis(500);
 
 pub(super) async fn drive(orch: Arc<Orchestrator>, id: ExecutionId, slot: Arc<DriverSlot>) {
     let span = tracing::info_span!("execution", execution_id = %id);
-    async move {
-        let mut driver = Driver { orch, id, slot };
-        driver.run().await;
-    }
-    .instrument(span)
-    .await
+    async move { Driver { orch, id, slot }.run().await }.instrument(span).await
 }
 
 struct Driver {
@@ -35,29 +37,66 @@ struct Driver {
     slot: Arc<DriverSlot>,
 }
 
-/// Whether an append took: `false` means the stream moved and was re-read.
-type Appended = Result<bool, OrchestratorError>;
+/// An attempt's outcome, not yet recorded.
+struct Outcome {
+    inv: Invocation,
+    result: Result<Value, StepFailure>,
+}
+
+/// Applies `events` to the in-memory state and adds them to the batch being planned.
+fn stage(
+    exec: &mut Execution,
+    batch: &mut Vec<EventRecord>,
+    events: Vec<Event>,
+    now: u64,
+) -> Result<(), OrchestratorError> {
+    for r in exec.next_records(events, now) {
+        exec.apply(&r)?;
+        batch.push(r);
+    }
+    Ok(())
+}
+
+/// Everything to record now, and what to do after it is durable.
+fn plan(
+    exec: &mut Execution,
+    def: &SagaDefinition,
+    outcome: Option<&Outcome>,
+    now: u64,
+) -> Result<(Vec<EventRecord>, Next), OrchestratorError> {
+    let mut batch = Vec::new();
+    if let Some(o) = outcome
+        && let Some(event) = record_outcome(exec, def, &o.inv, o.result.clone(), now)
+    {
+        stage(exec, &mut batch, vec![event], now)?;
+    }
+    loop {
+        match decide(exec, def, now) {
+            Next::Record(events) => stage(exec, &mut batch, events, now)?,
+            Next::Invoke(inv) => {
+                stage(exec, &mut batch, vec![inv.started_event()], now)?;
+                return Ok((batch, Next::Invoke(inv)));
+            }
+            other => return Ok((batch, other)),
+        }
+    }
+}
 
 impl Driver {
     async fn run(&mut self) {
         let mut stopping = self.orch.stopping.subscribe();
-        let mut exec = None;
-        loop {
-            if *stopping.borrow() {
-                break;
-            }
-            let step = async {
+        let mut exec: Option<Execution> = None;
+        let mut outcome: Option<Outcome> = None;
+        while !*stopping.borrow() {
+            let loaded = async {
                 let current = match exec.take() {
                     Some(e) => e,
                     None => self.load().await?,
                 };
-                let def = self
-                    .orch
-                    .definition(&current.saga, current.definition_version)
-                    .await?;
+                let def = self.orch.definition(&current.saga, current.definition_version).await?;
                 Ok::<_, OrchestratorError>((current, def))
             };
-            let (mut current, def) = match step.await {
+            let (mut current, def) = match loaded.await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot load execution; retrying");
@@ -66,108 +105,79 @@ impl Driver {
                 }
             };
             let now = self.orch.now_ms();
-            let result = match decide(&current, &def, now) {
+            let base = current.version;
+            let (batch, next) = match plan(&mut current, &def, outcome.as_ref(), now) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot plan; re-reading");
+                    tokio::time::sleep(STORE_RETRY).await;
+                    continue;
+                }
+            };
+            if !batch.is_empty() {
+                match self.orch.store.append(self.id, base, batch.clone()).await {
+                    Ok(()) => {
+                        for r in &batch {
+                            tracing::debug!(seq = r.seq, event = r.event.type_name(), "recorded");
+                        }
+                        if current.status.is_terminal() {
+                            tracing::info!(status = current.status.as_str(), "execution finished");
+                        }
+                        self.orch.publish(self.id, current.version, current.status);
+                        outcome = None;
+                    }
+                    // The stream moved (a cancel, another driver): re-read and plan again,
+                    // keeping the outcome to record if its attempt is still in flight.
+                    Err(StoreError::Conflict { expected, actual, .. }) => {
+                        tracing::debug!(expected, actual, "version conflict; re-reading");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "store failed; retrying");
+                        tokio::time::sleep(STORE_RETRY).await;
+                        continue;
+                    }
+                }
+            }
+            match next {
                 Next::Done => {
                     if self.orch.retire(self.id, &self.slot) {
                         return;
                     }
-                    Ok(false)
                 }
-                Next::Record(events) => self.append(&mut current, events).await,
                 Next::SleepUntil(at) => {
                     let wait = Duration::from_millis(at.saturating_sub(now));
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => Ok(true),
-                        _ = self.slot.wake.notified() => Ok(false),
-                        _ = stopping.changed() => Ok(true),
+                        _ = tokio::time::sleep(wait) => exec = Some(current),
+                        _ = self.slot.wake.notified() => {}
+                        _ = stopping.changed() => {}
                     }
                 }
-                Next::Invoke(inv) => self.attempt(&mut current, &def, inv).await,
-            };
-            match result {
-                // Keep the folded state in memory; re-read only when the stream moved under us.
-                Ok(true) => exec = Some(current),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "store failed; retrying");
-                    tokio::time::sleep(STORE_RETRY).await;
+                Next::Invoke(inv) => {
+                    let result = self.invoke(&current, &def, &inv).await;
+                    outcome = Some(Outcome { inv, result });
+                    exec = Some(current);
                 }
+                Next::Record(_) => unreachable!("plan records every decision"),
             }
         }
-        self.orch
-            .drivers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.orch.drivers.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 
     async fn load(&self) -> Result<Execution, OrchestratorError> {
-        self.slot
-            .dirty
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        let _permit = self
-            .orch
-            .loads
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        self.slot.dirty.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _permit = self.orch.loads.acquire().await.expect("semaphore never closed");
         self.orch.execution(self.id).await
     }
 
-    async fn append(&self, exec: &mut Execution, events: Vec<Event>) -> Appended {
-        let records = exec.next_records(events, self.orch.now_ms());
-        match self
-            .orch
-            .store
-            .append(self.id, exec.version, records.clone())
-            .await
-        {
-            Ok(()) => {
-                for r in &records {
-                    exec.apply(r)?;
-                    tracing::debug!(seq = r.seq, event = r.event.type_name(), "recorded");
-                }
-                if exec.status.is_terminal() {
-                    tracing::info!(status = exec.status.as_str(), "execution finished");
-                }
-                self.orch.publish(self.id, exec.version, exec.status);
-                Ok(true)
-            }
-            Err(StoreError::Conflict {
-                expected, actual, ..
-            }) => {
-                tracing::debug!(expected, actual, "version conflict; re-reading");
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Records the attempt's start, runs the plugin, records its outcome.
-    async fn attempt(
-        &self,
-        exec: &mut Execution,
-        def: &SagaDefinition,
-        inv: Invocation,
-    ) -> Appended {
+    /// Runs one attempt (its start is already durable) and returns its outcome.
+    async fn invoke(&self, exec: &Execution, def: &SagaDefinition, inv: &Invocation) -> Result<Value, StepFailure> {
         let sdef = &def.steps[inv.index];
         let plugin = match inv.side {
             Side::Execute => &sdef.plugin,
-            Side::Compensate => sdef
-                .compensation
-                .as_ref()
-                .expect("decide only compensates steps with a compensation"),
+            Side::Compensate => sdef.compensation.as_ref().expect("decide only compensates steps with a compensation"),
         };
-        // Take the instance slot first, so that a recorded start is followed by a run at once.
-        let _permit = self
-            .orch
-            .attempts
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        if !self.append(exec, vec![inv.started_event()]).await? {
-            return Ok(false);
-        }
+        let _permit = self.orch.attempts.acquire().await.expect("semaphore never closed");
         let now = self.orch.now_ms();
         let deadline = attempt_deadline(exec, sdef, inv.side, now);
         let call = Call {
@@ -179,10 +189,10 @@ impl Driver {
             idempotency_key: inv.idempotency_key(exec),
             deadline_unix_ms: deadline,
             timeout: Duration::from_millis(deadline.saturating_sub(now)),
-            input: step_input(exec, def, &inv).to_string(),
+            input: step_input(exec, def, inv).to_string(),
         };
         let span = tracing::info_span!("attempt", step = %inv.step, side = inv.side.as_str(), attempt = inv.attempt, plugin = %plugin);
-        let outcome = async {
+        async {
             let outcome = match self.orch.plugins.get(plugin).await {
                 Ok(pre) => self.orch.plugins.runtime().invoke(&pre, call).await,
                 Err(e) => Err(StepFailure::new(FailureKind::Retryable, e.to_string())),
@@ -196,31 +206,12 @@ impl Driver {
                 })
             });
             match &outcome {
-                Ok(_) => tracing::info!("attempt succeeded"),
-                Err(f) => {
-                    tracing::warn!(kind = f.kind.as_str(), message = %f.message, "attempt failed")
-                }
+                Ok(_) => tracing::debug!("attempt succeeded"),
+                Err(f) => tracing::warn!(kind = f.kind.as_str(), message = %f.message, "attempt failed"),
             }
             outcome
         }
         .instrument(span)
-        .await;
-        drop(_permit);
-        // Record the outcome; if the stream moved meanwhile (a cancel), re-read and record it
-        // only if this attempt is still the one in flight.
-        loop {
-            let Some(event) = record_outcome(exec, def, &inv, outcome.clone(), self.orch.now_ms())
-            else {
-                return Ok(true);
-            };
-            match self.append(exec, vec![event]).await {
-                Ok(true) => return Ok(true),
-                Ok(false) => *exec = self.load().await?,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot record outcome; retrying");
-                    tokio::time::sleep(STORE_RETRY).await;
-                }
-            }
-        }
+        .await
     }
 }

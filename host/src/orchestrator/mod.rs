@@ -16,8 +16,8 @@ use crate::clock::Clock;
 use crate::domain::decide::{CommandError, cancel, resume};
 use crate::domain::definition::parse_definition;
 use crate::domain::{
-    DefinitionError, DefinitionLimits, Event, EventRecord, Execution, ExecutionId, ExecutionStatus,
-    SagaDefinition, SagaName,
+    DefinitionError, DefinitionLimits, Event, EventRecord, Execution, ExecutionId, ExecutionStatus, SagaDefinition,
+    SagaName,
 };
 use crate::runtime::PluginCache;
 use crate::store::{Created, DefinitionPut, IdempotencyKey, Store, StoreError, StoredDefinition};
@@ -113,6 +113,8 @@ pub struct Orchestrator {
     attempts: Arc<Semaphore>,
     loads: Arc<Semaphore>,
     notices: broadcast::Sender<Notice>,
+    /// Callers of `wait_terminal`, by execution: woken when it ends.
+    waiters: Mutex<HashMap<ExecutionId, Vec<tokio::sync::oneshot::Sender<()>>>>,
     stopping: watch::Sender<bool>,
 }
 
@@ -135,6 +137,7 @@ impl Orchestrator {
             definitions: Mutex::new(HashMap::new()),
             drivers: Mutex::new(HashMap::new()),
             notices: broadcast::channel(16_384).0,
+            waiters: Mutex::new(HashMap::new()),
             stopping: watch::channel(false).0,
         })
     }
@@ -172,29 +175,15 @@ impl Orchestrator {
     ) -> Result<(StoredDefinition, DefinitionPut), OrchestratorError> {
         let uploaded = self.store.plugins().await?;
         let definition = parse_definition(json, &self.config.definition_limits, |r| {
-            uploaded
-                .iter()
-                .any(|p| p.name == r.name && p.version == r.version)
+            uploaded.iter().any(|p| p.name == r.name && p.version == r.version)
         })?;
-        Ok(self
-            .store
-            .put_definition(name, definition, self.now_ms())
-            .await?)
+        Ok(self.store.put_definition(name, definition, self.now_ms()).await?)
     }
 
     /// A definition version, from memory or the store.
-    pub async fn definition(
-        &self,
-        saga: &SagaName,
-        version: u64,
-    ) -> Result<Arc<SagaDefinition>, OrchestratorError> {
+    pub async fn definition(&self, saga: &SagaName, version: u64) -> Result<Arc<SagaDefinition>, OrchestratorError> {
         let key = (saga.clone(), version);
-        if let Some(d) = self
-            .definitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(d) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(d.clone());
         }
         let stored = self
@@ -203,10 +192,7 @@ impl Orchestrator {
             .await?
             .ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
         let d = Arc::new(stored.definition);
-        self.definitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, d.clone());
+        self.definitions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, d.clone());
         Ok(d)
     }
 
@@ -218,11 +204,8 @@ impl Orchestrator {
         input: Value,
         idempotency_key: Option<String>,
     ) -> Result<Started, OrchestratorError> {
-        let stored = self
-            .store
-            .definition(saga, None)
-            .await?
-            .ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        let stored =
+            self.store.definition(saga, None).await?.ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
         if self.active_drivers() >= self.config.max_active_executions {
             return Err(OrchestratorError::Busy(self.config.max_active_executions));
         }
@@ -244,32 +227,17 @@ impl Orchestrator {
             .unwrap_or_else(|p| p.into_inner())
             .entry((saga.clone(), stored.version))
             .or_insert_with(|| Arc::new(stored.definition));
-        let idem = idempotency_key.map(|key| IdempotencyKey {
-            saga: saga.clone(),
-            key,
-        });
+        let idem = idempotency_key.map(|key| IdempotencyKey { saga: saga.clone(), key });
         match self.store.create(id, saga.clone(), first, idem).await? {
             Created::New => {
                 tracing::info!(execution_id = %id, %saga, "execution started");
                 self.publish(id, 1, ExecutionStatus::Running);
                 self.ensure_driver(id);
-                Ok(Started {
-                    id,
-                    status: ExecutionStatus::Running,
-                    created: true,
-                })
+                Ok(Started { id, status: ExecutionStatus::Running, created: true })
             }
             Created::Existing(existing) => {
-                let status = self
-                    .store
-                    .summary(existing)
-                    .await?
-                    .map_or(ExecutionStatus::Running, |s| s.status);
-                Ok(Started {
-                    id: existing,
-                    status,
-                    created: false,
-                })
+                let status = self.store.summary(existing).await?.map_or(ExecutionStatus::Running, |s| s.status);
+                Ok(Started { id: existing, status, created: false })
             }
         }
     }
@@ -281,11 +249,7 @@ impl Orchestrator {
     }
 
     /// An execution's events with `seq > after`.
-    pub async fn events(
-        &self,
-        id: ExecutionId,
-        after: u64,
-    ) -> Result<Vec<EventRecord>, OrchestratorError> {
+    pub async fn events(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, OrchestratorError> {
         self.store.read(id, after).await.map_err(|e| match e {
             StoreError::NotFound(id) => OrchestratorError::UnknownExecution(id),
             e => e.into(),
@@ -332,28 +296,26 @@ impl Orchestrator {
     }
 
     /// Waits until the execution is terminal, at most `wait`. `None` if it is not by then.
-    pub async fn wait_terminal(
-        &self,
-        id: ExecutionId,
-        wait: Duration,
-    ) -> Result<Option<Execution>, OrchestratorError> {
-        let mut notices = self.subscribe();
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let exec = self.execution(id).await?;
-            if exec.status.is_terminal() {
-                return Ok(Some(exec));
-            }
-            loop {
-                tokio::select! {
-                    n = notices.recv() => match n {
-                        Ok(n) if n.id == id && n.status.is_terminal() => break,
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return Ok(None),
-                    },
-                    _ = tokio::time::sleep_until(until) => return Ok(None),
+    pub async fn wait_terminal(&self, id: ExecutionId, wait: Duration) -> Result<Option<Execution>, OrchestratorError> {
+        // Register before reading, so that an end recorded in between is not missed.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().push(tx);
+        let exec = self.execution(id).await?;
+        if exec.status.is_terminal() {
+            return Ok(Some(exec));
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(_) => Ok(Some(self.execution(id).await?)),
+            Err(_) => {
+                // Drop our (now closed) waiter along with any others that gave up.
+                let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(list) = waiters.get_mut(&id) {
+                    list.retain(|w| !w.is_closed());
+                    if list.is_empty() {
+                        waiters.remove(&id);
+                    }
                 }
+                Ok(None)
             }
         }
     }
@@ -381,11 +343,13 @@ impl Orchestrator {
     }
 
     fn publish(&self, id: ExecutionId, version: u64, status: ExecutionStatus) {
-        let _ = self.notices.send(Notice {
-            id,
-            version,
-            status,
-        });
+        let _ = self.notices.send(Notice { id, version, status });
+        if status.is_terminal() {
+            let woken = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            for w in woken.into_iter().flatten() {
+                let _ = w.send(());
+            }
+        }
     }
 
     /// Makes sure a driver runs for `id`, waking it if it exists: exactly one driver per
@@ -400,10 +364,7 @@ impl Orchestrator {
             slot.wake.notify_one();
             return;
         }
-        let slot = Arc::new(DriverSlot {
-            wake: Notify::new(),
-            dirty: AtomicBool::new(false),
-        });
+        let slot = Arc::new(DriverSlot { wake: Notify::new(), dirty: AtomicBool::new(false) });
         drivers.insert(id, slot.clone());
         drop(drivers);
         if let Some(me) = self.me.upgrade() {

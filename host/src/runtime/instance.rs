@@ -17,12 +17,7 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.refused = Some(desired);
             return Ok(false);
@@ -30,12 +25,7 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -68,8 +58,7 @@ impl LogSink {
         }
         self.lines_left -= 1;
         self.bytes_left -= message.len();
-        let (execution_id, step, side, attempt) =
-            (&self.execution_id, &self.step, self.side, self.attempt);
+        let (execution_id, step, side, attempt) = (&self.execution_id, &self.step, self.side, self.attempt);
         macro_rules! at {
             ($lvl:expr) => {
                 tracing::event!(target: "plugin", $lvl, %execution_id, %step, side, attempt, source, "{message}")
@@ -107,17 +96,11 @@ impl StepData {
     pub fn new(log: LogSink, max_memory_bytes: usize, log_bytes: usize) -> Self {
         let stdout = MemoryOutputPipe::new(log_bytes);
         let stderr = MemoryOutputPipe::new(log_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max_bytes: max_memory_bytes,
-                refused: None,
-            },
+            limiter: MemoryLimiter { max_bytes: max_memory_bytes, refused: None },
             log,
             stdout,
             stderr,
@@ -138,10 +121,7 @@ impl StepData {
             (self.stdout.contents(), tracing::Level::INFO, "stdout"),
             (self.stderr.contents(), tracing::Level::WARN, "stderr"),
         ] {
-            for line in String::from_utf8_lossy(&pipe)
-                .lines()
-                .filter(|l| !l.is_empty())
-            {
+            for line in String::from_utf8_lossy(&pipe).lines().filter(|l| !l.is_empty()) {
                 if !self.log.emit(level, source, line) {
                     tracing::warn!(execution_id = %self.log.execution_id, step = %self.log.step, "plugin log budget exhausted");
                     return;
@@ -153,10 +133,7 @@ impl StepData {
 
 impl WasiView for StepData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 

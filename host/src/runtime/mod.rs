@@ -104,12 +104,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Arc::new(Self {
-            engine,
-            linker,
-            limits,
-            _ticker: ticker,
-        }))
+        Ok(Arc::new(Self { engine, linker, limits, _ticker: ticker }))
     }
 
     /// The configured limits.
@@ -133,34 +128,23 @@ impl Runtime {
     }
 
     /// Loads an artifact this host wrote with [`Component::serialize`]. Blocking.
-    pub fn load_artifact(
-        &self,
-        artifact: &[u8],
-    ) -> Result<(Component, PluginPre<StepData>), String> {
+    pub fn load_artifact(&self, artifact: &[u8]) -> Result<(Component, PluginPre<StepData>), String> {
         // SAFETY: artifacts are only ever written by this host (`compile` + `serialize`) into its
         // own store, keyed by digest and `engine_fingerprint`, so they match this engine.
         #[allow(unsafe_code)]
-        let component =
-            unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| describe(&e))?;
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| describe(&e))?;
         let pre = self.pre(&component)?;
         Ok((component, pre))
     }
 
     fn pre(&self, component: &Component) -> Result<PluginPre<StepData>, String> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| describe(&e))?;
+        let pre = self.linker.instantiate_pre(component).map_err(|e| describe(&e))?;
         PluginPre::new(pre).map_err(|e| describe(&e))
     }
 
     /// Runs one attempt in a fresh instance. Every failure, including traps, timeouts and
     /// exceeded limits, comes back as a [`StepFailure`]; nothing here panics the host.
-    pub async fn invoke(
-        &self,
-        pre: &PluginPre<StepData>,
-        call: Call,
-    ) -> Result<String, StepFailure> {
+    pub async fn invoke(&self, pre: &PluginPre<StepData>, call: Call) -> Result<String, StepFailure> {
         let log = instance::LogSink {
             execution_id: call.execution_id.clone(),
             step: call.step.clone(),
@@ -170,10 +154,8 @@ impl Runtime {
             bytes_left: self.limits.max_log_bytes,
             exceeded: false,
         };
-        let mut store = Store::new(
-            &self.engine,
-            StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes),
-        );
+        let mut store =
+            Store::new(&self.engine, StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes));
         store.limiter(|data| &mut data.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
@@ -185,10 +167,7 @@ impl Runtime {
         match outcome {
             Err(_) => Err(StepFailure::new(
                 FailureKind::Timeout,
-                format!(
-                    "attempt interrupted after its time limit of {} ms",
-                    timeout.as_millis()
-                ),
+                format!("attempt interrupted after its time limit of {} ms", timeout.as_millis()),
             )),
             Ok(Err(_)) if refused.is_some() => Err(StepFailure::new(
                 FailureKind::Limit,
@@ -198,15 +177,13 @@ impl Runtime {
                     refused.unwrap_or(0) >> 20
                 ),
             )),
-            Ok(Err(failure)) if failure.kind == FailureKind::Trap && log_exceeded => {
-                Err(StepFailure::new(
-                    FailureKind::Limit,
-                    format!(
-                        "log limit exceeded ({} lines or {} bytes per attempt)",
-                        self.limits.max_log_lines, self.limits.max_log_bytes
-                    ),
-                ))
-            }
+            Ok(Err(failure)) if failure.kind == FailureKind::Trap && log_exceeded => Err(StepFailure::new(
+                FailureKind::Limit,
+                format!(
+                    "log limit exceeded ({} lines or {} bytes per attempt)",
+                    self.limits.max_log_lines, self.limits.max_log_bytes
+                ),
+            )),
             Ok(Err(failure)) => Err(failure),
             Ok(Ok(Ok(text))) if text.len() > self.limits.max_output_bytes => Err(StepFailure::new(
                 FailureKind::Limit,
@@ -217,12 +194,8 @@ impl Runtime {
                 ),
             )),
             Ok(Ok(Ok(text))) => Ok(text),
-            Ok(Ok(Err(StepError::Retryable(m)))) => {
-                Err(StepFailure::new(FailureKind::Retryable, truncate(m)))
-            }
-            Ok(Ok(Err(StepError::Permanent(m)))) => {
-                Err(StepFailure::new(FailureKind::Permanent, truncate(m)))
-            }
+            Ok(Ok(Err(StepError::Retryable(m)))) => Err(StepFailure::new(FailureKind::Retryable, truncate(m))),
+            Ok(Ok(Err(StepError::Permanent(m)))) => Err(StepFailure::new(FailureKind::Permanent, truncate(m))),
         }
     }
 }
@@ -234,10 +207,7 @@ async fn run(
 ) -> Result<Result<String, StepError>, StepFailure> {
     let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| {
         // Not the plugin's fault (for example the instance pool is exhausted): try again later.
-        StepFailure::new(
-            FailureKind::Retryable,
-            format!("host could not instantiate the plugin: {}", describe(&e)),
-        )
+        StepFailure::new(FailureKind::Retryable, format!("host could not instantiate the plugin: {}", describe(&e)))
     })?;
     let ctx = StepContext {
         execution_id: call.execution_id,
@@ -252,12 +222,7 @@ async fn run(
         Side::Execute => step.call_execute(&mut *store, &ctx, &call.input).await,
         Side::Compensate => step.call_compensate(&mut *store, &ctx, &call.input).await,
     };
-    result.map_err(|e| {
-        StepFailure::new(
-            FailureKind::Trap,
-            format!("plugin trapped: {}", describe(&e)),
-        )
-    })
+    result.map_err(|e| StepFailure::new(FailureKind::Trap, format!("plugin trapped: {}", describe(&e))))
 }
 
 /// An error with its causes on one line, bounded in length.

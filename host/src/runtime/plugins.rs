@@ -62,11 +62,7 @@ pub struct PluginCache {
 impl PluginCache {
     /// An empty cache over `store`.
     pub fn new(runtime: Arc<Runtime>, store: Arc<dyn Store>) -> Self {
-        Self {
-            runtime,
-            store,
-            loaded: Mutex::new(HashMap::new()),
-        }
+        Self { runtime, store, loaded: Mutex::new(HashMap::new()) }
     }
 
     /// The runtime plugins run in.
@@ -79,18 +75,11 @@ impl PluginCache {
     }
 
     fn cached(&self, r: &PluginRef) -> Option<PluginPre<StepData>> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(r)
-            .cloned()
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(r).cloned()
     }
 
     fn remember(&self, r: PluginRef, pre: PluginPre<StepData>) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r, pre);
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(r, pre);
     }
 
     /// Validates, compiles and stores a plugin. Returns its metadata and whether it is new
@@ -104,10 +93,7 @@ impl PluginCache {
     ) -> Result<(PluginMeta, bool), UploadError> {
         let max = self.runtime.limits().max_plugin_bytes;
         if bytes.len() > max {
-            return Err(UploadError::TooLarge {
-                size: bytes.len(),
-                max,
-            });
+            return Err(UploadError::TooLarge { size: bytes.len(), max });
         }
         let digest = digest_of(&bytes);
         if let Some(existing) = self.store.plugin(&name, &version).await? {
@@ -119,38 +105,19 @@ impl PluginCache {
         }
         let runtime = self.runtime.clone();
         let (bytes, compiled) = tokio::task::spawn_blocking(move || {
-            let compiled = runtime.compile(&bytes).and_then(|(component, pre)| {
-                component
-                    .serialize()
-                    .map(|a| (a, pre))
-                    .map_err(|e| e.to_string())
-            });
+            let compiled = runtime
+                .compile(&bytes)
+                .and_then(|(component, pre)| component.serialize().map(|a| (a, pre)).map_err(|e| e.to_string()));
             (bytes, compiled)
         })
         .await
         .map_err(|e| UploadError::Invalid(format!("compilation aborted: {e}")))?;
         let (artifact, pre) = compiled.map_err(UploadError::Invalid)?;
-        let meta = PluginMeta {
-            name,
-            version,
-            digest: digest.clone(),
-            size: bytes.len() as u64,
-            uploaded_at: now,
-        };
+        let meta = PluginMeta { name, version, digest: digest.clone(), size: bytes.len() as u64, uploaded_at: now };
         let key = self.artifact_key(&digest);
-        match self
-            .store
-            .put_plugin(meta.clone(), bytes, Some((key, artifact)))
-            .await?
-        {
+        match self.store.put_plugin(meta.clone(), bytes, Some((key, artifact))).await? {
             PluginPut::Created => {
-                self.remember(
-                    PluginRef {
-                        name: meta.name.clone(),
-                        version: meta.version.clone(),
-                    },
-                    pre,
-                );
+                self.remember(PluginRef { name: meta.name.clone(), version: meta.version.clone() }, pre);
                 Ok((meta, true))
             }
             PluginPut::Unchanged(existing) => Ok((existing, false)),
@@ -164,26 +131,17 @@ impl PluginCache {
         if let Some(pre) = self.cached(r) {
             return Ok(pre);
         }
-        let meta = self
-            .store
-            .plugin(&r.name, &r.version)
-            .await?
-            .ok_or_else(|| LoadError::NotFound(r.clone()))?;
+        let meta = self.store.plugin(&r.name, &r.version).await?.ok_or_else(|| LoadError::NotFound(r.clone()))?;
         let key = self.artifact_key(&meta.digest);
         let runtime = self.runtime.clone();
         let pre = match self.store.artifact(&key).await? {
-            Some(artifact) => tokio::task::spawn_blocking(move || {
-                runtime.load_artifact(&artifact).map(|(_, pre)| pre)
-            })
-            .await
-            .map_err(|e| LoadError::Invalid(r.clone(), e.to_string()))?
-            .map_err(|e| LoadError::Invalid(r.clone(), e))?,
+            Some(artifact) => tokio::task::spawn_blocking(move || runtime.load_artifact(&artifact).map(|(_, pre)| pre))
+                .await
+                .map_err(|e| LoadError::Invalid(r.clone(), e.to_string()))?
+                .map_err(|e| LoadError::Invalid(r.clone(), e))?,
             None => {
-                let bytes = self
-                    .store
-                    .plugin_bytes(&meta.digest)
-                    .await?
-                    .ok_or_else(|| LoadError::NotFound(r.clone()))?;
+                let bytes =
+                    self.store.plugin_bytes(&meta.digest).await?.ok_or_else(|| LoadError::NotFound(r.clone()))?;
                 let (artifact, pre) = tokio::task::spawn_blocking(move || {
                     let (component, pre) = runtime.compile(&bytes)?;
                     Ok::<_, String>((component.serialize().map_err(|e| e.to_string())?, pre))

@@ -76,12 +76,7 @@ pub fn idempotency(saga: &SagaName, k: &str) -> Vec<u8> {
 
 /// `p ‖ name ‖ 0 ‖ version`: plugin metadata.
 pub fn plugin(name: &PluginName, version: &PluginVersion) -> Vec<u8> {
-    key(&[
-        &[PLUGIN],
-        name.as_str().as_bytes(),
-        &[0],
-        version.as_str().as_bytes(),
-    ])
+    key(&[&[PLUGIN], name.as_str().as_bytes(), &[0], version.as_str().as_bytes()])
 }
 
 /// Prefix of all plugins.
@@ -101,12 +96,7 @@ pub fn artifact(k: &str) -> Vec<u8> {
 
 /// `d ‖ name ‖ 0 ‖ version (big-endian)`: a definition version.
 pub fn definition(name: &SagaName, version: u64) -> Vec<u8> {
-    key(&[
-        &[DEFINITION],
-        name.as_str().as_bytes(),
-        &[0],
-        &version.to_be_bytes(),
-    ])
+    key(&[&[DEFINITION], name.as_str().as_bytes(), &[0], &version.to_be_bytes()])
 }
 
 /// Prefix of one saga's definition versions.
@@ -146,10 +136,7 @@ mod tests {
         let id = ExecutionId::new();
         assert!(event(id, 255) < event(id, 256));
         assert!(event(id, 9).starts_with(&events_of(id)));
-        assert_eq!(
-            trailing_id(&by_status(ExecutionStatus::Running, id)),
-            Some(id)
-        );
+        assert_eq!(trailing_id(&by_status(ExecutionStatus::Running, id)), Some(id));
     }
 
     #[test]

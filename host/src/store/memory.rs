@@ -31,9 +31,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -54,15 +52,9 @@ impl EventStore for MemoryStore {
         }
         check_sequence(0, std::slice::from_ref(&first))?;
         if inner.streams.contains_key(&id) {
-            return Err(StoreError::Conflict {
-                id,
-                expected: 0,
-                actual: inner.summaries[&id].version,
-            });
+            return Err(StoreError::Conflict { id, expected: 0, actual: inner.summaries[&id].version });
         }
-        inner
-            .summaries
-            .insert(id, ExecutionSummary::new(id, saga, &first));
+        inner.summaries.insert(id, ExecutionSummary::new(id, saga, &first));
         inner.streams.insert(id, vec![first]);
         if let Some(key) = idempotency {
             inner.idempotency.insert(key, id);
@@ -70,31 +62,15 @@ impl EventStore for MemoryStore {
         Ok(Created::New)
     }
 
-    async fn append(
-        &self,
-        id: ExecutionId,
-        expected: u64,
-        records: Vec<EventRecord>,
-    ) -> Result<(), StoreError> {
+    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let summary = inner
-            .summaries
-            .get_mut(&id)
-            .ok_or(StoreError::NotFound(id))?;
+        let summary = inner.summaries.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         if summary.version != expected {
-            return Err(StoreError::Conflict {
-                id,
-                expected,
-                actual: summary.version,
-            });
+            return Err(StoreError::Conflict { id, expected, actual: summary.version });
         }
         check_sequence(expected, &records)?;
         summary.advance(&records);
-        inner
-            .streams
-            .get_mut(&id)
-            .expect("stream beside summary")
-            .extend(records);
+        inner.streams.get_mut(&id).expect("stream beside summary").extend(records);
         Ok(())
     }
 
@@ -123,13 +99,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {
-        Ok(self
-            .lock()
-            .summaries
-            .values()
-            .filter(|s| !s.status.is_terminal())
-            .map(|s| s.id)
-            .collect())
+        Ok(self.lock().summaries.values().filter(|s| !s.status.is_terminal()).map(|s| s.id).collect())
     }
 }
 
@@ -158,16 +128,8 @@ impl CatalogStore for MemoryStore {
         Ok(PluginPut::Created)
     }
 
-    async fn plugin(
-        &self,
-        name: &PluginName,
-        version: &PluginVersion,
-    ) -> Result<Option<PluginMeta>, StoreError> {
-        Ok(self
-            .lock()
-            .plugins
-            .get(&(name.clone(), version.clone()))
-            .cloned())
+    async fn plugin(&self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
+        Ok(self.lock().plugins.get(&(name.clone(), version.clone())).cloned())
     }
 
     async fn plugins(&self) -> Result<Vec<PluginMeta>, StoreError> {
@@ -194,10 +156,7 @@ impl CatalogStore for MemoryStore {
         at: u64,
     ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
         let mut inner = self.lock();
-        let latest = inner
-            .definitions
-            .range((name.clone(), 0)..=(name.clone(), u64::MAX))
-            .next_back();
+        let latest = inner.definitions.range((name.clone(), 0)..=(name.clone(), u64::MAX)).next_back();
         let (version, put) = match latest {
             Some((_, d)) if d.definition == definition => {
                 return Ok((d.clone(), DefinitionPut::Unchanged));
@@ -205,25 +164,14 @@ impl CatalogStore for MemoryStore {
             Some((_, d)) => (d.version + 1, DefinitionPut::Replaced),
             None => (1, DefinitionPut::Created),
         };
-        let stored = StoredDefinition {
-            name: name.clone(),
-            version,
-            created_at: at,
-            definition,
-        };
+        let stored = StoredDefinition { name: name.clone(), version, created_at: at, definition };
         inner.definitions.insert((name, version), stored.clone());
         Ok((stored, put))
     }
 
-    async fn definition(
-        &self,
-        name: &SagaName,
-        version: Option<u64>,
-    ) -> Result<Option<StoredDefinition>, StoreError> {
+    async fn definition(&self, name: &SagaName, version: Option<u64>) -> Result<Option<StoredDefinition>, StoreError> {
         let inner = self.lock();
-        let mut range = inner
-            .definitions
-            .range((name.clone(), 0)..=(name.clone(), u64::MAX));
+        let mut range = inner.definitions.range((name.clone(), 0)..=(name.clone(), u64::MAX));
         Ok(match version {
             Some(v) => range.find(|(k, _)| k.1 == v).map(|(_, d)| d.clone()),
             None => range.next_back().map(|(_, d)| d.clone()),

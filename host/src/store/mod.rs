@@ -11,9 +11,7 @@ mod sled_store;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
-    EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName,
-};
+use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
 
 pub use memory::MemoryStore;
 pub use sled_store::{DEFAULT_RESERVE_BYTES, SledStore};
@@ -89,16 +87,8 @@ impl ExecutionSummary {
 
 /// Checks that `records` continue a stream at `expected` without gaps.
 pub(crate) fn check_sequence(expected: u64, records: &[EventRecord]) -> Result<(), StoreError> {
-    let ok = !records.is_empty()
-        && records
-            .iter()
-            .zip(expected + 1..)
-            .all(|(r, seq)| r.seq == seq);
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::BadSequence(expected + 1))
-    }
+    let ok = !records.is_empty() && records.iter().zip(expected + 1..).all(|(r, seq)| r.seq == seq);
+    if ok { Ok(()) } else { Err(StoreError::BadSequence(expected + 1)) }
 }
 
 /// A trigger's idempotency key, scoped to its saga.
@@ -146,12 +136,7 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Appends `records` (numbered from `expected + 1`) if the stream is at `expected`.
     /// Returns once they are durable.
-    async fn append(
-        &self,
-        id: ExecutionId,
-        expected: u64,
-        records: Vec<EventRecord>,
-    ) -> Result<(), StoreError>;
+    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError>;
 
     /// The records of a stream with `seq > after`, in order. `NotFound` when there is no stream.
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError>;
@@ -228,11 +213,7 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> Result<PluginPut, StoreError>;
 
     /// One plugin.
-    async fn plugin(
-        &self,
-        name: &PluginName,
-        version: &PluginVersion,
-    ) -> Result<Option<PluginMeta>, StoreError>;
+    async fn plugin(&self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError>;
 
     /// Every plugin, by name then version.
     async fn plugins(&self) -> Result<Vec<PluginMeta>, StoreError>;
@@ -255,11 +236,7 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> Result<(StoredDefinition, DefinitionPut), StoreError>;
 
     /// A definition version; `None` for the latest.
-    async fn definition(
-        &self,
-        name: &SagaName,
-        version: Option<u64>,
-    ) -> Result<Option<StoredDefinition>, StoreError>;
+    async fn definition(&self, name: &SagaName, version: Option<u64>) -> Result<Option<StoredDefinition>, StoreError>;
 
     /// The latest version of every definition, by name.
     async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError>;

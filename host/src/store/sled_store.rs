@@ -41,9 +41,7 @@ impl DiskGuard {
         let st = nix::sys::statvfs::statvfs(&self.dir)
             .map_err(|e| unavailable(format!("cannot inspect the data directory: {e}")))?;
         if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
-            return Err(unavailable(
-                "the data directory is on a read-only file system",
-            ));
+            return Err(unavailable("the data directory is on a read-only file system"));
         }
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
         // sled writes a batch to its log and later to segments: count it twice.
@@ -131,10 +129,7 @@ impl SledStore {
     /// Opens the store, refusing writes while less than `reserve_bytes` are free on its disk.
     pub fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(unavailable)?;
-        let guard = DiskGuard {
-            dir: dir.to_path_buf(),
-            reserve_bytes,
-        };
+        let guard = DiskGuard { dir: dir.to_path_buf(), reserve_bytes };
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
         let stats = Arc::new(CommitStats::default());
         let (wdb, wstats) = (db.clone(), stats.clone());
@@ -155,12 +150,8 @@ impl SledStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| unavailable("store writer has stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("store writer has stopped"))?
+        self.tx.send(make(reply)).await.map_err(|_| unavailable("store writer has stopped"))?;
+        rx.await.map_err(|_| unavailable("store writer has stopped"))?
     }
 
     async fn read_with<T: Send + 'static>(
@@ -168,17 +159,12 @@ impl SledStore {
         f: impl FnOnce(&sled::Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
     }
 }
 
 fn get<T: DeserializeOwned>(db: &sled::Db, key: &[u8]) -> Result<Option<T>, StoreError> {
-    db.get(key)
-        .map_err(unavailable)?
-        .map(|v| decode(&v))
-        .transpose()
+    db.get(key).map_err(unavailable)?.map(|v| decode(&v)).transpose()
 }
 
 fn scan_ids(
@@ -191,9 +177,8 @@ fn scan_ids(
         None => keys::prefix_end(prefix),
     };
     db.range(prefix.to_vec()..end).rev().map(|kv| {
-        kv.map_err(unavailable).and_then(|(k, _)| {
-            keys::trailing_id(&k).ok_or_else(|| StoreError::Corrupt("index key".into()))
-        })
+        kv.map_err(unavailable)
+            .and_then(|(k, _)| keys::trailing_id(&k).ok_or_else(|| StoreError::Corrupt("index key".into())))
     })
 }
 
@@ -206,38 +191,17 @@ impl EventStore for SledStore {
         first: EventRecord,
         idem: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        self.write(|reply| Write::Create {
-            id,
-            saga,
-            first,
-            idem,
-            reply,
-        })
-        .await
+        self.write(|reply| Write::Create { id, saga, first, idem, reply }).await
     }
 
-    async fn append(
-        &self,
-        id: ExecutionId,
-        expected: u64,
-        records: Vec<EventRecord>,
-    ) -> Result<(), StoreError> {
-        self.write(|reply| Write::Append {
-            id,
-            expected,
-            records,
-            reply,
-        })
-        .await
+    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
+        self.write(|reply| Write::Append { id, expected, records, reply }).await
     }
 
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
         self.read_with(move |db| {
             let records = db
-                .range(
-                    keys::event(id, after.saturating_add(1))
-                        ..keys::prefix_end(&keys::events_of(id)),
-                )
+                .range(keys::event(id, after.saturating_add(1))..keys::prefix_end(&keys::events_of(id)))
                 .map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v)))
                 .collect::<Result<Vec<EventRecord>, _>>()?;
             if records.is_empty() && !db.contains_key(keys::summary(id)).map_err(unavailable)? {
@@ -296,48 +260,33 @@ impl CatalogStore for SledStore {
         bytes: Vec<u8>,
         artifact: Option<(String, Vec<u8>)>,
     ) -> Result<PluginPut, StoreError> {
-        self.write(|reply| Write::PutPlugin {
-            meta,
-            bytes,
-            artifact,
-            reply,
-        })
-        .await
+        self.write(|reply| Write::PutPlugin { meta, bytes, artifact, reply }).await
     }
 
-    async fn plugin(
-        &self,
-        name: &PluginName,
-        version: &PluginVersion,
-    ) -> Result<Option<PluginMeta>, StoreError> {
+    async fn plugin(&self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
         let key = keys::plugin(name, version);
         self.read_with(move |db| get(db, &key)).await
     }
 
     async fn plugins(&self) -> Result<Vec<PluginMeta>, StoreError> {
         self.read_with(|db| {
-            db.scan_prefix(keys::plugins())
-                .map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v)))
-                .collect()
+            db.scan_prefix(keys::plugins()).map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v))).collect()
         })
         .await
     }
 
     async fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = keys::blob(digest);
-        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec())))
-            .await
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))).await
     }
 
     async fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = keys::artifact(key);
-        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec())))
-            .await
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))).await
     }
 
     async fn put_artifact(&self, key: String, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.write(|reply| Write::PutArtifact { key, bytes, reply })
-            .await
+        self.write(|reply| Write::PutArtifact { key, bytes, reply }).await
     }
 
     async fn put_definition(
@@ -346,20 +295,10 @@ impl CatalogStore for SledStore {
         definition: SagaDefinition,
         at: u64,
     ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
-        self.write(|reply| Write::PutDefinition {
-            name,
-            definition,
-            at,
-            reply,
-        })
-        .await
+        self.write(|reply| Write::PutDefinition { name, definition, at, reply }).await
     }
 
-    async fn definition(
-        &self,
-        name: &SagaName,
-        version: Option<u64>,
-    ) -> Result<Option<StoredDefinition>, StoreError> {
+    async fn definition(&self, name: &SagaName, version: Option<u64>) -> Result<Option<StoredDefinition>, StoreError> {
         let name = name.clone();
         self.read_with(move |db| match version {
             Some(v) => get(db, &keys::definition(&name, v)),
@@ -384,10 +323,7 @@ impl CatalogStore for SledStore {
     }
 }
 
-fn latest_definition(
-    db: &sled::Db,
-    name: &SagaName,
-) -> Result<Option<StoredDefinition>, StoreError> {
+fn latest_definition(db: &sled::Db, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
     db.scan_prefix(keys::definitions_of(name))
         .next_back()
         .transpose()
@@ -455,20 +391,14 @@ impl Group<'_> {
                 return Ok(Created::Existing(*existing));
             }
             if let Some(v) = self.db.get(k).map_err(unavailable)? {
-                let bytes: [u8; 16] = v
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("idempotency value".into()))?;
+                let bytes: [u8; 16] =
+                    v.as_ref().try_into().map_err(|_| StoreError::Corrupt("idempotency value".into()))?;
                 return Ok(Created::Existing(ExecutionId::from_bytes(bytes)));
             }
         }
         check_sequence(0, std::slice::from_ref(&first))?;
         if let Some(existing) = self.summary(id)? {
-            return Err(StoreError::Conflict {
-                id,
-                expected: 0,
-                actual: existing.version,
-            });
+            return Err(StoreError::Conflict { id, expected: 0, actual: existing.version });
         }
         self.put(keys::by_saga(&saga, id), &[]);
         if let Some(k) = idem_key {
@@ -481,19 +411,10 @@ impl Group<'_> {
         Ok(Created::New)
     }
 
-    fn append(
-        &mut self,
-        id: ExecutionId,
-        expected: u64,
-        records: Vec<EventRecord>,
-    ) -> Result<(), StoreError> {
+    fn append(&mut self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
         let mut summary = self.summary(id)?.ok_or(StoreError::NotFound(id))?;
         if summary.version != expected {
-            return Err(StoreError::Conflict {
-                id,
-                expected,
-                actual: summary.version,
-            });
+            return Err(StoreError::Conflict { id, expected, actual: summary.version });
         }
         check_sequence(expected, &records)?;
         let old = summary.status;
@@ -545,14 +466,8 @@ impl Group<'_> {
             Some(d) => (d.version + 1, DefinitionPut::Replaced),
             None => (1, DefinitionPut::Created),
         };
-        let stored = StoredDefinition {
-            name: name.clone(),
-            version,
-            created_at: at,
-            definition,
-        };
-        self.batch
-            .insert(keys::definition(&name, version), encode(&stored));
+        let stored = StoredDefinition { name: name.clone(), version, created_at: at, definition };
+        self.batch.insert(keys::definition(&name, version), encode(&stored));
         self.definitions.insert(name, stored.clone());
         Ok((stored, put))
     }
@@ -573,35 +488,16 @@ impl Group<'_> {
             })
         }
         match w {
-            Write::Create {
-                id,
-                saga,
-                first,
-                idem,
-                reply,
-            } => finish(self.create(id, saga, first, idem), reply),
-            Write::Append {
-                id,
-                expected,
-                records,
-                reply,
-            } => finish(self.append(id, expected, records), reply),
-            Write::PutPlugin {
-                meta,
-                bytes,
-                artifact,
-                reply,
-            } => finish(self.put_plugin(meta, bytes, artifact), reply),
+            Write::Create { id, saga, first, idem, reply } => finish(self.create(id, saga, first, idem), reply),
+            Write::Append { id, expected, records, reply } => finish(self.append(id, expected, records), reply),
+            Write::PutPlugin { meta, bytes, artifact, reply } => finish(self.put_plugin(meta, bytes, artifact), reply),
             Write::PutArtifact { key, bytes, reply } => {
                 self.put(keys::artifact(&key), bytes);
                 finish(Ok(()), reply)
             }
-            Write::PutDefinition {
-                name,
-                definition,
-                at,
-                reply,
-            } => finish(self.put_definition(name, definition, at), reply),
+            Write::PutDefinition { name, definition, at, reply } => {
+                finish(self.put_definition(name, definition, at), reply)
+            }
         }
     }
 }
@@ -626,20 +522,16 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
         }
         let batch = std::mem::take(&mut group.batch);
         let commit = guard.check(group.bytes).and_then(|()| {
-            db.apply_batch(batch)
-                .and_then(|()| db.flush().map(drop))
-                .map_err(|e| {
-                    tracing::error!(error = %e, "store commit failed");
-                    unavailable(e)
-                })
+            db.apply_batch(batch).and_then(|()| db.flush().map(drop)).map_err(|e| {
+                tracing::error!(error = %e, "store commit failed");
+                unavailable(e)
+            })
         });
         if let Err(e) = &commit {
             tracing::warn!(error = %e, writes = finishers.len(), "store refused a group of writes");
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .writes
-            .fetch_add(finishers.len() as u64, Ordering::Relaxed);
+        stats.writes.fetch_add(finishers.len() as u64, Ordering::Relaxed);
         for f in finishers {
             f(commit.clone());
         }

@@ -27,19 +27,11 @@ impl Step for Deposit {
         if step.input.amount == 0 {
             return Err(StepError::permanent("amount must be positive"));
         }
-        Ok(Entry {
-            account: step.input.to,
-            amount: step.input.amount,
-            state: "DEPOSITED".into(),
-        })
+        Ok(Entry { account: step.input.to, amount: step.input.amount, state: "DEPOSITED".into() })
     }
 
     fn compensate(_ctx: &Context, undo: Compensation<Transfer, Entry>) -> Result<Entry, StepError> {
-        Ok(Entry {
-            account: undo.input.to,
-            amount: undo.input.amount,
-            state: "DEPOSIT_REVERSED".into(),
-        })
+        Ok(Entry { account: undo.input.to, amount: undo.input.amount, state: "DEPOSIT_REVERSED".into() })
     }
 }
 

@@ -26,16 +26,10 @@ impl Step for Notify {
 
     fn execute(ctx: &Context, step: StepInput<Booking>) -> Result<Notified, StepError> {
         if step.input.data_platform_down {
-            saga_guest::warn!(
-                "data platform unreachable; booking of {} not reported",
-                step.input.seat
-            );
+            saga_guest::warn!("data platform unreachable; booking of {} not reported", step.input.seat);
             return Err(StepError::retryable("data platform unavailable"));
         }
-        Ok(Notified {
-            event: format!("booking-{}", ctx.execution_id),
-            state: "REPORTED".into(),
-        })
+        Ok(Notified { event: format!("booking-{}", ctx.execution_id), state: "REPORTED".into() })
     }
 
     fn compensate(_ctx: &Context, _undo: Compensation<Booking, Notified>) -> Result<(), StepError> {

@@ -30,26 +30,13 @@ impl Step for Order {
             "approve_order" => "APPROVED",
             _ => "PENDING",
         };
-        saga_guest::info!(
-            "order {} ({}) is {state}",
-            step.input.order_id,
-            step.input.item
-        );
-        Ok(OrderState {
-            order_id: step.input.order_id,
-            state: state.into(),
-        })
+        saga_guest::info!("order {} ({}) is {state}", step.input.order_id, step.input.item);
+        Ok(OrderState { order_id: step.input.order_id, state: state.into() })
     }
 
-    fn compensate(
-        _ctx: &Context,
-        undo: Compensation<OrderInput, OrderState>,
-    ) -> Result<OrderState, StepError> {
+    fn compensate(_ctx: &Context, undo: Compensation<OrderInput, OrderState>) -> Result<OrderState, StepError> {
         saga_guest::warn!("order {} cancelled: {}", undo.input.order_id, undo.reason);
-        Ok(OrderState {
-            order_id: undo.input.order_id,
-            state: "CANCELLED".into(),
-        })
+        Ok(OrderState { order_id: undo.input.order_id, state: "CANCELLED".into() })
     }
 }
 

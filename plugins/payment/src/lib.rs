@@ -45,17 +45,10 @@ impl Step for Payment {
         })
     }
 
-    fn compensate(
-        _ctx: &Context,
-        undo: Compensation<PaymentInput, Charge>,
-    ) -> Result<Charge, StepError> {
+    fn compensate(_ctx: &Context, undo: Compensation<PaymentInput, Charge>) -> Result<Charge, StepError> {
         // No result: the charge's outcome is unknown; refunding by key is safe either way.
         let charge_id = undo.result.map(|c| c.charge_id).unwrap_or_default();
-        Ok(Charge {
-            charge_id,
-            amount: undo.input.amount,
-            state: "REFUNDED".into(),
-        })
+        Ok(Charge { charge_id, amount: undo.input.amount, state: "REFUNDED".into() })
     }
 }
 

@@ -23,25 +23,13 @@ impl Step for Seat {
 
     fn execute(_ctx: &Context, step: StepInput<Booking>) -> Result<SeatState, StepError> {
         if step.input.seat.starts_with("taken") {
-            return Err(StepError::permanent(format!(
-                "seat {} is already reserved",
-                step.input.seat
-            )));
+            return Err(StepError::permanent(format!("seat {} is already reserved", step.input.seat)));
         }
-        Ok(SeatState {
-            seat: step.input.seat,
-            state: "SEAT_RESERVED".into(),
-        })
+        Ok(SeatState { seat: step.input.seat, state: "SEAT_RESERVED".into() })
     }
 
-    fn compensate(
-        _ctx: &Context,
-        undo: Compensation<Booking, SeatState>,
-    ) -> Result<SeatState, StepError> {
-        Ok(SeatState {
-            seat: undo.input.seat,
-            state: "SEAT_RELEASED".into(),
-        })
+    fn compensate(_ctx: &Context, undo: Compensation<Booking, SeatState>) -> Result<SeatState, StepError> {
+        Ok(SeatState { seat: undo.input.seat, state: "SEAT_RELEASED".into() })
     }
 }
 

@@ -29,21 +29,12 @@ impl Step for Shipping {
                 step.input.order_id, step.input.address
             )));
         }
-        Ok(Shipment {
-            tracking: format!("trk-{}", ctx.execution_id),
-            state: "SHIPPED".into(),
-        })
+        Ok(Shipment { tracking: format!("trk-{}", ctx.execution_id), state: "SHIPPED".into() })
     }
 
-    fn compensate(
-        _ctx: &Context,
-        undo: Compensation<ShippingInput, Shipment>,
-    ) -> Result<Shipment, StepError> {
+    fn compensate(_ctx: &Context, undo: Compensation<ShippingInput, Shipment>) -> Result<Shipment, StepError> {
         let tracking = undo.result.map(|s| s.tracking).unwrap_or_default();
-        Ok(Shipment {
-            tracking,
-            state: "SHIPMENT_CANCELLED".into(),
-        })
+        Ok(Shipment { tracking, state: "SHIPMENT_CANCELLED".into() })
     }
 }
 

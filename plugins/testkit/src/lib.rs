@@ -41,7 +41,9 @@ fn act(ctx: &StepContext, side: &str, behavior: &str) -> Result<String, StepErro
         "ok" => ok(),
         "permanent" => Err(StepError::Permanent(format!("{} said no", ctx.step))),
         "retryable" => Err(StepError::Retryable(format!("{} is temporarily unavailable", ctx.step))),
-        "fail_until" if ctx.attempt < arg.parse().unwrap_or(0) => Err(StepError::Retryable(format!("not yet (attempt {})", ctx.attempt))),
+        "fail_until" if ctx.attempt < arg.parse().unwrap_or(0) => {
+            Err(StepError::Retryable(format!("not yet (attempt {})", ctx.attempt)))
+        }
         "fail_until" => ok(),
         "sleep" => {
             std::thread::sleep(std::time::Duration::from_millis(arg.parse().unwrap_or(0)));
@@ -75,9 +77,15 @@ fn act(ctx: &StepContext, side: &str, behavior: &str) -> Result<String, StepErro
             }
             ok()
         }
-        "read_file" => Ok(json!({ "read_file": format!("{:?}", std::fs::read_to_string("/etc/passwd").map(|s| s.len())) }).to_string()),
+        "read_file" => {
+            Ok(json!({ "read_file": format!("{:?}", std::fs::read_to_string("/etc/passwd").map(|s| s.len())) })
+                .to_string())
+        }
         "read_env" => Ok(json!({ "env_vars": std::env::vars().count(), "args": std::env::args().count() }).to_string()),
-        "open_socket" => Ok(json!({ "open_socket": format!("{:?}", std::net::TcpStream::connect("127.0.0.1:1").map(|_| ())) }).to_string()),
+        "open_socket" => {
+            Ok(json!({ "open_socket": format!("{:?}", std::net::TcpStream::connect("127.0.0.1:1").map(|_| ())) })
+                .to_string())
+        }
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
     }
 }

@@ -34,22 +34,12 @@ impl Step for Withdraw {
                 t.from, t.source_balance, t.amount
             )));
         }
-        Ok(Entry {
-            balance: t.source_balance - t.amount,
-            account: t.from,
-            amount: t.amount,
-            state: "WITHDRAWN".into(),
-        })
+        Ok(Entry { balance: t.source_balance - t.amount, account: t.from, amount: t.amount, state: "WITHDRAWN".into() })
     }
 
     fn compensate(_ctx: &Context, undo: Compensation<Transfer, Entry>) -> Result<Entry, StepError> {
         let t = undo.input;
-        Ok(Entry {
-            account: t.from,
-            amount: t.amount,
-            balance: t.source_balance,
-            state: "WITHDRAWAL_REVERSED".into(),
-        })
+        Ok(Entry { account: t.from, amount: t.amount, balance: t.source_balance, state: "WITHDRAWAL_REVERSED".into() })
     }
 }
 

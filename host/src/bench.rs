@@ -1,0 +1,342 @@
+//! `sagahost bench`: measures, in one run on this machine, the two raw limits a saga step is
+//! built from — a fresh sandboxed instance running a no-op plugin, and a durable append
+//! through the store's group commit — and then the host itself: three-step no-op sagas over
+//! HTTP and in-process at a sweep of concurrencies. It prints a table (or `--json`) and,
+//! last, the ratio of the host's steps/s to the lower raw limit.
+#![allow(clippy::print_stdout)]
+
+use std::io::{IsTerminal, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::domain::{Event, EventRecord, ExecutionId, SagaName, Side, StepName};
+use crate::runtime::{Call, Limits, Runtime};
+use crate::server::{Host, HostConfig};
+use crate::store::{EventStore, SledStore};
+
+/// The benchmark plugin: answers `{}` and does nothing else.
+pub const NOOP_WASM: &[u8] = include_bytes!(concat!(env!("SAGAHOST_PLUGIN_DIR"), "/noop.wasm"));
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Length of each measured phase.
+    pub phase: Duration,
+    /// Concurrencies of the saga sweep.
+    pub concurrency: Vec<usize>,
+}
+
+/// One saga load at one concurrency.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadResult {
+    /// `http` or `in-process`.
+    pub via: &'static str,
+    /// Sagas in flight at once.
+    pub concurrency: usize,
+    /// Sagas completed durably.
+    pub sagas: u64,
+    /// Completed sagas per second.
+    pub sagas_per_s: f64,
+    /// Steps per second (three per saga).
+    pub steps_per_s: f64,
+    /// Trigger → terminal latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Cores the machine offers.
+    pub cores: usize,
+    /// Raw limit (a): fresh pooled instance + `execute` of the no-op plugin, per second.
+    pub raw_instances_per_s: f64,
+    /// Raw limit (b): durable ~200-byte appends per second through group commit.
+    pub raw_appends_per_s: f64,
+    /// Average appends per flush during (b).
+    pub raw_appends_per_flush: f64,
+    /// The saga loads.
+    pub loads: Vec<LoadResult>,
+    /// Best host steps/s (over HTTP) divided by the lower raw limit.
+    pub ratio: f64,
+}
+
+struct Progress {
+    phase: std::sync::Mutex<String>,
+    count: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Progress {
+    fn start(&self, phase: String) {
+        self.count.store(0, Ordering::Relaxed);
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+}
+
+fn spawn_progress(p: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tty = std::io::stderr().is_terminal();
+        let mut last = String::new();
+        while !p.done.load(Ordering::Relaxed) {
+            let phase = p.phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let line = format!("[bench] {phase}: {} done", p.count.load(Ordering::Relaxed));
+            if tty {
+                eprint!("\r\x1b[K{line}");
+            } else if phase != last {
+                eprintln!("[bench] {phase}");
+            }
+            last = phase;
+            let _ = std::io::stderr().flush();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+    })
+}
+
+/// Runs `op` from `tasks` tasks for `phase`; returns operations per second and latencies.
+async fn drive<F, Fut>(
+    tasks: usize,
+    phase: Duration,
+    progress: &Arc<Progress>,
+    op: F,
+) -> anyhow::Result<(u64, f64, Vec<f64>)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let until = start + phase;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (op, progress) = (op.clone(), progress.clone());
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                op(t).await?;
+                lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                progress.count.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok((all.len() as u64, all.len() as f64 / elapsed, all))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progress>) -> anyhow::Result<f64> {
+    progress.start("raw (a): fresh instance + execute".into());
+    let runtime =
+        Runtime::new(Limits { max_instances: 64, ..Limits::default() }).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let rt = runtime.clone();
+    let (_, pre) = tokio::task::spawn_blocking(move || rt.compile(NOOP_WASM)).await?.map_err(anyhow::Error::msg)?;
+    let pre = Arc::new(pre);
+    let (_, per_s, _) = drive(cores * 4, opts.phase, progress, move |_| {
+        let (runtime, pre) = (runtime.clone(), pre.clone());
+        async move {
+            let call = Call {
+                side: Side::Execute,
+                execution_id: "bench".into(),
+                saga: "bench".into(),
+                step: "noop".into(),
+                attempt: 1,
+                idempotency_key: "bench/noop".into(),
+                deadline_unix_ms: 0,
+                timeout: Duration::from_secs(5),
+                input: "{}".into(),
+            };
+            runtime.invoke(&pre, call).await.map(drop).map_err(|f| anyhow::anyhow!(f.message))
+        }
+    })
+    .await?;
+    Ok(per_s)
+}
+
+async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::Result<(f64, f64)> {
+    progress.start("raw (b): durable appends through group commit".into());
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SledStore::open(dir.path())?);
+    const PRODUCERS: usize = 64;
+    let mut streams = Vec::new();
+    for _ in 0..PRODUCERS {
+        let id = ExecutionId::new();
+        let first = EventRecord {
+            seq: 1,
+            at: 0,
+            event: Event::ExecutionStarted {
+                saga: SagaName::parse("bench").expect("name"),
+                definition_version: 1,
+                input: json!({}),
+                deadline_unix_ms: None,
+                idempotency_key: None,
+            },
+        };
+        store.create(id, SagaName::parse("bench").expect("name"), first, None).await?;
+        streams.push((id, AtomicU64::new(1)));
+    }
+    let streams = Arc::new(streams);
+    let (b0, w0) =
+        (store.commit_stats().batches.load(Ordering::Relaxed), store.commit_stats().writes.load(Ordering::Relaxed));
+    let s = store.clone();
+    let (_, per_s, _) = drive(PRODUCERS, opts.phase, progress, move |t| {
+        let (store, streams) = (s.clone(), streams.clone());
+        async move {
+            let (id, version) = &streams[t];
+            let v = version.load(Ordering::Relaxed);
+            // A step_completed of about the size the host writes (~200 bytes).
+            let event = Event::StepCompleted {
+                step: StepName::parse("reserve_seat").map_err(anyhow::Error::msg)?,
+                attempt: 1,
+                result: json!({"seat": "A12", "state": "SEAT_RESERVED", "pad": "x".repeat(64)}),
+            };
+            store.append(*id, v, vec![EventRecord { seq: v + 1, at: 1_700_000_000_000, event }]).await?;
+            version.store(v + 1, Ordering::Relaxed);
+            Ok(())
+        }
+    })
+    .await?;
+    let stats = store.commit_stats();
+    let (b, w) = (stats.batches.load(Ordering::Relaxed) - b0, stats.writes.load(Ordering::Relaxed) - w0);
+    Ok((per_s, w as f64 / b.max(1) as f64))
+}
+
+async fn saga_load(
+    via: &'static str,
+    concurrency: usize,
+    opts: &BenchOptions,
+    host: &Host,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<LoadResult> {
+    progress.start(format!("{via} sagas at concurrency {concurrency}"));
+    let (n, per_s, mut lat) = if via == "http" {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+        let url = format!("{}/v1/sagas/bench/executions?wait=30000", host.url());
+        drive(concurrency, opts.phase, progress, move |_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let resp = client.post(&url).body("{}").send().await?;
+                if resp.status().as_u16() != 200 {
+                    bail!("trigger answered {}", resp.status());
+                }
+                let exec: Value = resp.json().await?;
+                if exec["status"] != "completed" {
+                    bail!("saga ended {}", exec["status"]);
+                }
+                Ok(())
+            }
+        })
+        .await?
+    } else {
+        let orch = host.orchestrator().clone();
+        let saga = SagaName::parse("bench").map_err(anyhow::Error::msg)?;
+        drive(concurrency, opts.phase, progress, move |_| {
+            let (orch, saga) = (orch.clone(), saga.clone());
+            async move {
+                let started = orch.start(&saga, json!({}), None).await?;
+                let exec =
+                    orch.wait_terminal(started.id, Duration::from_secs(30)).await?.context("saga did not finish")?;
+                if !exec.status.is_terminal() {
+                    bail!("saga ended {:?}", exec.status);
+                }
+                Ok(())
+            }
+        })
+        .await?
+    };
+    lat.sort_by(f64::total_cmp);
+    Ok(LoadResult {
+        via,
+        concurrency,
+        sagas: n,
+        sagas_per_s: per_s,
+        steps_per_s: per_s * 3.0,
+        p50_ms: percentile(&lat, 0.50),
+        p90_ms: percentile(&lat, 0.90),
+        p99_ms: percentile(&lat, 0.99),
+    })
+}
+
+/// Runs the whole benchmark.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let progress =
+        Arc::new(Progress { phase: Default::default(), count: AtomicU64::new(0), done: AtomicBool::new(false) });
+    let ticker = spawn_progress(progress.clone());
+    let raw_instances_per_s = raw_instances(&opts, cores, &progress).await?;
+    let (raw_appends_per_s, raw_appends_per_flush) = raw_appends(&opts, &progress).await?;
+
+    let dir = tempfile::tempdir()?;
+    let mut config = HostConfig::new(dir.path());
+    config.limits.max_instances = 512;
+    config.orchestrator.max_concurrent_attempts = 256;
+    let host = Host::start(config).await?;
+    let client = reqwest::Client::new();
+    let up = client.put(format!("{}/v1/plugins/noop/1.0.0", host.url())).body(NOOP_WASM).send().await?;
+    if !up.status().is_success() {
+        bail!("uploading the bench plugin: {}", up.text().await?);
+    }
+    let step = |name: &str| json!({"name": name, "plugin": "noop@1.0.0", "compensation": null, "timeout_ms": 5000});
+    let def = json!({"steps": [step("one"), step("two"), step("three")]});
+    let put = client.put(format!("{}/v1/sagas/bench", host.url())).json(&def).send().await?;
+    if !put.status().is_success() {
+        bail!("defining the bench saga: {}", put.text().await?);
+    }
+    let mut loads = Vec::new();
+    for via in ["http", "in-process"] {
+        for &c in &opts.concurrency {
+            loads.push(saga_load(via, c, &opts, &host, &progress).await?);
+        }
+    }
+    host.stop().await;
+    progress.done.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    let best_http = loads.iter().filter(|l| l.via == "http").map(|l| l.steps_per_s).fold(0.0, f64::max);
+    let ratio = best_http / raw_instances_per_s.min(raw_appends_per_s);
+    Ok(Report { cores, raw_instances_per_s, raw_appends_per_s, raw_appends_per_flush, loads, ratio })
+}
+
+/// Prints the report as a table.
+pub fn print_table(r: &Report) {
+    println!("sagahost bench — {} cores, durable settings (every append flushed before it is acknowledged)\n", r.cores);
+    println!("raw limits");
+    println!("  (a) fresh pooled instance + execute (no-op plugin)   {:>10.0} /s", r.raw_instances_per_s);
+    println!(
+        "  (b) durable append, ~200 B events, group commit     {:>10.0} /s   ({:.1} appends per flush)",
+        r.raw_appends_per_s, r.raw_appends_per_flush
+    );
+    println!("\nthree-step no-op sagas, trigger → terminal");
+    println!(
+        "  {:<11} {:>5} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "via", "conc", "sagas", "sagas/s", "steps/s", "p50 ms", "p90 ms", "p99 ms"
+    );
+    for l in &r.loads {
+        println!(
+            "  {:<11} {:>5} {:>9} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            l.via, l.concurrency, l.sagas, l.sagas_per_s, l.steps_per_s, l.p50_ms, l.p90_ms, l.p99_ms
+        );
+    }
+    println!("\nratio: best host steps/s over HTTP / lower raw limit = {:.3}", r.ratio);
+}
