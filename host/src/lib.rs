@@ -10,9 +10,11 @@
 
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod domain;
+pub mod metrics;
 pub mod orchestrator;
 pub mod runtime;
 pub mod server;

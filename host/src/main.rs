@@ -1,4 +1,4 @@
-//! `sagahost`: serve the saga host, or run the demo.
+//! `sagahost`: serve the saga host, run the demo or the benchmark, or talk to a host (client commands in `cli`).
 #![allow(clippy::print_stdout)]
 
 use std::net::SocketAddr;
@@ -11,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "sagahost", version, about = "A WebAssembly-plugin saga host")]
 struct Cli {
+    #[command(flatten)]
+    connection: sagahost::cli::Connection,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SAGAHOST_LOG_FORMAT")]
     log_format: LogFormat,
@@ -32,6 +34,8 @@ enum Command {
     Demo,
     /// Measure the raw limits of this machine and the host against them.
     Bench(BenchArgs),
+    #[command(flatten)]
+    Client(sagahost::cli::ClientCommand),
 }
 
 #[derive(Parser)]
@@ -163,15 +167,20 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo's own output is the story; the host's log would drown it unless asked for.
-    let default_log = if matches!(cli.command, Command::Demo | Command::Bench(_)) {
-        "warn,plugin=error"
-    } else {
-        "info,tower_http=warn"
-    };
+    // Only the server logs by default; the other commands' output is the story.
+    let default_log =
+        if matches!(cli.command, Command::Serve(_)) { "info,tower_http=warn" } else { "warn,plugin=error" };
     init_tracing(cli.log_format, default_log);
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo => sagahost::demo::run().await,
         Command::Bench(args) => bench(args).await,
+        Command::Client(cmd) => match sagahost::cli::run(cmd, &cli.connection).await {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        },
     }
 }

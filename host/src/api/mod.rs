@@ -79,11 +79,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = format!(
-        "# HELP sagahost_active_executions Executions being driven by this process.\n\
-         # TYPE sagahost_active_executions gauge\n\
-         sagahost_active_executions {}\n",
-        state.orch.active_drivers()
-    );
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    let m = crate::metrics::metrics();
+    m.active_executions.set(state.orch.active_drivers() as i64);
+    let body = m.render();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }

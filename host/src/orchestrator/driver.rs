@@ -20,6 +20,7 @@ use crate::domain::{
     Event, EventRecord, Execution, ExecutionId, FailureKind, Invocation, Next, SagaDefinition, Side, StepFailure,
     decide, record_outcome,
 };
+use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, metrics, observe};
 use crate::runtime::Call;
 use crate::store::StoreError;
 
@@ -122,6 +123,14 @@ impl Driver {
                         }
                         if current.status.is_terminal() {
                             tracing::info!(status = current.status.as_str(), "execution finished");
+                            let labels = FinishedLabels {
+                                saga: current.saga.to_string(),
+                                status: current.status.as_str().into(),
+                            };
+                            let m = metrics();
+                            m.executions_finished.get_or_create(&labels).inc();
+                            let took = Duration::from_millis(current.updated_at.saturating_sub(current.created_at));
+                            observe(&m.execution_seconds.get_or_create(&labels), took);
                         }
                         self.orch.publish(self.id, current.version, current.status);
                         outcome = None;
@@ -192,6 +201,7 @@ impl Driver {
             input: step_input(exec, def, inv).to_string(),
         };
         let span = tracing::info_span!("attempt", step = %inv.step, side = inv.side.as_str(), attempt = inv.attempt, plugin = %plugin);
+        let started = std::time::Instant::now();
         async {
             let outcome = match self.orch.plugins.get(plugin).await {
                 Ok(pre) => self.orch.plugins.runtime().invoke(&pre, call).await,
@@ -205,9 +215,19 @@ impl Driver {
                     )
                 })
             });
+            let (saga, side) = (exec.saga.to_string(), inv.side.as_str().to_string());
+            let m = metrics();
+            m.step_attempts.get_or_create(&AttemptLabels { saga: saga.clone(), side: side.clone() }).inc();
+            observe(
+                &m.step_seconds.get_or_create(&AttemptLabels { saga: saga.clone(), side: side.clone() }),
+                started.elapsed(),
+            );
             match &outcome {
                 Ok(_) => tracing::debug!("attempt succeeded"),
-                Err(f) => tracing::warn!(kind = f.kind.as_str(), message = %f.message, "attempt failed"),
+                Err(f) => {
+                    tracing::warn!(kind = f.kind.as_str(), message = %f.message, "attempt failed");
+                    m.step_failures.get_or_create(&FailureLabels { saga, side, kind: f.kind.as_str().into() }).inc();
+                }
             }
             outcome
         }

@@ -231,6 +231,10 @@ impl Orchestrator {
         match self.store.create(id, saga.clone(), first, idem).await? {
             Created::New => {
                 tracing::info!(execution_id = %id, %saga, "execution started");
+                crate::metrics::metrics()
+                    .executions_started
+                    .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
+                    .inc();
                 self.publish(id, 1, ExecutionStatus::Running);
                 self.ensure_driver(id);
                 Ok(Started { id, status: ExecutionStatus::Running, created: true })

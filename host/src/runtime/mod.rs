@@ -160,6 +160,11 @@ impl Runtime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         let timeout = call.timeout;
+        let in_use = &crate::metrics::metrics().instances_in_use;
+        in_use.inc();
+        let _alive = scopeguard(|| {
+            in_use.dec();
+        });
         let outcome = tokio::time::timeout(timeout, run(&mut store, pre, call)).await;
         store.data_mut().drain_stdio();
         let refused = store.data().limiter.refused;
@@ -205,10 +210,12 @@ async fn run(
     pre: &PluginPre<StepData>,
     call: Call,
 ) -> Result<Result<String, StepError>, StepFailure> {
+    let instantiating = std::time::Instant::now();
     let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| {
         // Not the plugin's fault (for example the instance pool is exhausted): try again later.
         StepFailure::new(FailureKind::Retryable, format!("host could not instantiate the plugin: {}", describe(&e)))
     })?;
+    crate::metrics::observe(&crate::metrics::metrics().instantiate_seconds, instantiating.elapsed());
     let ctx = StepContext {
         execution_id: call.execution_id,
         saga: call.saga,
@@ -241,4 +248,17 @@ fn truncate(mut s: String) -> String {
         s.push_str("…");
     }
     s
+}
+
+/// Runs `f` when dropped (also when the attempt's future is dropped by a timeout).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

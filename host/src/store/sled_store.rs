@@ -521,6 +521,7 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
             }
         }
         let batch = std::mem::take(&mut group.batch);
+        let commit_started = std::time::Instant::now();
         let commit = guard.check(group.bytes).and_then(|()| {
             db.apply_batch(batch).and_then(|()| db.flush().map(drop)).map_err(|e| {
                 tracing::error!(error = %e, "store commit failed");
@@ -530,6 +531,9 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
         if let Err(e) = &commit {
             tracing::warn!(error = %e, writes = finishers.len(), "store refused a group of writes");
         }
+        let m = crate::metrics::metrics();
+        m.store_batch_writes.observe(finishers.len() as f64);
+        crate::metrics::observe(&m.store_commit_seconds, commit_started.elapsed());
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(finishers.len() as u64, Ordering::Relaxed);
         for f in finishers {

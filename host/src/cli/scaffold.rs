@@ -1,0 +1,142 @@
+//! The plugin author's short path: `new-plugin` writes a ready-to-build crate, and
+//! `plugin push` of a crate directory builds it for `wasm32-wasip2` first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Where the guest SDK of this build lives (the crate is not on crates.io).
+pub fn default_sdk_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk")
+}
+
+const LIB_RS: &str = r#"//! A saga step plugin. `execute` performs the step; `compensate` undoes it.
+
+use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
+use serde::{Deserialize, Serialize};
+
+/// The execution input this step reads.
+#[derive(Deserialize)]
+struct Input {
+    amount: u64,
+}
+
+/// What the step records as its result.
+#[derive(Serialize, Deserialize)]
+struct Done {
+    reference: String,
+    state: String,
+}
+
+struct MyStep;
+
+impl Step for MyStep {
+    type Input = Input;
+    type Output = Done;
+    type Undone = Done;
+
+    fn execute(ctx: &Context, step: StepInput<Input>) -> Result<Done, StepError> {
+        if step.input.amount == 0 {
+            return Err(StepError::permanent("amount must be positive"));
+        }
+        saga_guest::info!("{} for {}", ctx.step, step.input.amount);
+        // ctx.idempotency_key is stable across retries and restarts: hand it to other systems.
+        Ok(Done { reference: ctx.idempotency_key.clone(), state: "DONE".into() })
+    }
+
+    fn compensate(ctx: &Context, undo: Compensation<Input, Done>) -> Result<Done, StepError> {
+        // undo.result is None when execute's outcome is unknown: undoing must tolerate that.
+        let reference = undo.result.map(|d| d.reference).unwrap_or_else(|| ctx.idempotency_key.clone());
+        Ok(Done { reference, state: "UNDONE".into() })
+    }
+}
+
+export_step!(MyStep);
+"#;
+
+/// Writes a new plugin crate called `name` into `dir`.
+pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
+    crate::domain::ids::check_name("plugin name", name).map_err(anyhow::Error::msg)?;
+    if dir.exists() && dir.read_dir()?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    let sdk = sdk.canonicalize().with_context(|| format!("guest SDK not found at {}", sdk.display()))?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    let manifest = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+saga-guest = {{ path = {sdk:?} }}
+serde = {{ version = "1", features = ["derive"] }}
+
+# A small component: ~100 KB instead of megabytes.
+[profile.release]
+opt-level = "s"
+lto = true
+strip = true
+codegen-units = 1
+panic = "abort"
+
+[workspace]
+"#,
+        sdk = sdk.display().to_string()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest)?;
+    std::fs::write(dir.join("src/lib.rs"), LIB_RS)?;
+    let saga = format!(
+        r#"{{
+  "deadline_ms": 60000,
+  "steps": [
+    {{ "name": "{name}", "plugin": "{name}@0.1.0", "timeout_ms": 2000,
+      "retry": {{ "max_attempts": 3, "initial_backoff_ms": 500, "multiplier": 2.0, "max_backoff_ms": 5000 }} }}
+  ]
+}}
+"#
+    );
+    std::fs::write(dir.join("saga.json"), saga)?;
+    std::fs::write(dir.join(".gitignore"), "target/\n")?;
+    Ok(())
+}
+
+/// Builds the plugin crate in `dir` for `wasm32-wasip2` (release) and returns its `.wasm`.
+pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("{} is not a crate directory (no Cargo.toml)", dir.display());
+    }
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo (is the Rust toolchain installed?)")?;
+    if !out.status.success() {
+        bail!("building {} failed (try `rustup target add wasm32-wasip2`)", dir.display());
+    }
+    let mut wasm = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" {
+            for f in msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+                if f.ends_with(".wasm") {
+                    wasm = Some(PathBuf::from(f));
+                }
+            }
+        }
+    }
+    wasm.context("cargo built no .wasm: is the crate a cdylib?")
+}
