@@ -1,5 +1,6 @@
 //! End to end: the real `sagahost` binary on `127.0.0.1:0`, driven over HTTP.
 
+mod cli;
 mod crash;
 mod examples;
 mod external_plugin;
@@ -8,3 +9,4 @@ mod hostile;
 mod recovery;
 mod semantics;
 mod storage;
+mod ui;

@@ -72,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .merge(client)
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics))
+        .route("/ui", get(|| async { axum::response::Html(include_str!("ui.html")) }))
+        .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -1,0 +1,70 @@
+//! The command line, as a newcomer uses it: scaffold a plugin, push the crate (built on the
+//! way), apply its saga, run it and read it back, with tables, JSON and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::harness::{HostProcess, data_dir};
+
+fn sagahost(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sagahost"))
+        .args(args)
+        .env("SAGAHOST_URL", url)
+        // Reuse the project's plugin build cache for the scaffolded crate.
+        .env("CARGO_TARGET_DIR", Path::new(env!("SAGAHOST_PLUGIN_DIR")).ancestors().nth(2).unwrap())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_new_plugin_to_a_finished_saga_with_the_cli() {
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &[]);
+    let url = host.url.clone();
+    let work = tempfile::tempdir().unwrap();
+    let crate_dir = work.path().join("tally");
+    let crate_arg = crate_dir.to_str().unwrap();
+
+    let out = sagahost(&url, &["new-plugin", "tally", "--dir", crate_arg]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(crate_dir.join("src/lib.rs").exists() && crate_dir.join("saga.json").exists());
+
+    let out = sagahost(&url, &["plugin", "push", "tally", "0.1.0", crate_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("plugin tally@0.1.0 uploaded"), "{}", stdout(&out));
+
+    let out = sagahost(&url, &["saga", "apply", "tally", crate_dir.join("saga.json").to_str().unwrap()]);
+    assert!(out.status.success() && stdout(&out).contains("saga tally defined: version 1"), "{out:?}");
+
+    let out = sagahost(&url, &["run", "tally", "--input", r#"{"amount": 5}"#, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let table = stdout(&out);
+    assert!(table.contains("status     completed") && table.contains("DONE"), "{table}");
+
+    // A failing run exits non-zero; --json prints the execution.
+    let out = sagahost(&url, &["run", "tally", "--input", r#"{"amount": 0}"#, "--wait", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "compensated exits 2: {out:?}");
+    let exec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(exec["status"], "compensated");
+    let id = exec["id"].as_str().unwrap();
+
+    let out = sagahost(&url, &["events", id]);
+    assert!(stdout(&out).contains("step_failed"), "{}", stdout(&out));
+    let out = sagahost(&url, &["events", id, "--follow"]);
+    assert!(stdout(&out).trim_end().ends_with("execution_compensated"), "follow ends at the terminal event: {}", stdout(&out));
+    let out = sagahost(&url, &["status", id]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sagahost(&url, &["list", "--saga", "tally"]);
+    assert!(stdout(&out).lines().count() >= 3, "{}", stdout(&out));
+    let out = sagahost(&url, &["plugin", "list"]);
+    assert!(stdout(&out).contains("tally"));
+    let out = sagahost(&url, &["cancel", id]);
+    assert_eq!(out.status.code(), Some(1), "cancel of a terminal execution is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{out:?}");
+}
