@@ -45,7 +45,7 @@ async fn from_new_plugin_to_a_finished_saga_with_the_cli() {
     let out = sagahost(&url, &["run", "tally", "--input", r#"{"amount": 5}"#, "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let table = stdout(&out);
-    assert!(table.contains("status     completed") && table.contains("DONE"), "{table}");
+    assert!(table.contains("status     completed") && table.contains("reference"), "{table}");
 
     // A failing run exits non-zero; --json prints the execution.
     let out = sagahost(&url, &["run", "tally", "--input", r#"{"amount": 0}"#, "--wait", "--json"]);
@@ -57,7 +57,11 @@ async fn from_new_plugin_to_a_finished_saga_with_the_cli() {
     let out = sagahost(&url, &["events", id]);
     assert!(stdout(&out).contains("step_failed"), "{}", stdout(&out));
     let out = sagahost(&url, &["events", id, "--follow"]);
-    assert!(stdout(&out).trim_end().ends_with("execution_compensated"), "follow ends at the terminal event: {}", stdout(&out));
+    assert!(
+        stdout(&out).trim_end().ends_with("execution_compensated"),
+        "follow ends at the terminal event: {}",
+        stdout(&out)
+    );
     let out = sagahost(&url, &["status", id]);
     assert_eq!(out.status.code(), Some(2));
     let out = sagahost(&url, &["list", "--saga", "tally"]);

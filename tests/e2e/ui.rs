@@ -10,7 +10,9 @@ use serde_json::json;
 use crate::harness::{Api, HostProcess, data_dir, testkit_saga, wasm};
 
 fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].into_iter().find(|p| std::path::Path::new(p).exists())
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +25,11 @@ async fn the_timeline_page_shows_the_compensations_in_a_browser() {
     let host = HostProcess::start(&dir, &[]);
     let api = Api::new(&host.url);
     api.put_plugin("testkit", wasm("testkit")).await;
-    api.put_saga("booking", &testkit_saga(&["reserve", "pay", "ship"], json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 50}}))).await;
+    api.put_saga(
+        "booking",
+        &testkit_saga(&["reserve", "pay", "ship"], json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 50}})),
+    )
+    .await;
     let id = api.trigger("booking", &json!({"behaviors": {"ship": "retryable"}}), None).await;
     assert_eq!(api.wait_terminal(&id).await["status"], "compensated");
 
@@ -55,7 +61,10 @@ async fn the_timeline_page_shows_the_compensations_in_a_browser() {
     .await
     .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains(r#"id="exec-status" class="status compensated""#), "page did not render the execution:\n{dom}");
+    assert!(
+        dom.contains(r#"id="exec-status" class="status compensated""#),
+        "page did not render the execution:\n{dom}"
+    );
     for step in ["pay", "reserve"] {
         let bar = format!(r#"data-kind="compensation" data-step="{step}" data-state="completed""#);
         assert!(dom.contains(&bar), "no compensation bar for {step}:\n{dom}");
