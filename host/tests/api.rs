@@ -103,6 +103,10 @@ async fn plugin_uploads() {
         "bad_request",
         "valid name",
     );
+    for (plugin, reason) in [("wrong_world", "saga:plugin/step"), ("extra_import", "saga:plugin/vault")] {
+        let resp = send(&app, Method::PUT, "/v1/plugins/other/1.0.0", wasm(plugin), None).await;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_plugin", reason);
+    }
     let (status, meta) = send(&app, Method::PUT, "/v1/plugins/order/1.0.0", wasm("order"), None).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(meta["digest"].as_str().unwrap().len(), 64);
@@ -365,4 +369,38 @@ async fn tokens_guard_management_and_client_routes() {
         StatusCode::OK,
         "liveness needs no token"
     );
+}
+
+#[tokio::test]
+async fn every_route_is_served_and_in_the_openapi_document() {
+    let app = app();
+    let (status, doc) = send(&app, Method::GET, "/v1/openapi.json", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in sagahost::api::ROUTES {
+        assert!(paths.get(*path).and_then(|p| p.get(*method)).is_some(), "{method} {path} missing from the document");
+        // The router serves it: never the fallback's "no such route" (nor 405).
+        let uri = path
+            .replace("{name}", "n")
+            .replace("{version}", "1.0.0")
+            .replace("{id}", &sagahost::domain::ExecutionId::new().to_string());
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let resp =
+            app.clone().oneshot(Request::builder().method(m).uri(&uri).body(Body::from("{}")).unwrap()).await.unwrap();
+        assert_ne!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        if *path == "/v1/executions/feed" {
+            // A live stream: it answers 200 and never ends.
+            assert_eq!(resp.status(), StatusCode::OK);
+            continue;
+        }
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(!String::from_utf8_lossy(&body).contains("no such route"), "{method} {uri} is not routed");
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, sagahost::api::ROUTES.len(), "the document has routes the list does not");
+    // Schemas are generated from the types the handlers exchange.
+    for schema in ["ExecutionView", "EventRecord", "SagaDefinition", "PluginMeta", "ErrorBody"] {
+        assert!(doc["components"]["schemas"].get(schema).is_some(), "{schema} missing");
+    }
 }

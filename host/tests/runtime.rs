@@ -142,6 +142,14 @@ async fn uploads_are_validated_before_anything_is_stored() {
         let r = cache.upload(name(), v("1.0.0"), bytes, 0).await;
         assert!(matches!(r, Err(UploadError::Invalid(_))), "{why}: {r:?}");
     }
+    for (plugin, needle) in [("wrong_world", "saga:plugin/step"), ("extra_import", "saga:plugin/vault")] {
+        match cache.upload(name(), v("1.0.0"), wasm(plugin), 0).await {
+            Err(UploadError::Invalid(reason)) => {
+                assert!(reason.contains(needle), "{plugin}: {needle:?} not in {reason:?}")
+            }
+            other => panic!("{plugin} accepted: {other:?}"),
+        }
+    }
     assert!(store.plugins().await.unwrap().is_empty(), "nothing half-stored");
     let (meta, created) = cache.upload(name(), v("1.0.0"), real.clone(), 0).await.unwrap();
     assert!(created);

@@ -72,3 +72,17 @@ async fn from_new_plugin_to_a_finished_saga_with_the_cli() {
     assert_eq!(out.status.code(), Some(1), "cancel of a terminal execution is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{out:?}");
 }
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sagahost"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SAGAHOST_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without an admin token"), "{stderr}");
+}

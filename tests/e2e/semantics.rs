@@ -179,3 +179,33 @@ async fn a_full_host_answers_429_with_retry_after() {
     }
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_feed_streams_status_changes() {
+    let (_tmp, _host, api) = host_with_testkit().await;
+    api.put_saga("fed", &testkit_saga(&["a", "b"], json!({}))).await;
+    let mut feed = reqwest::Client::new().get(format!("{}/v1/executions/feed", api.url)).send().await.unwrap();
+    assert_eq!(feed.status().as_u16(), 200);
+    let id = api.trigger("fed", &json!({"behaviors": {"b": "permanent"}}), None).await;
+    let mut text = String::new();
+    while !text.contains("\"compensated\"") {
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(10), feed.chunk()).await.expect("feed stalled").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let statuses: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter(|d| d.contains(id.as_str()))
+        .map(|d| {
+            if d.contains("\"running\"") {
+                "running"
+            } else if d.contains("\"compensating\"") {
+                "compensating"
+            } else {
+                "compensated"
+            }
+        })
+        .collect();
+    assert_eq!(statuses, ["running", "compensating", "compensated"], "{text}");
+}

@@ -4,12 +4,31 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::domain::DefinitionError;
 use crate::orchestrator::OrchestratorError;
 use crate::runtime::UploadError;
 use crate::store::StoreError;
+
+/// The JSON body of every error response.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The details of an error.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code: bad_request, invalid, invalid_plugin, not_found, conflict,
+    /// too_large, unauthorized, busy, unavailable, internal.
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// Every problem found (422 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
 
 /// An API failure, each variant with its status and code.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +96,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({ "error": { "code": code, "message": message } });
-        if let Self::Invalid(problems) = &self {
-            body["error"]["problems"] = json!(problems);
-        }
+        let problems = match self {
+            Self::Invalid(problems) => Some(problems),
+            _ => None,
+        };
+        let body = ErrorBody { error: ErrorDetail { code: code.into(), message, problems } };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::{ApiError, AppState, extract};
+use super::{Accepted, ApiError, AppState, ErrorBody, ExecutionList, extract};
 use crate::domain::{EventRecord, Execution, ExecutionStatus, ExecutionView, SagaName};
 use crate::orchestrator::Orchestrator;
 use crate::store::ListFilter;
@@ -38,6 +38,12 @@ pub struct TriggerQuery {
 }
 
 /// `POST /v1/sagas/{name}/executions`.
+#[utoipa::path(post, path = "/v1/sagas/{name}/executions", tag = "executions",
+    params(("name" = String, Path, description = "saga name"), ("wait" = Option<u64>, Query, description = "wait up to this many ms for the end"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key for the same saga returns the first execution")),
+    request_body(content = Object, description = "the execution input (any JSON)"),
+    responses((status = 202, body = Accepted, description = "started (or found by its idempotency key)"), (status = 200, body = ExecutionView, description = "with `wait`: ended in time"),
+        (status = 404, body = ErrorBody, description = "unknown saga"), (status = 429, body = ErrorBody, description = "host full; see Retry-After")))]
 pub async fn trigger(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -72,10 +78,11 @@ pub async fn trigger(
         return Ok((StatusCode::OK, Json(json!(view(&state, &exec).await?))).into_response());
     }
     let status = state.orch.store().summary(started.id).await?.map_or(started.status, |s| s.status);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": started.id, "status": status }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: started.id, status })).into_response())
 }
 
 /// `GET /v1/executions/{id}`.
+#[utoipa::path(get, path = "/v1/executions/{id}", tag = "executions", params(("id" = String, Path)), responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody)))]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ExecutionView>, ApiError> {
     let exec = state.orch.execution(extract::execution_id(&id)?).await?;
     Ok(Json(view(&state, &exec).await?))
@@ -91,6 +98,9 @@ pub struct EventsQuery {
     after: u64,
 }
 
+#[utoipa::path(get, path = "/v1/executions/{id}/events", tag = "executions",
+    params(("id" = String, Path), ("follow" = Option<bool>, Query, description = "stream as Server-Sent Events until terminal"), ("after" = Option<u64>, Query, description = "only events with a greater seq")),
+    responses((status = 200, body = Vec<EventRecord>, description = "the events in order (text/event-stream with follow=true)"), (status = 404, body = ErrorBody)))]
 /// `GET /v1/executions/{id}/events`: a JSON array, or with `follow=true` Server-Sent Events
 /// (existing events first, then live ones, ending with the terminal event).
 pub async fn events(
@@ -165,10 +175,13 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/executions?saga=&status=&limit=&after=`: newest first; `next` is the cursor.
+#[utoipa::path(get, path = "/v1/executions", tag = "executions",
+    params(("saga" = Option<String>, Query), ("status" = Option<ExecutionStatus>, Query), ("limit" = Option<usize>, Query, description = "1-1000, default 50"), ("after" = Option<String>, Query, description = "the previous page's `next`")),
+    responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecutionList>, ApiError> {
     let q = extract::query(query)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1_000).contains(&limit) {
@@ -186,23 +199,50 @@ pub async fn list(
     };
     let page = state.orch.store().list(&filter).await?;
     let next = (page.len() == limit).then(|| page.last().map(|s| s.id)).flatten();
-    Ok(Json(json!({ "executions": page, "next": next })))
+    Ok(Json(ExecutionList { executions: page, next }))
 }
 
 /// `POST /v1/executions/{id}/cancel`: 202, or 409 when already terminal.
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", tag = "executions", params(("id" = String, Path)), responses((status = 202, body = Accepted), (status = 409, body = ErrorBody, description = "already terminal"), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let exec = state.orch.cancel(extract::execution_id(&id)?).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": exec.id, "status": exec.status }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: exec.id, status: exec.status })))
 }
 
 /// `POST /v1/executions/{id}/resume`: 202, or 409 unless failed.
+#[utoipa::path(post, path = "/v1/executions/{id}/resume", tag = "executions", params(("id" = String, Path)), responses((status = 202, body = Accepted), (status = 409, body = ErrorBody, description = "not failed"), (status = 404, body = ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let exec = state.orch.resume(extract::execution_id(&id)?).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": exec.id, "status": exec.status }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: exec.id, status: exec.status })))
+}
+
+#[utoipa::path(get, path = "/v1/executions/feed", tag = "executions", responses((status = 200, content_type = "text/event-stream", body = String, description = "`status` events: {id, version, status}")))]
+/// `GET /v1/executions/feed`: Server-Sent Events, one `status` event per status change of
+/// any execution (`{id, version, status}`), from now on.
+pub async fn feed(State(state): State<AppState>) -> Response {
+    let notices = state.orch.subscribe();
+    let stream = futures::stream::unfold(notices, |mut notices| async move {
+        loop {
+            match notices.recv().await {
+                Ok(n) if n.status_changed => {
+                    let data = json!({ "id": n.id, "version": n.version, "status": n.status }).to_string();
+                    return Some((Ok::<_, Infallible>(SseEvent::default().event("status").data(data)), notices));
+                }
+                Ok(_) => continue,
+                // A slow reader missed changes: say so rather than pretend nothing happened.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let data = json!({ "missed": n }).to_string();
+                    return Some((Ok(SseEvent::default().event("lagged").data(data)), notices));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

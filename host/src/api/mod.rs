@@ -4,6 +4,7 @@ mod auth;
 mod error;
 mod executions;
 mod extract;
+mod openapi;
 mod plugins;
 mod sagas;
 
@@ -16,7 +17,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use serde_json::json;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use openapi::{ApiDoc, ROUTES};
 
 use crate::orchestrator::Orchestrator;
 
@@ -37,6 +39,38 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self { admin_token: None, client_token: None, max_body_bytes: 1 << 20, max_plugin_bytes: 32 << 20 }
     }
+}
+
+/// `GET /v1/plugins`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginList {
+    /// Every plugin, by name then version.
+    pub plugins: Vec<crate::store::PluginMeta>,
+}
+
+/// `GET /v1/sagas`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SagaList {
+    /// The latest version of every saga.
+    pub sagas: Vec<crate::store::StoredDefinition>,
+}
+
+/// `GET /v1/executions`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExecutionList {
+    /// A page, newest first.
+    pub executions: Vec<crate::store::ExecutionSummary>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<crate::domain::ExecutionId>,
+}
+
+/// An execution accepted for running (or found by its idempotency key).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Its id.
+    pub id: crate::domain::ExecutionId,
+    /// Its status now.
+    pub status: crate::domain::ExecutionStatus,
 }
 
 /// What every handler gets.
@@ -64,6 +98,7 @@ pub fn router(state: AppState) -> Router {
     let client = Router::new()
         .route("/v1/sagas/{name}/executions", post(executions::trigger))
         .route("/v1/executions", get(executions::list))
+        .route("/v1/executions/feed", get(executions::feed))
         .route("/v1/executions/{id}", get(executions::show))
         .route("/v1/executions/{id}/events", get(executions::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
@@ -72,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(client)
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }))
         .route("/ui", get(|| async { axum::response::Html(include_str!("ui.html")) }))
         .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

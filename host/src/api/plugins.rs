@@ -5,17 +5,23 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
-use super::{ApiError, AppState, extract};
+use super::{ApiError, AppState, ErrorBody, PluginList, extract};
 use crate::domain::{PluginName, PluginVersion};
+use crate::store::PluginMeta;
 
 /// `PUT /v1/plugins/{name}/{version}`: 201 new, 200 same bytes again, 409 other bytes.
+#[utoipa::path(put, path = "/v1/plugins/{name}/{version}", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name"), ("version" = String, Path, description = "semver version")),
+    request_body(content = String, content_type = "application/wasm", description = "the component's bytes (wasm32-wasip2)"),
+    responses((status = 201, body = PluginMeta, description = "stored"), (status = 200, body = PluginMeta, description = "the same bytes were already stored"),
+        (status = 400, body = ErrorBody, description = "not a valid component of the plugin world, with the reason"),
+        (status = 409, body = ErrorBody, description = "other bytes are stored under this version"), (status = 413, body = ErrorBody, description = "too large")))]
 pub async fn upload(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PluginMeta>), ApiError> {
     let name = extract::name(&name, PluginName::parse)?;
     let version = extract::name(&version, PluginVersion::parse)?;
     let bytes = extract::body(body)?;
@@ -25,21 +31,25 @@ pub async fn upload(
         tracing::info!(plugin = %meta.name, version = %meta.version, digest = %meta.digest, size = meta.size, "plugin uploaded");
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!(meta))))
+    Ok((status, Json(meta)))
 }
 
 /// `GET /v1/plugins`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "plugins": state.orch.store().plugins().await? })))
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, body = PluginList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<PluginList>, ApiError> {
+    Ok(Json(PluginList { plugins: state.orch.store().plugins().await? }))
 }
 
 /// `GET /v1/plugins/{name}/{version}`.
+#[utoipa::path(get, path = "/v1/plugins/{name}/{version}", tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = PluginMeta), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginMeta>, ApiError> {
     let name = extract::name(&name, PluginName::parse)?;
     let version = extract::name(&version, PluginVersion::parse)?;
     let meta = state.orch.store().plugin(&name, &version).await?;
-    meta.map(|m| Json(json!(m))).ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version} not found")))
+    meta.map(Json).ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version} not found")))
 }

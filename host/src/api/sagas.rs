@@ -5,22 +5,22 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
-use super::{ApiError, AppState, extract};
+use super::{ApiError, AppState, ErrorBody, SagaList, extract};
+use crate::domain::SagaDefinition;
 use crate::domain::SagaName;
 use crate::store::{DefinitionPut, StoredDefinition};
 
-fn describe(d: &StoredDefinition) -> Value {
-    json!({ "name": d.name, "version": d.version, "created_at": d.created_at, "definition": d.definition })
-}
-
 /// `PUT /v1/sagas/{name}`: 201 new, 200 replaced (a new version) or unchanged.
+#[utoipa::path(put, path = "/v1/sagas/{name}", tag = "sagas", params(("name" = String, Path)),
+    request_body(content = SagaDefinition, description = "steps, timeouts, retry policies, deadline (defaults filled in)"),
+    responses((status = 201, body = StoredDefinition, description = "defined"), (status = 200, body = StoredDefinition, description = "replaced by a new version, or unchanged"),
+        (status = 400, body = ErrorBody, description = "malformed JSON or unknown field"), (status = 422, body = ErrorBody, description = "every problem listed in `problems`")))]
 pub async fn put(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<StoredDefinition>), ApiError> {
     let name = extract::name(&name, SagaName::parse)?;
     let bytes = extract::body(body)?;
     let (stored, put) = state.orch.put_definition(name, &bytes).await?;
@@ -28,18 +28,19 @@ pub async fn put(
         tracing::info!(saga = %stored.name, version = stored.version, "saga defined");
     }
     let status = if put == DefinitionPut::Created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(describe(&stored))))
+    Ok((status, Json(stored)))
 }
 
 /// `GET /v1/sagas`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let all = state.orch.store().definitions().await?;
-    Ok(Json(json!({ "sagas": all.iter().map(describe).collect::<Vec<_>>() })))
+#[utoipa::path(get, path = "/v1/sagas", tag = "sagas", responses((status = 200, body = SagaList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<SagaList>, ApiError> {
+    Ok(Json(SagaList { sagas: state.orch.store().definitions().await? }))
 }
 
 /// `GET /v1/sagas/{name}`.
-pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/sagas/{name}", tag = "sagas", params(("name" = String, Path)), responses((status = 200, body = StoredDefinition), (status = 404, body = ErrorBody)))]
+pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<StoredDefinition>, ApiError> {
     let name = extract::name(&name, SagaName::parse)?;
     let stored = state.orch.store().definition(&name, None).await?;
-    stored.map(|d| Json(describe(&d))).ok_or_else(|| ApiError::NotFound(format!("saga {name} not found")))
+    stored.map(Json).ok_or_else(|| ApiError::NotFound(format!("saga {name} not found")))
 }

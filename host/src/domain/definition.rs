@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::ids::{PluginRef, StepName};
 
 /// How a step's failure affects the saga.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Give up the saga and compensate the completed steps (the default).
@@ -21,7 +21,7 @@ pub enum OnFailure {
 }
 
 /// Exponential backoff between attempts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetryPolicy {
     /// Attempts in all, including the first (at least 1).
     pub max_attempts: u32,
@@ -53,7 +53,7 @@ impl RetryPolicy {
 }
 
 /// One validated step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepDefinition {
     /// Unique within the definition.
     pub name: StepName,
@@ -72,7 +72,7 @@ pub struct StepDefinition {
 }
 
 /// A validated saga definition, with every default filled in.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SagaDefinition {
     /// Bound on the whole execution; `None`: no deadline.
     pub deadline_ms: Option<u64>,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::ids::{SagaName, StepName};
 
 /// How an attempt failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The plugin asked to be retried.
@@ -46,7 +46,7 @@ impl FailureKind {
 }
 
 /// A failed attempt: its kind and a message for people.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepFailure {
     /// What kind of failure.
     pub kind: FailureKind,
@@ -62,7 +62,7 @@ impl StepFailure {
 }
 
 /// One transition of an execution.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The execution was created.
@@ -192,7 +192,7 @@ impl Event {
 }
 
 /// An event with its place in the stream: `seq` counts from 1 without gaps.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// Position in the stream, from 1.
     pub seq: u64,

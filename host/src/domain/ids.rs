@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// The id of one execution; also the correlation id every step sees.
 ///
 /// UUIDv7, so ids sort by creation time: listing "newest first" is a reverse key scan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct ExecutionId(Uuid);
 
@@ -65,7 +65,7 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
         #[serde(transparent)]
         pub struct $ty(String);
 
@@ -112,7 +112,7 @@ name_type!(
 );
 
 /// A plugin version: semver text such as `1.0.0` or `2.1.0-beta.1`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct PluginVersion(String);
 
@@ -184,6 +184,19 @@ impl<'de> Deserialize<'de> for PluginRef {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// Written `name@version` in JSON.
+impl utoipa::PartialSchema for PluginRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("a plugin reference, name@version"))
+            .examples([serde_json::json!("payment@1.0.0")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PluginRef {}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use super::event::{Event, EventRecord, StepFailure};
 use super::ids::{ExecutionId, SagaName, StepName};
 
 /// Where an execution stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     /// Going forward through its steps.

@@ -9,7 +9,7 @@ use super::ids::{ExecutionId, SagaName, StepName};
 use super::state::{Attempts, Execution, ExecutionStatus, Phase};
 
 /// A step's status as users see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Not reached yet.
@@ -29,7 +29,7 @@ pub enum StepStatus {
 }
 
 /// One side (execute or compensate) of a step.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AttemptsView {
     /// Attempts started.
     pub attempts: u32,
@@ -62,7 +62,7 @@ impl From<&Attempts> for AttemptsView {
 }
 
 /// One step of the view.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     /// Step name.
     pub name: StepName,
@@ -81,7 +81,7 @@ pub struct StepView {
 }
 
 /// The execution as users see it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExecutionView {
     /// Correlation id.
     pub id: ExecutionId,

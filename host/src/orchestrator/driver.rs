@@ -106,7 +106,7 @@ impl Driver {
                 }
             };
             let now = self.orch.now_ms();
-            let base = current.version;
+            let (base, before) = (current.version, current.status);
             let (batch, next) = match plan(&mut current, &def, outcome.as_ref(), now) {
                 Ok(p) => p,
                 Err(e) => {
@@ -132,7 +132,7 @@ impl Driver {
                             let took = Duration::from_millis(current.updated_at.saturating_sub(current.created_at));
                             observe(&m.execution_seconds.get_or_create(&labels), took);
                         }
-                        self.orch.publish(self.id, current.version, current.status);
+                        self.orch.publish(self.id, current.version, current.status, current.status != before);
                         outcome = None;
                     }
                     // The stream moved (a cancel, another driver): re-read and plan again,

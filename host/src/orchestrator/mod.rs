@@ -48,7 +48,7 @@ impl Default for OrchestratorConfig {
 }
 
 /// A change of one execution, broadcast to waiters and live event streams.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Notice {
     /// The execution.
     pub id: ExecutionId,
@@ -56,6 +56,8 @@ pub struct Notice {
     pub version: u64,
     /// Its status after the change.
     pub status: ExecutionStatus,
+    /// Whether the status changed (the global feed shows only these).
+    pub status_changed: bool,
 }
 
 /// Why an orchestrator call failed.
@@ -235,7 +237,7 @@ impl Orchestrator {
                     .executions_started
                     .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
                     .inc();
-                self.publish(id, 1, ExecutionStatus::Running);
+                self.publish(id, 1, ExecutionStatus::Running, true);
                 self.ensure_driver(id);
                 Ok(Started { id, status: ExecutionStatus::Running, created: true })
             }
@@ -280,6 +282,7 @@ impl Orchestrator {
         loop {
             let mut exec = self.execution(id).await?;
             let events = decide_command(&exec)?;
+            let before = exec.status;
             if events.is_empty() {
                 return Ok(exec);
             }
@@ -289,7 +292,7 @@ impl Orchestrator {
                     for r in &records {
                         exec.apply(r)?;
                     }
-                    self.publish(id, exec.version, exec.status);
+                    self.publish(id, exec.version, exec.status, exec.status != before);
                     self.ensure_driver(id);
                     return Ok(exec);
                 }
@@ -346,8 +349,8 @@ impl Orchestrator {
         }
     }
 
-    fn publish(&self, id: ExecutionId, version: u64, status: ExecutionStatus) {
-        let _ = self.notices.send(Notice { id, version, status });
+    fn publish(&self, id: ExecutionId, version: u64, status: ExecutionStatus, status_changed: bool) {
+        let _ = self.notices.send(Notice { id, version, status, status_changed });
         if status.is_terminal() {
             let woken = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             for w in woken.into_iter().flatten() {

@@ -44,7 +44,7 @@ pub enum StoreError {
 }
 
 /// The head of one execution's stream, kept beside it for listings and version checks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionSummary {
     /// The execution.
     pub id: ExecutionId,
@@ -152,7 +152,7 @@ pub trait EventStore: Send + Sync + 'static {
 }
 
 /// An uploaded plugin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginMeta {
     /// Name.
     pub name: PluginName,
@@ -178,7 +178,7 @@ pub enum PluginPut {
 }
 
 /// A stored definition version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredDefinition {
     /// Saga name.
     pub name: SagaName,
