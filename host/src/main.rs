@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sagahost::server::{Host, HostConfig};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "sagahost", version, about = "A WebAssembly-plugin saga host")]
@@ -82,6 +81,10 @@ struct ServeArgs {
     /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
     #[arg(long, default_value_t = 64)]
     min_free_mib: u64,
+    /// Export traces (executions and step attempts as spans) to this OTLP/HTTP collector,
+    /// for example http://127.0.0.1:4318.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Most steps in one saga definition.
     #[arg(long, default_value_t = 64)]
     max_steps: usize,
@@ -112,15 +115,6 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         sagahost::bench::print_table(&report);
     }
     Ok(())
-}
-
-fn init_tracing(format: LogFormat, default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -170,8 +164,12 @@ async fn main() -> anyhow::Result<()> {
     // Only the server logs by default; the other commands' output is the story.
     let default_log =
         if matches!(cli.command, Command::Serve(_)) { "info,tower_http=warn" } else { "warn,plugin=error" };
-    init_tracing(cli.log_format, default_log);
-    match cli.command {
+    let otlp = match &cli.command {
+        Command::Serve(args) => args.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let telemetry = sagahost::telemetry::init(matches!(cli.log_format, LogFormat::Json), default_log, otlp.as_deref())?;
+    let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo => sagahost::demo::run().await,
         Command::Bench(args) => bench(args).await,
@@ -182,5 +180,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-    }
+    };
+    telemetry.shutdown();
+    result
 }

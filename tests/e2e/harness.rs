@@ -41,6 +41,13 @@ impl HostProcess {
         Self { child, url }
     }
 
+    /// SIGTERM, then wait for the graceful shutdown to finish.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -TERM");
+        self.child.wait().unwrap()
+    }
+
     /// SIGKILL: no shutdown, no flush, nothing graceful.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -9,4 +9,5 @@ mod hostile;
 mod recovery;
 mod semantics;
 mod storage;
+mod telemetry;
 mod ui;
