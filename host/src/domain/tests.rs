@@ -50,7 +50,7 @@ fn run(
 ) -> (Execution, Vec<Event>) {
     let mut now = T0;
     let mut log = Vec::new();
-    let mut push = |exec: &mut Execution, events: Vec<Event>, now: u64, log: &mut Vec<Event>| {
+    let push = |exec: &mut Execution, events: Vec<Event>, now: u64, log: &mut Vec<Event>| {
         for r in exec.next_records(events, now) {
             exec.apply(&r).unwrap();
             log.push(r.event);
