@@ -337,12 +337,17 @@ fn latest_definition(db: &sled::Db, name: &SagaName) -> Result<Option<StoredDefi
 struct Group<'a> {
     db: &'a sled::Db,
     batch: sled::Batch,
-    summaries: HashMap<ExecutionId, Option<ExecutionSummary>>,
+    /// Stream heads: kept across groups (the writer is the only writer, so they stay true),
+    /// so that an append does not read and decode its summary from sled. Dropped when a
+    /// commit fails, pruned when a stream ends.
+    summaries: &'a mut HashMap<ExecutionId, Option<ExecutionSummary>>,
     idempotency: HashMap<Vec<u8>, ExecutionId>,
     plugins: HashMap<Vec<u8>, PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
     /// Bytes staged so far.
     bytes: u64,
+    /// Streams that reached a terminal status in this group (their heads leave the cache).
+    ended: Vec<ExecutionId>,
 }
 
 impl Group<'_> {
@@ -356,8 +361,10 @@ impl Group<'_> {
         if let Some(s) = self.summaries.get(&id) {
             return Ok(s.clone());
         }
-        let s = get(self.db, &keys::summary(id))?;
-        self.summaries.insert(id, s.clone());
+        let s: Option<ExecutionSummary> = get(self.db, &keys::summary(id))?;
+        if let Some(found) = &s {
+            self.summaries.insert(id, Some(found.clone()));
+        }
         Ok(s)
     }
 
@@ -369,6 +376,9 @@ impl Group<'_> {
             self.put(keys::by_status(s.status, s.id), &[]);
         }
         self.put(keys::summary(s.id), encode(&s));
+        if s.status.is_terminal() {
+            self.ended.push(s.id);
+        }
         self.summaries.insert(s.id, Some(s));
     }
 
@@ -503,15 +513,17 @@ impl Group<'_> {
 }
 
 fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guard: &DiskGuard) {
+    let mut heads: HashMap<ExecutionId, Option<ExecutionSummary>> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let mut group = Group {
             db: &db,
             batch: sled::Batch::default(),
-            summaries: HashMap::new(),
+            summaries: &mut heads,
             idempotency: HashMap::new(),
             plugins: HashMap::new(),
             definitions: HashMap::new(),
             bytes: 0,
+            ended: Vec::new(),
         };
         let mut finishers = vec![group.stage(first)];
         while finishers.len() < MAX_GROUP {
@@ -521,6 +533,7 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
             }
         }
         let batch = std::mem::take(&mut group.batch);
+        let ended = std::mem::take(&mut group.ended);
         let commit_started = std::time::Instant::now();
         let commit = guard.check(group.bytes).and_then(|()| {
             db.apply_batch(batch).and_then(|()| db.flush().map(drop)).map_err(|e| {
@@ -530,6 +543,12 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
         });
         if let Err(e) = &commit {
             tracing::warn!(error = %e, writes = finishers.len(), "store refused a group of writes");
+            // The cached heads include this group's unapplied writes: start again from sled.
+            heads.clear();
+        } else {
+            for id in ended {
+                heads.remove(&id);
+            }
         }
         let m = crate::metrics::metrics();
         m.store_batch_writes.observe(finishers.len() as f64);
