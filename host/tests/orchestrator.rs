@@ -14,10 +14,12 @@ use serde_json::json;
 
 const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
 
+/// An orchestrator on `store`, which other orchestrators in this test share.
 fn orchestrator(store: Arc<dyn Store>) -> Arc<Orchestrator> {
     let runtime = Runtime::new(Limits { max_instances: 32, ..Limits::default() }).unwrap();
     let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
-    Orchestrator::new(store, plugins, Arc::new(SystemClock), OrchestratorConfig::default())
+    let config = OrchestratorConfig { shared_store: true, ..OrchestratorConfig::default() };
+    Orchestrator::new(store, plugins, Arc::new(SystemClock), config)
 }
 
 async fn setup(steps: &[&str]) -> (Arc<dyn Store>, Arc<Orchestrator>, SagaName) {
@@ -90,7 +92,15 @@ async fn two_orchestrators_driving_one_execution_record_each_outcome_once() {
         second.recover().await.unwrap();
     }
     for id in ids {
-        let exec = first.wait_terminal(id, Duration::from_secs(20)).await.unwrap().expect("terminal");
+        // Whichever orchestrator finishes it, the store shows it (waiters are per process).
+        let mut exec = first.execution(id).await.unwrap();
+        for _ in 0..400 {
+            if exec.status.is_terminal() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            exec = first.execution(id).await.unwrap();
+        }
         assert_eq!(exec.status, ExecutionStatus::Completed);
         let events = first.events(id, 0).await.unwrap();
         assert_eq!(events.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=events.len() as u64).collect::<Vec<_>>());

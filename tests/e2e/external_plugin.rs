@@ -42,33 +42,9 @@ impl Step for Greeter {
 export_step!(Greeter);
 "#;
 
+/// The crate a plugin author would have: `sagahost new-plugin`'s layout, their own code.
 fn scaffold(dir: &Path) {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk").canonicalize().unwrap();
-    let manifest = format!(
-        r#"[package]
-name = "greeter"
-version = "0.1.0"
-edition = "2024"
-
-[lib]
-crate-type = ["cdylib"]
-
-[dependencies]
-saga-guest = {{ path = {sdk:?} }}
-serde = {{ version = "1", features = ["derive"] }}
-
-[profile.release]
-opt-level = "s"
-lto = true
-strip = true
-codegen-units = 1
-panic = "abort"
-
-[workspace]
-"#
-    );
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    sagahost::cli::new_plugin("greeter", dir, &sagahost::cli::default_sdk_path()).unwrap();
     std::fs::write(dir.join("src/lib.rs"), LIB).unwrap();
     // Reuse the lock file of the project's plugins so the same dependency versions are chosen.
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/Cargo.lock"), dir.join("Cargo.lock")).unwrap();

@@ -72,16 +72,36 @@ pub enum Next {
     Done,
 }
 
-/// Decides the next action.
+/// What an attempt that started without a recorded outcome (and that no driver of this
+/// process holds) may still be doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InFlight {
+    /// Nothing: the store belongs to this process alone (sled locks its directory), so such an
+    /// attempt died with an earlier process. Run it again at once.
+    Crashed,
+    /// It may still run in another process sharing the store: run it again only once its time
+    /// limit (plus a grace) has passed, so two runners do not keep superseding each other.
+    Leased,
+}
+
+/// Extra wait past an attempt's time limit before a leased attempt is taken over.
+pub const LEASE_GRACE_MS: u64 = 1_000;
+
+/// Decides the next action (for a store this process owns alone).
 pub fn decide(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
+    decide_with(exec, def, now, InFlight::Crashed)
+}
+
+/// Decides the next action, treating attempts in flight as `in_flight` says.
+pub fn decide_with(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: InFlight) -> Next {
     match exec.status {
         ExecutionStatus::Completed | ExecutionStatus::Compensated | ExecutionStatus::Failed => Next::Done,
-        ExecutionStatus::Running => decide_forward(exec, def, now),
-        ExecutionStatus::Compensating => decide_compensation(exec, def, now),
+        ExecutionStatus::Running => decide_forward(exec, def, now, in_flight),
+        ExecutionStatus::Compensating => decide_compensation(exec, def, now, in_flight),
     }
 }
 
-fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
+fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: InFlight) -> Next {
     if exec.cancel_requested {
         return Next::Record(vec![Event::CompensationStarted { reason: "cancelled by request".into() }]);
     }
@@ -108,7 +128,9 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
                 }]);
             }
             // Started with no recorded outcome: the host stopped mid-attempt. Run it again.
-            Phase::Running { attempt } => return invoke(attempt + 1),
+            Phase::Running { attempt, since } => {
+                return take_over(in_flight, since, sdef.timeout_ms, now, || invoke(attempt + 1));
+            }
             Phase::Waiting { retry_at } if now >= retry_at => return invoke(a.attempts + 1),
             Phase::Waiting { retry_at } => {
                 let wake = exec.deadline_unix_ms.map_or(retry_at, |d| d.min(retry_at));
@@ -119,7 +141,7 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
     Next::Record(vec![Event::ExecutionCompleted])
 }
 
-fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64) -> Next {
+fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: InFlight) -> Next {
     for (index, sdef) in def.steps.iter().enumerate().rev() {
         let Some(state) = exec.step(&sdef.name) else {
             continue;
@@ -134,7 +156,9 @@ fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64) -> Next
         };
         match c.phase {
             Phase::Completed { .. } => continue,
-            Phase::Running { attempt } => return invoke(attempt + 1),
+            Phase::Running { attempt, since } => {
+                return take_over(in_flight, since, sdef.timeout_ms, now, || invoke(attempt + 1));
+            }
             Phase::Waiting { retry_at } if now >= retry_at => return invoke(c.attempts + 1),
             Phase::Waiting { retry_at } => return Next::SleepUntil(retry_at),
             Phase::GaveUp => {
@@ -146,6 +170,15 @@ fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64) -> Next
         }
     }
     Next::Record(vec![Event::ExecutionCompensated])
+}
+
+/// Runs an orphaned attempt again now, or once its lease has run out.
+fn take_over(in_flight: InFlight, since: u64, timeout_ms: u64, now: u64, again: impl FnOnce() -> Next) -> Next {
+    let lease_end = since + timeout_ms + LEASE_GRACE_MS;
+    match in_flight {
+        InFlight::Leased if now < lease_end => Next::SleepUntil(lease_end),
+        _ => again(),
+    }
 }
 
 /// The event recording an invocation's outcome, or `None` when that attempt is no longer
@@ -163,7 +196,7 @@ pub fn record_outcome(
         Side::Execute => (&state.execute, &sdef.retry),
         Side::Compensate => (state.compensation.as_ref()?, &sdef.compensation_retry),
     };
-    if attempts.phase != (Phase::Running { attempt: inv.attempt }) {
+    if !matches!(attempts.phase, Phase::Running { attempt, .. } if attempt == inv.attempt) {
         return None;
     }
     let (step, attempt) = (inv.step.clone(), inv.attempt);

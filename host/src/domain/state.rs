@@ -60,6 +60,8 @@ pub enum Phase {
     Running {
         /// The attempt in flight.
         attempt: u32,
+        /// When it started (unix ms).
+        since: u64,
     },
     /// The last attempt failed; the next runs at `retry_at`.
     Waiting {
@@ -95,7 +97,7 @@ pub struct Attempts {
 impl Attempts {
     fn started(attempt: u32, at: u64) -> Self {
         Self {
-            phase: Phase::Running { attempt },
+            phase: Phase::Running { attempt, since: at },
             attempts: attempt,
             budget_base: 0,
             last_error: None,
@@ -104,8 +106,8 @@ impl Attempts {
         }
     }
 
-    fn start(&mut self, attempt: u32) {
-        self.phase = Phase::Running { attempt };
+    fn start(&mut self, attempt: u32, at: u64) {
+        self.phase = Phase::Running { attempt, since: at };
         self.attempts = self.attempts.max(attempt);
     }
 
@@ -267,7 +269,7 @@ impl Execution {
         match &r.event {
             Event::ExecutionStarted { .. } => return Err(err("execution_started twice".into())),
             Event::StepStarted { step, attempt } => match self.step_mut(step) {
-                Some(s) => s.execute.start(*attempt),
+                Some(s) => s.execute.start(*attempt, at),
                 None => self.steps.push(StepState {
                     name: step.clone(),
                     execute: Attempts::started(*attempt, at),
@@ -289,7 +291,7 @@ impl Execution {
             Event::CompensationStepStarted { step, attempt } => {
                 let s = self.step_mut(step).ok_or_else(|| err(missing(step)))?;
                 match &mut s.compensation {
-                    Some(c) => c.start(*attempt),
+                    Some(c) => c.start(*attempt, at),
                     None => s.compensation = Some(Attempts::started(*attempt, at)),
                 }
             }

@@ -325,3 +325,14 @@ fn folding_rejects_gaps_and_foreign_first_events() {
     assert!(Execution::fold(id, &gap).is_err());
     assert!(Execution::fold(id, &[EventRecord { seq: 1, at: 0, event: Event::ExecutionCompleted }]).is_err());
 }
+
+#[test]
+fn an_attempt_in_flight_in_a_shared_store_is_taken_over_only_after_its_lease() {
+    use super::decide::{InFlight, LEASE_GRACE_MS, decide_with};
+    let d = four_steps();
+    let exec = given(vec![started(None), Event::StepStarted { step: step("one"), attempt: 1 }]);
+    let lease_end = T0 + d.steps[0].timeout_ms + LEASE_GRACE_MS;
+    assert_eq!(decide_with(&exec, &d, T0 + 5, InFlight::Leased), Next::SleepUntil(lease_end));
+    let Next::Invoke(inv) = decide_with(&exec, &d, lease_end, InFlight::Leased) else { panic!() };
+    assert_eq!(inv.attempt, 2);
+}

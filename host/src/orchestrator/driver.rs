@@ -15,10 +15,10 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::{DriverSlot, Orchestrator, OrchestratorError};
-use crate::domain::decide::{attempt_deadline, step_input};
+use crate::domain::decide::{InFlight, attempt_deadline, decide_with, step_input};
 use crate::domain::{
     Event, EventRecord, Execution, ExecutionId, FailureKind, Invocation, Next, SagaDefinition, Side, StepFailure,
-    decide, record_outcome,
+    record_outcome,
 };
 use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, metrics, observe};
 use crate::runtime::Call;
@@ -64,6 +64,7 @@ fn plan(
     def: &SagaDefinition,
     outcome: Option<&Outcome>,
     now: u64,
+    in_flight: InFlight,
 ) -> Result<(Vec<EventRecord>, Next), OrchestratorError> {
     let mut batch = Vec::new();
     if let Some(o) = outcome
@@ -72,7 +73,7 @@ fn plan(
         stage(exec, &mut batch, vec![event], now)?;
     }
     loop {
-        match decide(exec, def, now) {
+        match decide_with(exec, def, now, in_flight) {
             Next::Record(events) => stage(exec, &mut batch, events, now)?,
             Next::Invoke(inv) => {
                 stage(exec, &mut batch, vec![inv.started_event()], now)?;
@@ -107,7 +108,7 @@ impl Driver {
             };
             let now = self.orch.now_ms();
             let (base, before) = (current.version, current.status);
-            let (batch, next) = match plan(&mut current, &def, outcome.as_ref(), now) {
+            let (batch, next) = match plan(&mut current, &def, outcome.as_ref(), now, self.in_flight()) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot plan; re-reading");
@@ -171,6 +172,10 @@ impl Driver {
             }
         }
         self.orch.drivers.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+
+    fn in_flight(&self) -> InFlight {
+        if self.orch.config.shared_store { InFlight::Leased } else { InFlight::Crashed }
     }
 
     async fn load(&self) -> Result<Execution, OrchestratorError> {

@@ -29,6 +29,9 @@ pub struct OrchestratorConfig {
     pub max_concurrent_attempts: usize,
     /// Streams loaded at once while recovering.
     pub max_concurrent_loads: usize,
+    /// Whether other processes may drive executions in the same store. sled locks its
+    /// directory, so a host on sled owns its store and re-runs orphaned attempts at once.
+    pub shared_store: bool,
     /// Unfinished executions this host drives at once; past it, triggers are refused
     /// (`Busy`) instead of growing without bound.
     pub max_active_executions: usize,
@@ -42,6 +45,7 @@ impl Default for OrchestratorConfig {
             max_concurrent_attempts: 128,
             max_concurrent_loads: 32,
             max_active_executions: 100_000,
+            shared_store: false,
             definition_limits: DefinitionLimits::default(),
         }
     }
