@@ -101,9 +101,21 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Measure the scale figures with this many executions waiting in backoff instead.
+    #[arg(long)]
+    scale: Option<usize>,
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.scale {
+        let report = sagahost::bench::scale::run(n).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            sagahost::bench::scale::print(&report);
+        }
+        return Ok(());
+    }
     let opts = sagahost::bench::BenchOptions {
         phase: std::time::Duration::from_secs_f64(args.phase_secs),
         concurrency: args.concurrency,

@@ -181,7 +181,9 @@ impl Driver {
     async fn load(&self) -> Result<Execution, OrchestratorError> {
         self.slot.dirty.store(false, std::sync::atomic::Ordering::SeqCst);
         let _permit = self.orch.loads.acquire().await.expect("semaphore never closed");
-        self.orch.execution(self.id).await
+        let exec = self.orch.execution(self.id).await;
+        self.orch.streams_loaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        exec
     }
 
     /// Runs one attempt (its start is already durable) and returns its outcome.

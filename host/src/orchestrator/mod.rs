@@ -122,6 +122,7 @@ pub struct Orchestrator {
     /// Callers of `wait_terminal`, by execution: woken when it ends.
     waiters: Mutex<HashMap<ExecutionId, Vec<tokio::sync::oneshot::Sender<()>>>>,
     stopping: watch::Sender<bool>,
+    streams_loaded: std::sync::atomic::AtomicU64,
 }
 
 impl Orchestrator {
@@ -144,6 +145,7 @@ impl Orchestrator {
             drivers: Mutex::new(HashMap::new()),
             notices: broadcast::channel(16_384).0,
             waiters: Mutex::new(HashMap::new()),
+            streams_loaded: std::sync::atomic::AtomicU64::new(0),
             stopping: watch::channel(false).0,
         })
     }
@@ -171,6 +173,11 @@ impl Orchestrator {
     /// Executions currently being driven by this process.
     pub fn active_drivers(&self) -> usize {
         self.drivers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Streams read by drivers since this orchestrator started (recovery progress).
+    pub fn streams_loaded(&self) -> u64 {
+        self.streams_loaded.load(Ordering::Relaxed)
     }
 
     /// Validates and stores a definition.

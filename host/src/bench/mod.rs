@@ -2,8 +2,11 @@
 //! built from — a fresh sandboxed instance running a no-op plugin, and a durable append
 //! through the store's group commit — and then the host itself: three-step no-op sagas over
 //! HTTP and in-process at a sweep of concurrencies. It prints a table (or `--json`) and,
-//! last, the ratio of the host's steps/s to the lower raw limit.
+//! last, the ratio of the host's steps/s to the lower raw limit. `--scale N` measures the
+//! scale figures instead (see [`scale`]).
 #![allow(clippy::print_stdout)]
+
+pub mod scale;
 
 use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
