@@ -68,6 +68,9 @@ pub struct Report {
     pub raw_appends_per_flush: f64,
     /// The saga loads.
     pub loads: Vec<LoadResult>,
+    /// Open-loop load over HTTP at half the peak rate (sagas started at a fixed rate,
+    /// whatever the latency), the setting the latency targets name.
+    pub half_peak: LoadResult,
     /// Best host steps/s (over HTTP) divided by the lower raw limit.
     pub ratio: f64,
 }
@@ -282,6 +285,54 @@ async fn saga_load(
     })
 }
 
+/// Starts sagas over HTTP at a fixed `rate` per second for one phase (open loop: a slow saga
+/// does not delay the next start) and measures trigger → terminal latency.
+async fn open_loop(
+    rate: f64,
+    opts: &BenchOptions,
+    host: &Host,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<LoadResult> {
+    progress.start(format!("http sagas at a fixed {rate:.0}/s (half the peak)"));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1_024).build()?;
+    let url = format!("{}/v1/sagas/bench/executions?wait=30000", host.url());
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut runs = tokio::task::JoinSet::new();
+    while start.elapsed() < opts.phase {
+        ticks.tick().await;
+        let (client, url, progress) = (client.clone(), url.clone(), progress.clone());
+        runs.spawn(async move {
+            let t0 = Instant::now();
+            let resp = client.post(&url).body("{}").send().await?;
+            if resp.status().as_u16() != 200 {
+                bail!("trigger answered {}", resp.status());
+            }
+            progress.count.fetch_add(1, Ordering::Relaxed);
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        });
+    }
+    let mut lat = Vec::new();
+    while let Some(r) = runs.join_next().await {
+        lat.push(r??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let n = lat.len() as u64;
+    Ok(LoadResult {
+        via: "http-fixed-rate",
+        concurrency: 0,
+        sagas: n,
+        sagas_per_s: n as f64 / elapsed,
+        steps_per_s: n as f64 * 3.0 / elapsed,
+        p50_ms: percentile(&lat, 0.50),
+        p90_ms: percentile(&lat, 0.90),
+        p99_ms: percentile(&lat, 0.99),
+    })
+}
+
 /// Runs the whole benchmark.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -313,12 +364,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             loads.push(saga_load(via, c, &opts, &host, &progress).await?);
         }
     }
+    let peak = loads.iter().filter(|l| l.via == "http").map(|l| l.sagas_per_s).fold(0.0, f64::max);
+    let half_peak = open_loop(peak / 2.0, &opts, &host, &progress).await?;
     host.stop().await;
     progress.done.store(true, Ordering::Relaxed);
     let _ = ticker.await;
-    let best_http = loads.iter().filter(|l| l.via == "http").map(|l| l.steps_per_s).fold(0.0, f64::max);
-    let ratio = best_http / raw_instances_per_s.min(raw_appends_per_s);
-    Ok(Report { cores, raw_instances_per_s, raw_appends_per_s, raw_appends_per_flush, loads, ratio })
+    let ratio = peak * 3.0 / raw_instances_per_s.min(raw_appends_per_s);
+    Ok(Report { cores, raw_instances_per_s, raw_appends_per_s, raw_appends_per_flush, loads, half_peak, ratio })
 }
 
 /// Prints the report as a table.
@@ -341,5 +393,10 @@ pub fn print_table(r: &Report) {
             l.via, l.concurrency, l.sagas, l.sagas_per_s, l.steps_per_s, l.p50_ms, l.p90_ms, l.p99_ms
         );
     }
+    let h = &r.half_peak;
+    println!(
+        "\nopen loop at half the peak: {:.0} sagas/s started at a fixed rate: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        h.sagas_per_s, h.p50_ms, h.p90_ms, h.p99_ms
+    );
     println!("\nratio: best host steps/s over HTTP / lower raw limit = {:.3}", r.ratio);
 }
