@@ -209,3 +209,28 @@ async fn the_global_feed_streams_status_changes() {
         .collect();
     assert_eq!(statuses, ["running", "compensating", "compensated"], "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backoff_parks_the_execution_and_the_timer_or_a_cancel_wakes_it() {
+    let (_tmp, _host, api) = host_with_testkit().await;
+    // 2.5 s is past the parking threshold: the driver lets go and the timer restarts it.
+    let def =
+        testkit_saga(&["a", "b"], json!({"retry": {"max_attempts": 3, "initial_backoff_ms": 2500, "multiplier": 1.0}}));
+    api.put_saga("parked", &def).await;
+    let timed = api.trigger("parked", &json!({"behaviors": {"b": "fail_until:2"}}), None).await;
+    let cancelled = api.trigger("parked", &json!({"behaviors": {"b": "retryable"}}), None).await;
+    api.wait_for(&cancelled, Duration::from_secs(10), |e| e["steps"][1]["error"].is_object()).await;
+    let (status, _) = api.call(Method::POST, &format!("/v1/executions/{cancelled}/cancel"), None).await;
+    assert_eq!(status, 202);
+    // The cancel wakes the parked execution long before its 2.5 s backoff ends,
+    let exec = api.wait_for(&cancelled, Duration::from_millis(2000), |e| e["status"] == "compensated").await;
+    assert_eq!(exec["steps"][1]["attempts"], 1);
+    // and the timer restarts the other one when its backoff is over.
+    let exec = api.wait_terminal(&timed).await;
+    assert_eq!(exec["status"], "completed", "{exec}");
+    assert_eq!(exec["steps"][1]["attempts"], 2);
+    let events = api.events(&timed).await;
+    let failed = events.iter().find(|e| e["type"] == "step_failed").unwrap();
+    let retried = events.iter().find(|e| e["type"] == "step_started" && e["attempt"] == 2).unwrap();
+    assert!(retried["at"].as_u64() >= failed["retry_at_unix_ms"].as_u64());
+}

@@ -155,6 +155,13 @@ impl Driver {
                         return;
                     }
                 }
+                Next::SleepUntil(at) if at.saturating_sub(now) > super::PARK_AFTER_MS => {
+                    // A long wait holds no task: park on the timer and let go.
+                    self.orch.park(self.id, at);
+                    if self.orch.retire(self.id, &self.slot) {
+                        return;
+                    }
+                }
                 Next::SleepUntil(at) => {
                     let wait = Duration::from_millis(at.saturating_sub(now));
                     tokio::select! {

@@ -123,7 +123,15 @@ pub struct Orchestrator {
     waiters: Mutex<HashMap<ExecutionId, Vec<tokio::sync::oneshot::Sender<()>>>>,
     stopping: watch::Sender<bool>,
     streams_loaded: std::sync::atomic::AtomicU64,
+    /// Executions parked until a time, `(wake_at_unix_ms, id)`: they hold no task while they
+    /// wait. One timer task sleeps until the earliest and restarts its driver.
+    timers: Mutex<std::collections::BTreeSet<(u64, ExecutionId)>>,
+    timer_wake: Arc<Notify>,
+    timers_started: AtomicBool,
 }
+
+/// A wait longer than this parks the execution (its driver exits) instead of sleeping in it.
+pub const PARK_AFTER_MS: u64 = 2_000;
 
 impl Orchestrator {
     /// An orchestrator over `store`, running plugins from `plugins`.
@@ -146,6 +154,9 @@ impl Orchestrator {
             notices: broadcast::channel(16_384).0,
             waiters: Mutex::new(HashMap::new()),
             streams_loaded: std::sync::atomic::AtomicU64::new(0),
+            timers: Mutex::new(std::collections::BTreeSet::new()),
+            timer_wake: Arc::new(Notify::new()),
+            timers_started: AtomicBool::new(false),
             stopping: watch::channel(false).0,
         })
     }
@@ -376,6 +387,7 @@ impl Orchestrator {
         if *self.stopping.borrow() {
             return;
         }
+        self.start_timers();
         let mut drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = drivers.get(&id) {
             slot.dirty.store(true, Ordering::SeqCst);
@@ -390,6 +402,23 @@ impl Orchestrator {
         }
     }
 
+    /// Parks `id` until `at`: the timer task restarts its driver then.
+    fn park(&self, id: ExecutionId, at: u64) {
+        let earliest = {
+            let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+            timers.insert((at, id));
+            timers.first().is_some_and(|first| first.1 == id && first.0 == at)
+        };
+        if earliest {
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Executions parked on a timer.
+    pub fn parked(&self) -> usize {
+        self.timers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Removes the driver of `id` unless someone appended meanwhile. `false`: keep driving.
     fn retire(&self, id: ExecutionId, slot: &DriverSlot) -> bool {
         let mut drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
@@ -398,5 +427,60 @@ impl Orchestrator {
         }
         drivers.remove(&id);
         true
+    }
+}
+
+impl Orchestrator {
+    /// Starts the timer task once (on the first driver, so that it runs inside the runtime).
+    fn start_timers(&self) {
+        run_once(&self.timers_started, || {
+            tokio::spawn(run_timers(self.me.clone(), self.timer_wake.clone()));
+        });
+    }
+}
+
+fn run_once(flag: &AtomicBool, f: impl FnOnce()) {
+    if !flag.swap(true, Ordering::SeqCst) {
+        f();
+    }
+}
+
+/// Restarts parked executions when their time comes.
+async fn run_timers(me: Weak<Orchestrator>, wake: Arc<Notify>) {
+    loop {
+        let notified = wake.notified();
+        let sleep_for = {
+            let Some(orch) = me.upgrade() else { return };
+            if *orch.stopping.borrow() {
+                return;
+            }
+            let now = orch.now_ms();
+            let due: Vec<ExecutionId> = {
+                let mut timers = orch.timers.lock().unwrap_or_else(|p| p.into_inner());
+                let mut due = Vec::new();
+                while let Some(&(at, id)) = timers.first() {
+                    if at > now {
+                        break;
+                    }
+                    timers.pop_first();
+                    due.push(id);
+                }
+                due
+            };
+            for id in due {
+                orch.ensure_driver(id);
+            }
+            let next = orch.timers.lock().unwrap_or_else(|p| p.into_inner()).first().map(|t| t.0);
+            next.map(|at| Duration::from_millis(at.saturating_sub(orch.now_ms())))
+        };
+        match sleep_for {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
     }
 }
