@@ -79,7 +79,7 @@ pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> 
             p.name,
             p.version,
             body["size"],
-            &body["digest"].as_str().unwrap_or("")[..12]
+            body["digest"].as_str().and_then(|d| d.get(..12)).unwrap_or("?")
         );
     }
     for (name, json) in SAGAS {
