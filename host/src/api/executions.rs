@@ -77,8 +77,7 @@ pub async fn trigger(
     {
         return Ok((StatusCode::OK, Json(json!(view(&state, &exec).await?))).into_response());
     }
-    let status = state.orch.store().summary(started.id).await?.map_or(started.status, |s| s.status);
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id: started.id, status })).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: started.id, status: started.status })).into_response())
 }
 
 /// `GET /v1/executions/{id}`.

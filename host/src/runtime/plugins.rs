@@ -103,15 +103,7 @@ impl PluginCache {
                 Err(UploadError::Conflict(existing))
             };
         }
-        let runtime = self.runtime.clone();
-        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
-            let compiled = runtime
-                .compile(&bytes)
-                .and_then(|(component, pre)| component.serialize().map(|a| (a, pre)).map_err(|e| e.to_string()));
-            (bytes, compiled)
-        })
-        .await
-        .map_err(|e| UploadError::Invalid(format!("compilation aborted: {e}")))?;
+        let (bytes, compiled) = compile_off_thread(self.runtime.clone(), bytes).await;
         let (artifact, pre) = compiled.map_err(UploadError::Invalid)?;
         let meta = PluginMeta { name, version, digest: digest.clone(), size: bytes.len() as u64, uploaded_at: now };
         let key = self.artifact_key(&digest);
@@ -142,13 +134,8 @@ impl PluginCache {
             None => {
                 let bytes =
                     self.store.plugin_bytes(&meta.digest).await?.ok_or_else(|| LoadError::NotFound(r.clone()))?;
-                let (artifact, pre) = tokio::task::spawn_blocking(move || {
-                    let (component, pre) = runtime.compile(&bytes)?;
-                    Ok::<_, String>((component.serialize().map_err(|e| e.to_string())?, pre))
-                })
-                .await
-                .map_err(|e| LoadError::Invalid(r.clone(), e.to_string()))?
-                .map_err(|e| LoadError::Invalid(r.clone(), e))?;
+                let (_, compiled) = compile_off_thread(runtime, bytes).await;
+                let (artifact, pre) = compiled.map_err(|e| LoadError::Invalid(r.clone(), e))?;
                 self.store.put_artifact(key, artifact).await?;
                 pre
             }
@@ -156,4 +143,20 @@ impl PluginCache {
         self.remember(r.clone(), pre.clone());
         Ok(pre)
     }
+}
+
+/// Validates and compiles on the blocking pool. Gives the bytes back together with the
+/// artifact to store and the plugin ready to instantiate (or the reason it is not a plugin).
+async fn compile_off_thread(
+    runtime: Arc<Runtime>,
+    bytes: Vec<u8>,
+) -> (Vec<u8>, Result<(Vec<u8>, PluginPre<StepData>), String>) {
+    let compiled = tokio::task::spawn_blocking(move || {
+        let compiled = runtime
+            .compile(&bytes)
+            .and_then(|(component, pre)| component.serialize().map(|a| (a, pre)).map_err(|e| e.to_string()));
+        (bytes, compiled)
+    })
+    .await;
+    compiled.unwrap_or_else(|e| (Vec::new(), Err(format!("compilation aborted: {e}"))))
 }
