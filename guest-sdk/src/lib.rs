@@ -59,6 +59,8 @@
 
 use std::fmt;
 
+pub mod state;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

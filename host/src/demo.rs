@@ -35,8 +35,7 @@ pub const PLUGINS: &[ExamplePlugin] = &[
     example!("order"),
     example!("payment"),
     example!("shipping"),
-    example!("deposit"),
-    example!("withdraw"),
+    example!("accounts"),
     example!("seat"),
     example!("notify"),
 ];
@@ -44,13 +43,71 @@ pub const PLUGINS: &[ExamplePlugin] = &[
 /// Every example saga definition: (name, JSON).
 pub const SAGAS: &[(&str, &str)] = &[
     ("order", include_str!("../../plugins/sagas/order.json")),
+    ("open-account", include_str!("../../plugins/sagas/open-account.json")),
     ("transfer", include_str!("../../plugins/sagas/transfer.json")),
     ("concert", include_str!("../../plugins/sagas/concert.json")),
     ("payment-retry", include_str!("../../plugins/sagas/payment-retry.json")),
 ];
 
-/// The scenarios the demo runs: one per path of each example saga.
+/// The scenarios the demo runs (one per path of each example saga) and the plugin state they
+/// must leave behind.
 pub const SCENARIOS: &str = include_str!("../../plugins/sagas/scenarios.json");
+
+/// [`SCENARIOS`], parsed.
+#[derive(Deserialize, Debug, Clone)]
+pub struct Scenarios {
+    /// Run one after the other; the scenarios of one stage run concurrently.
+    pub stages: Vec<Vec<Scenario>>,
+    /// Plugin state expected once every stage is over.
+    pub state: Vec<StateCheck>,
+}
+
+impl Scenarios {
+    /// The scenarios shipped with the examples.
+    pub fn examples() -> Self {
+        serde_json::from_str(SCENARIOS).expect("plugins/sagas/scenarios.json is valid")
+    }
+}
+
+/// One expected entry of a plugin's state.
+#[derive(Deserialize, Debug, Clone)]
+pub struct StateCheck {
+    /// Plugin name.
+    pub plugin: String,
+    /// Collection.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// Only this field of the (JSON) value; the whole value when absent.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Expected value (of the field).
+    pub value: Value,
+}
+
+impl StateCheck {
+    /// Fetches the entry from the host at `url` and compares; `Err` says what was found instead.
+    pub async fn verify(&self, client: &reqwest::Client, url: &str) -> anyhow::Result<Result<(), String>> {
+        let target = reqwest::Url::parse_with_params(
+            &format!("{url}/v1/plugins/{}/state", self.plugin),
+            [("collection", self.collection.as_str()), ("prefix", self.key.as_str())],
+        )?;
+        let listed: Value = client.get(target).send().await?.error_for_status()?.json().await?;
+        let entry = listed["entries"].as_array().into_iter().flatten().find(|e| e["key"] == self.key.as_str());
+        let Some(json) = entry.map(|e| &e["json"]) else { return Ok(Err("no such entry".into())) };
+        let found = match &self.field {
+            Some(f) => &json[f.as_str()],
+            None => json,
+        };
+        Ok(if *found == self.value { Ok(()) } else { Err(format!("found {found}")) })
+    }
+
+    /// `plugin:collection/key[.field]`.
+    pub fn name(&self) -> String {
+        let field = self.field.as_ref().map(|f| format!(".{f}")).unwrap_or_default();
+        format!("{}:{}/{}{field}", self.plugin, self.collection, self.key)
+    }
+}
 
 /// One scenario of [`SCENARIOS`].
 #[derive(Deserialize, Debug, Clone)]
@@ -98,9 +155,30 @@ pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Runs every scenario, prints each outcome and returns how many ended as expected.
+/// Runs every stage of scenarios, then checks the state they left; prints each outcome and
+/// returns how many scenarios and checks held, out of how many.
 pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Result<(usize, usize)> {
-    let scenarios: Vec<Scenario> = serde_json::from_str(SCENARIOS)?;
+    let all = Scenarios::examples();
+    let (mut ok, mut total) = (0, 0);
+    for stage in &all.stages {
+        ok += run_stage(client, url, stage).await?;
+        total += stage.len();
+    }
+    println!("\nplugin state afterwards:");
+    for check in &all.state {
+        let held = check.verify(client, url).await?;
+        ok += usize::from(held.is_ok());
+        total += 1;
+        match held {
+            Ok(()) => println!("✔ {} = {}", check.name(), check.value),
+            Err(found) => println!("✘ {} should be {}: {found}", check.name(), check.value),
+        }
+    }
+    Ok((ok, total))
+}
+
+/// Runs one stage's scenarios and returns how many ended as expected.
+async fn run_stage(client: &reqwest::Client, url: &str, scenarios: &[Scenario]) -> anyhow::Result<usize> {
     // Triggered together, reported in order: executions run concurrently.
     let runs = scenarios.iter().map(|s| async move {
         let resp =
@@ -150,7 +228,7 @@ pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Resul
             .collect();
         println!("  events: {}", kinds.join(" → "));
     }
-    Ok((ok, scenarios.len()))
+    Ok(ok)
 }
 
 /// The whole demo: embedded host on a temporary data directory, install, run, report.
@@ -162,7 +240,7 @@ pub async fn run() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     install(&client, &url).await?;
     let (ok, total) = run_scenarios(&client, &url).await?;
-    println!("\n{ok} of {total} scenarios ended as expected");
+    println!("\n{ok} of {total} scenarios and state checks ended as expected");
     host.stop().await;
     if ok != total {
         bail!("{} scenario(s) ended differently than expected", total - ok);

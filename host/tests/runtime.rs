@@ -38,12 +38,13 @@ fn call(behavior: &str, side: Side, timeout_ms: u64) -> Call {
         deadline_unix_ms: 0,
         timeout: Duration::from_millis(timeout_ms),
         input: json!({ "input": { table: { "step": behavior } }, "results": {} }).to_string(),
+        state: None,
     }
 }
 
 async fn run(cache: &PluginCache, behavior: &str) -> Result<Value, StepFailure> {
     let pre = cache.get(&testkit_ref()).await.unwrap();
-    let text = cache.runtime().invoke(&pre, call(behavior, Side::Execute, 2_000)).await?;
+    let text = cache.runtime().invoke(&pre, call(behavior, Side::Execute, 2_000)).await?.output;
     Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
@@ -66,7 +67,7 @@ async fn execute_and_compensate_see_the_context() {
     assert_eq!(out["side"], "execute");
     let pre = cache.get(&testkit_ref()).await.unwrap();
     let undo = cache.runtime().invoke(&pre, call("ok", Side::Compensate, 2_000)).await.unwrap();
-    assert!(undo.contains("\"side\":\"compensate\""));
+    assert!(undo.output.contains("\"side\":\"compensate\""));
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use sagahost::domain::{
 };
 use sagahost::store::{
     Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut, SledStore,
-    Store, StoreError,
+    StateChanges, StateKey, StateStore, StateValue, Store, StoreError,
 };
 use serde_json::json;
 
@@ -93,6 +93,24 @@ macro_rules! contract {
             async fn definitions_are_versioned() {
                 let (store, _guard) = $make;
                 definitions(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn state_commits_with_the_append_or_not_at_all() {
+                let (store, _guard) = $make;
+                state_commits_with_the_append(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn state_versions_are_never_reused_and_namespaces_list_apart() {
+                let (store, _guard) = $make;
+                state_versions_and_listing(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn concurrent_read_modify_writes_of_one_entry_one_wins() {
+                let (store, _guard) = $make;
+                one_of_two_state_writers_wins(store).await;
             }
         }
     };
@@ -244,6 +262,123 @@ async fn definitions(store: &dyn Store) {
     assert_eq!(latest, [("s".to_string(), 2), ("t".to_string(), 1)]);
 }
 
+fn skey(plugin: &str, collection: &str, key: &str) -> StateKey {
+    StateKey::new(PluginName::parse(plugin).unwrap(), collection, key).unwrap()
+}
+
+fn json_value(v: serde_json::Value) -> StateValue {
+    StateValue::Json(v.to_string())
+}
+
+fn writes(entries: &[(&StateKey, Option<StateValue>)]) -> StateChanges {
+    StateChanges { reads: vec![], writes: entries.iter().map(|(k, v)| ((*k).clone(), v.clone())).collect() }
+}
+
+async fn state_commits_with_the_append(store: &dyn Store) {
+    let id = new_execution(store, "s").await;
+    let alice = skey("bank", "accounts", "alice");
+    assert_eq!(store.state_get(&alice).await.unwrap(), None);
+    store
+        .append_with_state(id, 1, vec![step_started(2)], writes(&[(&alice, Some(json_value(json!(100))))]))
+        .await
+        .unwrap();
+    let entry = store.state_get(&alice).await.unwrap().unwrap();
+    assert_eq!(entry.value, json_value(json!(100)));
+    assert!(entry.version > 0);
+
+    // A read that is no longer current: neither the events nor the writes are stored.
+    let stale = StateChanges {
+        reads: vec![(alice.clone(), entry.version - 1)],
+        writes: vec![(alice.clone(), Some(json_value(json!(0))))],
+    };
+    let err = store.append_with_state(id, 2, vec![step_started(3)], stale).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::StateConflict { key, read, now } if key == "bank:accounts/alice" && *read == entry.version - 1 && *now == entry.version),
+        "{err:?}"
+    );
+    assert_eq!(store.read(id, 0).await.unwrap().len(), 2);
+    assert_eq!(store.state_get(&alice).await.unwrap(), Some(entry.clone()));
+
+    // A read of an absent entry conflicts once it exists.
+    let bob = skey("bank", "accounts", "bob");
+    store.append_with_state(id, 2, vec![step_started(3)], writes(&[(&bob, Some(json_value(json!(1))))])).await.unwrap();
+    let absent = StateChanges { reads: vec![(bob.clone(), 0)], writes: vec![] };
+    assert!(matches!(
+        store.append_with_state(id, 3, vec![step_started(4)], absent).await,
+        Err(StoreError::StateConflict { read: 0, .. })
+    ));
+
+    // A stream conflict writes no state either.
+    let err = store.append_with_state(id, 1, vec![step_started(2)], writes(&[(&alice, None)])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.state_get(&alice).await.unwrap(), Some(entry.clone()));
+
+    // Current reads pass; a delete removes the entry.
+    let current = StateChanges { reads: vec![(alice.clone(), entry.version)], writes: vec![(alice.clone(), None)] };
+    store.append_with_state(id, 3, vec![step_started(4)], current).await.unwrap();
+    assert_eq!(store.state_get(&alice).await.unwrap(), None);
+    assert_eq!(store.read(id, 0).await.unwrap().len(), 4);
+}
+
+async fn state_versions_and_listing(store: &dyn Store) {
+    let id = new_execution(store, "s").await;
+    let k = skey("bank", "accounts", "alice");
+    let bytes = StateValue::Bytes(vec![0, 1, 2]);
+    store.append_with_state(id, 1, vec![step_started(2)], writes(&[(&k, Some(bytes.clone()))])).await.unwrap();
+    let v1 = store.state_get(&k).await.unwrap().unwrap().version;
+    store.append_with_state(id, 2, vec![step_started(3)], writes(&[(&k, None)])).await.unwrap();
+    store.append_with_state(id, 3, vec![step_started(4)], writes(&[(&k, Some(bytes.clone()))])).await.unwrap();
+    let v2 = store.state_get(&k).await.unwrap().unwrap();
+    assert_eq!(v2.value, bytes);
+    assert!(v2.version > v1, "deleted and written again: a new version ({} after {v1})", v2.version);
+
+    let other = [
+        skey("bank", "accounts", "bob"),
+        skey("bank", "accounts", "alicia"),
+        skey("bank", "transfers", "alice-1"),
+        skey("bankx", "accounts", "alice"),
+        skey("shop", "accounts", "alice"),
+    ];
+    let staged: Vec<_> = other.iter().map(|k| (k, Some(json_value(json!(k.key))))).collect();
+    store.append_with_state(id, 4, vec![step_started(5)], writes(&staged)).await.unwrap();
+    let bank = PluginName::parse("bank").unwrap();
+    let names = |found: Vec<(StateKey, sagahost::store::StateEntry)>| {
+        found.into_iter().map(|(k, _)| format!("{}/{}", k.collection, k.key)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.state_list(&bank, None, "", 100).await.unwrap()),
+        ["accounts/alice", "accounts/alicia", "accounts/bob", "transfers/alice-1"]
+    );
+    assert_eq!(
+        names(store.state_list(&bank, Some("accounts"), "ali", 100).await.unwrap()),
+        ["accounts/alice", "accounts/alicia"]
+    );
+    assert_eq!(
+        names(store.state_list(&bank, None, "alice", 100).await.unwrap()),
+        ["accounts/alice", "transfers/alice-1"]
+    );
+    assert_eq!(names(store.state_list(&bank, Some("accounts"), "", 1).await.unwrap()), ["accounts/alice"]);
+    assert!(store.state_list(&bank, Some("nothing"), "", 100).await.unwrap().is_empty());
+}
+
+/// Two read-modify-writes of one counter based on the same version: exactly one commits.
+async fn one_of_two_state_writers_wins(store: Arc<dyn Store>) {
+    let counter = skey("bank", "counters", "c");
+    let (a, b) = (new_execution(&*store, "s").await, new_execution(&*store, "s").await);
+    let change = |n: i64| StateChanges {
+        reads: vec![(counter.clone(), 0)],
+        writes: vec![(counter.clone(), Some(json_value(json!(n))))],
+    };
+    let (ra, rb) = tokio::join!(
+        store.append_with_state(a, 1, vec![step_started(2)], change(1)),
+        store.append_with_state(b, 1, vec![step_started(2)], change(2)),
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
+    let loser = if ra.is_ok() { (b, rb) } else { (a, ra) };
+    assert!(matches!(loser.1, Err(StoreError::StateConflict { .. })));
+    assert_eq!(store.read(loser.0, 0).await.unwrap().len(), 1, "the loser's events were not stored");
+}
+
 #[tokio::test]
 async fn sled_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -251,7 +386,11 @@ async fn sled_keeps_everything_across_reopen() {
     {
         let store = SledStore::open(dir.path()).unwrap();
         id = new_execution(&store, "s").await;
-        store.append(id, 1, vec![step_started(2)]).await.unwrap();
+        let k = skey("bank", "accounts", "alice");
+        store
+            .append_with_state(id, 1, vec![step_started(2)], writes(&[(&k, Some(json_value(json!(7))))]))
+            .await
+            .unwrap();
     }
     // The writer thread lets go of the database once the store is dropped.
     let store = loop {
@@ -262,6 +401,12 @@ async fn sled_keeps_everything_across_reopen() {
     };
     assert_eq!(store.read(id, 0).await.unwrap().len(), 2);
     assert_eq!(store.unfinished().await.unwrap(), vec![id]);
+    // State and its version counter survive too: versions continue, never reused.
+    let k = skey("bank", "accounts", "alice");
+    let before = store.state_get(&k).await.unwrap().unwrap();
+    assert_eq!(before.value, json_value(json!(7)));
+    store.append_with_state(id, 2, vec![step_started(3)], writes(&[(&k, Some(json_value(json!(8))))])).await.unwrap();
+    assert!(store.state_get(&k).await.unwrap().unwrap().version > before.version);
     assert!(matches!(store.append(id, 1, vec![step_started(2)]).await, Err(StoreError::Conflict { .. })));
 }
 

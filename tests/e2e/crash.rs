@@ -14,16 +14,16 @@ use serde_json::{Value, json};
 use crate::harness::{Api, HostProcess, assert_gapless, data_dir, wasm};
 
 /// xorshift64*: enough randomness for kill points, reproducible from a seed.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
     fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
@@ -31,7 +31,7 @@ impl Rng {
     }
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
+pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 

@@ -1,40 +1,37 @@
 //! Every example saga, every path: the demo's scenarios, checked in full.
 
-use serde::Deserialize;
+use sagahost::demo::{PLUGINS, SAGAS, Scenarios};
 use serde_json::Value;
 
-use crate::harness::{Api, HostProcess, assert_gapless, compensated_steps, data_dir, trace, wasm};
-
-#[derive(Deserialize)]
-struct Scenario {
-    saga: String,
-    title: String,
-    input: Value,
-    expect: String,
-}
+use crate::harness::{Api, HostProcess, assert_gapless, compensated_steps, data_dir, trace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_path_ends_as_expected() {
     let (_tmp, dir) = data_dir();
     let host = HostProcess::start(&dir, &[]);
     let api = Api::new(&host.url);
-    for p in ["order", "payment", "shipping", "deposit", "withdraw", "seat", "notify"] {
-        api.put_plugin(p, wasm(p)).await;
+    for p in PLUGINS {
+        api.put_plugin(p.name, p.wasm.to_vec()).await;
     }
-    for (name, json) in [
-        ("order", include_str!("../../plugins/sagas/order.json")),
-        ("transfer", include_str!("../../plugins/sagas/transfer.json")),
-        ("concert", include_str!("../../plugins/sagas/concert.json")),
-        ("payment-retry", include_str!("../../plugins/sagas/payment-retry.json")),
-    ] {
+    for (name, json) in SAGAS {
         api.put_saga(name, &serde_json::from_str(json).unwrap()).await;
     }
-    let scenarios: Vec<Scenario> = serde_json::from_str(include_str!("../../plugins/sagas/scenarios.json")).unwrap();
+    let all = Scenarios::examples();
     let mut ids = Vec::new();
-    for s in &scenarios {
-        ids.push(api.trigger(&s.saga, &s.input, None).await);
+    let mut ran = Vec::new();
+    for stage in &all.stages {
+        let mut started = Vec::new();
+        for s in stage {
+            started.push(api.trigger(&s.saga, &s.input, None).await);
+        }
+        // A stage ends before the next starts: later stages depend on the state it leaves.
+        for id in &started {
+            api.wait_terminal(id).await;
+        }
+        ids.extend(started);
+        ran.extend(stage.iter().cloned());
     }
-    for (s, id) in scenarios.iter().zip(&ids) {
+    for (s, id) in ran.iter().zip(&ids) {
         let exec = api.wait_terminal(id).await;
         assert_eq!(exec["status"], s.expect.as_str(), "{}: {exec}", s.title);
         let events = api.events(id).await;
@@ -61,6 +58,10 @@ async fn every_example_path_ends_as_expected() {
             "transfer: insufficient balance reverses the deposit" => {
                 assert_eq!(compensated_steps(&events), ["deposit"]);
                 assert!(exec["steps"][1]["error"]["message"].as_str().unwrap().contains("insufficient balance"));
+                assert_eq!(exec["steps"][0]["compensation"]["result"]["state"], "DEPOSIT_REVERSED");
+            }
+            "concert: a reserved seat cannot be booked twice" => {
+                assert_eq!(exec["steps"][0]["error"]["message"], "seat A12 is already reserved");
             }
             "concert: data platform down, booking still completes" => {
                 assert_eq!(exec["steps"][2]["status"], "failed");
@@ -86,7 +87,14 @@ async fn every_example_path_ends_as_expected() {
             _ => {}
         }
     }
+    // The state the scenarios leave: balances, orders, seats.
+    let client = reqwest::Client::new();
+    for check in &all.state {
+        let held = check.verify(&client, &host.url).await.unwrap();
+        assert_eq!(held, Ok(()), "{}", check.name());
+    }
     // Correlation: every step and compensation of one execution carried its id.
-    let shipped = api.execution(&ids[0]).await;
-    assert!(shipped["steps"][2]["result"]["tracking"].as_str().unwrap().ends_with(ids[0].as_str()));
+    let first_order = ran.iter().position(|s| s.title == "order: paid and shipped").unwrap();
+    let shipped = api.execution(&ids[first_order]).await;
+    assert!(shipped["steps"][2]["result"]["tracking"].as_str().unwrap().ends_with(ids[first_order].as_str()));
 }

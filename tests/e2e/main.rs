@@ -10,4 +10,5 @@ mod recovery;
 mod semantics;
 mod storage;
 mod telemetry;
+mod transfers;
 mod ui;

@@ -48,6 +48,17 @@ pub struct PluginList {
     pub plugins: Vec<crate::store::PluginMeta>,
 }
 
+/// `GET /v1/plugins/{name}/state`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginState {
+    /// The plugin whose namespace this is.
+    pub plugin: crate::domain::PluginName,
+    /// Entries, by collection then key.
+    pub entries: Vec<crate::store::StateItem>,
+    /// More entries match than `limit`.
+    pub truncated: bool,
+}
+
 /// `GET /v1/sagas`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct SagaList {
@@ -90,6 +101,7 @@ pub fn router(state: AppState) -> Router {
             put(plugins::upload).layer(DefaultBodyLimit::max(state.config.max_plugin_bytes)).get(plugins::show),
         )
         .route("/v1/plugins", get(plugins::list))
+        .route("/v1/plugins/{name}/state", get(plugins::state))
         .route("/v1/sagas", get(sagas::list))
         .route("/v1/sagas/{name}", put(sagas::put).get(sagas::show))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))

@@ -11,6 +11,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/plugins/{name}/{version}"),
     ("get", "/v1/plugins/{name}/{version}"),
     ("get", "/v1/plugins"),
+    ("get", "/v1/plugins/{name}/state"),
     ("put", "/v1/sagas/{name}"),
     ("get", "/v1/sagas/{name}"),
     ("get", "/v1/sagas"),
@@ -28,7 +29,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[openapi(
     info(title = "sagahost", description = "A WebAssembly-plugin saga host: upload step plugins, define sagas, trigger and follow executions."),
     paths(
-        plugins::upload, plugins::show, plugins::list,
+        plugins::upload, plugins::show, plugins::list, plugins::state,
         sagas::put, sagas::show, sagas::list,
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
         executions::cancel, executions::resume,

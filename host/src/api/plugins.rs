@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 
-use super::{ApiError, AppState, ErrorBody, PluginList, extract};
+use super::{ApiError, AppState, ErrorBody, PluginList, PluginState, extract};
 use crate::domain::{PluginName, PluginVersion};
-use crate::store::PluginMeta;
+use crate::store::{PluginMeta, StateItem};
 
 /// `PUT /v1/plugins/{name}/{version}`: 201 new, 200 same bytes again, 409 other bytes.
 #[utoipa::path(put, path = "/v1/plugins/{name}/{version}", tag = "plugins",
@@ -52,4 +52,44 @@ pub async fn show(
     let version = extract::name(&version, PluginVersion::parse)?;
     let meta = state.orch.store().plugin(&name, &version).await?;
     meta.map(Json).ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version} not found")))
+}
+
+/// Query of a state listing.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    collection: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/plugins/{name}/state?collection=&prefix=&limit=`: the plugin's committed state, by
+/// collection then key (admin).
+#[utoipa::path(get, path = "/v1/plugins/{name}/state", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name (state is shared by its versions)"),
+        ("collection" = Option<String>, Query, description = "only this collection"),
+        ("prefix" = Option<String>, Query, description = "only keys starting with this"),
+        ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses((status = 200, body = PluginState), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no plugin of that name")))]
+pub async fn state(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> Result<Json<PluginState>, ApiError> {
+    let name = extract::name(&name, PluginName::parse)?;
+    let q = extract::query(query)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let store = state.orch.store();
+    if !store.plugins().await?.iter().any(|p| p.name == name) {
+        return Err(ApiError::NotFound(format!("no plugin named {name} has been uploaded")));
+    }
+    let mut found = store.state_list(&name, q.collection.as_deref(), &q.prefix, limit + 1).await?;
+    let truncated = found.len() > limit;
+    found.truncate(limit);
+    let entries = found.iter().map(|(k, e)| StateItem::new(k, e)).collect();
+    Ok(Json(PluginState { plugin: name, entries, truncated }))
 }

@@ -173,6 +173,7 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
                 deadline_unix_ms: 0,
                 timeout: Duration::from_secs(5),
                 input: "{}".into(),
+                state: None,
             };
             runtime.invoke(&pre, call).await.map(drop).map_err(|f| anyhow::anyhow!(f.message))
         }

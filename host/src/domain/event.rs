@@ -19,12 +19,15 @@ pub enum FailureKind {
     Trap,
     /// The guest exceeded a resource limit (memory, output size, ...).
     Limit,
+    /// State the attempt read changed before its commit (another execution committed first):
+    /// none of its writes were kept. Retried under the step's policy.
+    Conflict,
 }
 
 impl FailureKind {
     /// Whether the retry policy applies to a failure of this kind.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Retryable | Self::Timeout | Self::Trap)
+        matches!(self, Self::Retryable | Self::Timeout | Self::Trap | Self::Conflict)
     }
 
     /// Whether the step may have taken effect despite failing: the guest was cut off
@@ -41,6 +44,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Trap => "trap",
             Self::Limit => "limit",
+            Self::Conflict => "conflict",
         }
     }
 }

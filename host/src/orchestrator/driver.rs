@@ -21,8 +21,8 @@ use crate::domain::{
     record_outcome,
 };
 use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, metrics, observe};
-use crate::runtime::Call;
-use crate::store::StoreError;
+use crate::runtime::{Call, StateScope};
+use crate::store::{StateChanges, StoreError};
 
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
 const STORE_RETRY: Duration = Duration::from_millis(500);
@@ -42,6 +42,8 @@ struct Driver {
 struct Outcome {
     inv: Invocation,
     result: Result<Value, StepFailure>,
+    /// State the attempt read and wrote: committed with its completion event, or not at all.
+    state: StateChanges,
 }
 
 /// Applies `events` to the in-memory state and adds them to the batch being planned.
@@ -58,6 +60,14 @@ fn stage(
     Ok(())
 }
 
+/// What to record now and what to do once it is durable.
+struct Plan {
+    batch: Vec<EventRecord>,
+    next: Next,
+    /// The outcome was recorded as a completion: its state changes commit with the batch.
+    completes: bool,
+}
+
 /// Everything to record now, and what to do after it is durable.
 fn plan(
     exec: &mut Execution,
@@ -65,11 +75,13 @@ fn plan(
     outcome: Option<&Outcome>,
     now: u64,
     in_flight: InFlight,
-) -> Result<(Vec<EventRecord>, Next), OrchestratorError> {
+) -> Result<Plan, OrchestratorError> {
     let mut batch = Vec::new();
+    let mut completes = false;
     if let Some(o) = outcome
         && let Some(event) = record_outcome(exec, def, &o.inv, o.result.clone(), now)
     {
+        completes = matches!(event, Event::StepCompleted { .. } | Event::CompensationStepCompleted { .. });
         stage(exec, &mut batch, vec![event], now)?;
     }
     loop {
@@ -77,9 +89,9 @@ fn plan(
             Next::Record(events) => stage(exec, &mut batch, events, now)?,
             Next::Invoke(inv) => {
                 stage(exec, &mut batch, vec![inv.started_event()], now)?;
-                return Ok((batch, Next::Invoke(inv)));
+                return Ok(Plan { batch, next: Next::Invoke(inv), completes });
             }
-            other => return Ok((batch, other)),
+            next => return Ok(Plan { batch, next, completes }),
         }
     }
 }
@@ -108,16 +120,21 @@ impl Driver {
             };
             let now = self.orch.now_ms();
             let (base, before) = (current.version, current.status);
-            let (batch, next) = match plan(&mut current, &def, outcome.as_ref(), now, self.in_flight()) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot plan; re-reading");
-                    tokio::time::sleep(STORE_RETRY).await;
-                    continue;
-                }
-            };
+            let Plan { batch, next, completes } =
+                match plan(&mut current, &def, outcome.as_ref(), now, self.in_flight()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot plan; re-reading");
+                        tokio::time::sleep(STORE_RETRY).await;
+                        continue;
+                    }
+                };
             if !batch.is_empty() {
-                match self.orch.store.append(self.id, base, batch.clone()).await {
+                let state = match &outcome {
+                    Some(o) if completes => o.state.clone(),
+                    _ => StateChanges::default(),
+                };
+                match self.orch.store.append_with_state(self.id, base, batch.clone(), state).await {
                     Ok(()) => {
                         for r in &batch {
                             tracing::debug!(seq = r.seq, event = r.event.type_name(), "recorded");
@@ -140,6 +157,16 @@ impl Driver {
                     // keeping the outcome to record if its attempt is still in flight.
                     Err(StoreError::Conflict { expected, actual, .. }) => {
                         tracing::debug!(expected, actual, "version conflict; re-reading");
+                        continue;
+                    }
+                    // State the attempt read changed under it: none of its writes count, and
+                    // the attempt is recorded as a retryable failure instead of a completion.
+                    Err(e @ StoreError::StateConflict { .. }) => {
+                        tracing::info!(error = %e, "state conflict; the attempt will be retried");
+                        if let Some(o) = outcome.as_mut() {
+                            o.result = Err(StepFailure::new(FailureKind::Conflict, e.to_string()));
+                            o.state = StateChanges::default();
+                        }
                         continue;
                     }
                     Err(e) => {
@@ -171,8 +198,11 @@ impl Driver {
                     }
                 }
                 Next::Invoke(inv) => {
-                    let result = self.invoke(&current, &def, &inv).await;
-                    outcome = Some(Outcome { inv, result });
+                    let (result, state) = match self.invoke(&current, &def, &inv).await {
+                        Ok((value, state)) => (Ok(value), state),
+                        Err(f) => (Err(f), StateChanges::default()),
+                    };
+                    outcome = Some(Outcome { inv, result, state });
                     exec = Some(current);
                 }
                 Next::Record(_) => unreachable!("plan records every decision"),
@@ -194,7 +224,12 @@ impl Driver {
     }
 
     /// Runs one attempt (its start is already durable) and returns its outcome.
-    async fn invoke(&self, exec: &Execution, def: &SagaDefinition, inv: &Invocation) -> Result<Value, StepFailure> {
+    async fn invoke(
+        &self,
+        exec: &Execution,
+        def: &SagaDefinition,
+        inv: &Invocation,
+    ) -> Result<(Value, StateChanges), StepFailure> {
         let sdef = &def.steps[inv.index];
         let plugin = match inv.side {
             Side::Execute => &sdef.plugin,
@@ -213,6 +248,7 @@ impl Driver {
             deadline_unix_ms: deadline,
             timeout: Duration::from_millis(deadline.saturating_sub(now)),
             input: step_input(exec, def, inv).to_string(),
+            state: Some(StateScope { plugin: plugin.name.clone(), store: self.orch.store.clone() }),
         };
         let span = tracing::info_span!("attempt", step = %inv.step, side = inv.side.as_str(), attempt = inv.attempt, plugin = %plugin);
         let started = std::time::Instant::now();
@@ -221,13 +257,14 @@ impl Driver {
                 Ok(pre) => self.orch.plugins.runtime().invoke(&pre, call).await,
                 Err(e) => Err(StepFailure::new(FailureKind::Retryable, e.to_string())),
             };
-            let outcome = outcome.and_then(|text| {
-                serde_json::from_str(&text).map_err(|e| {
+            let outcome = outcome.and_then(|done| {
+                let value = serde_json::from_str(&done.output).map_err(|e| {
                     StepFailure::new(
                         FailureKind::Trap,
                         format!("plugin broke the contract: its result is not JSON ({e})"),
                     )
-                })
+                })?;
+                Ok((value, done.state))
             });
             let (saga, side) = (exec.saga.to_string(), inv.side.as_str().to_string());
             let m = metrics();

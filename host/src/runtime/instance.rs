@@ -6,7 +6,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::saga::plugin::{host, types};
+use super::bindings::{current, v0_1};
+use super::state::StateSession;
 
 /// Refuses memory growth past the configured size and remembers it did, so that the
 /// resulting trap is reported as a `limit` failure naming the limit.
@@ -87,13 +88,15 @@ pub struct StepData {
     pub stdout: MemoryOutputPipe,
     /// Captured stderr.
     pub stderr: MemoryOutputPipe,
+    /// The attempt's view of its plugin's durable state.
+    pub state: StateSession,
     log_bytes: usize,
 }
 
 impl StepData {
     /// A fresh sandbox: no preopened directories, no environment, no arguments, no network;
     /// clocks and randomness only. stdout and stderr are captured, bounded by `log_bytes`.
-    pub fn new(log: LogSink, max_memory_bytes: usize, log_bytes: usize) -> Self {
+    pub fn new(log: LogSink, max_memory_bytes: usize, log_bytes: usize, state: StateSession) -> Self {
         let stdout = MemoryOutputPipe::new(log_bytes);
         let stderr = MemoryOutputPipe::new(log_bytes);
         let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
@@ -104,6 +107,7 @@ impl StepData {
             log,
             stdout,
             stderr,
+            state,
             log_bytes,
         }
     }
@@ -137,22 +141,34 @@ impl WasiView for StepData {
     }
 }
 
-impl types::Host for StepData {}
-
-impl host::Host for StepData {
-    async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            host::Level::Trace => tracing::Level::TRACE,
-            host::Level::Debug => tracing::Level::DEBUG,
-            host::Level::Info => tracing::Level::INFO,
-            host::Level::Warn => tracing::Level::WARN,
-            host::Level::Error => tracing::Level::ERROR,
-        };
-        if self.log.emit(level, "log", &message) {
-            Ok(())
-        } else {
-            // Stop a log flood at once rather than let it run to its time limit.
-            Err(wasmtime::Error::msg("log limit exceeded"))
-        }
+impl StepData {
+    /// A `log` call: `Err` (a trap) once the attempt's log budget is spent, which stops a log
+    /// flood at once rather than letting it run to its time limit.
+    fn log_call(&mut self, level: tracing::Level, message: &str) -> wasmtime::Result<()> {
+        if self.log.emit(level, "log", message) { Ok(()) } else { Err(wasmtime::Error::msg("log limit exceeded")) }
     }
 }
+
+/// Implements a world's `types` and `host` interfaces by forwarding to [`StepData::log_call`].
+macro_rules! host_interfaces {
+    ($world:ident) => {
+        impl $world::saga::plugin::types::Host for StepData {}
+
+        impl $world::saga::plugin::host::Host for StepData {
+            async fn log(&mut self, level: $world::saga::plugin::host::Level, message: String) -> wasmtime::Result<()> {
+                use $world::saga::plugin::host::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                self.log_call(level, &message)
+            }
+        }
+    };
+}
+
+host_interfaces!(current);
+host_interfaces!(v0_1);

@@ -1,36 +1,26 @@
 //! The WebAssembly runtime: one engine, plugins validated and compiled once, a fresh
 //! sandboxed instance per attempt, with memory, time, output and log limits.
 
+pub mod bindings;
 mod engine;
 mod instance;
 mod plugins;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::domain::{FailureKind, Side, StepFailure};
+use crate::store::StateChanges;
 
+pub use bindings::PluginPre;
 pub use engine::EPOCH_TICK;
 pub use instance::StepData;
 pub use plugins::{LoadError, PluginCache, UploadError, digest_of};
-
-/// Host bindings generated from the WIT package shared with the guest SDK.
-#[allow(missing_docs)]
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "plugin",
-        imports: { default: async | trappable },
-        exports: { default: async },
-    });
-}
-
-use bindings::exports::saga::plugin::step::StepError;
-use bindings::saga::plugin::types::StepContext;
-use bindings::{Plugin, PluginPre};
+pub use state::{StateLimits, StateScope};
 
 /// Sandbox limits, each configurable (SPEC §6).
 #[derive(Clone, Debug)]
@@ -49,6 +39,8 @@ pub struct Limits {
     pub max_plugin_bytes: usize,
     /// Instances that may exist at once (pool size); also bounds concurrent attempts.
     pub max_instances: u32,
+    /// Bounds on an attempt's use of durable state.
+    pub state: StateLimits,
 }
 
 impl Default for Limits {
@@ -61,6 +53,7 @@ impl Default for Limits {
             max_log_bytes: 256 << 10,
             max_plugin_bytes: 32 << 20,
             max_instances: 256,
+            state: StateLimits::default(),
         }
     }
 }
@@ -86,6 +79,17 @@ pub struct Call {
     pub timeout: Duration,
     /// JSON text input.
     pub input: String,
+    /// The plugin's state namespace (`None`: state calls answer `unavailable`).
+    pub state: Option<StateScope>,
+}
+
+/// A successful attempt: its result and the state changes to commit with it.
+#[derive(Debug)]
+pub struct Completed {
+    /// JSON text the plugin answered.
+    pub output: String,
+    /// What it read and wrote.
+    pub state: StateChanges,
 }
 
 /// The shared engine and linker.
@@ -102,7 +106,7 @@ impl Runtime {
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)?;
+        bindings::add_to_linker(&mut linker)?;
         let ticker = engine::EpochTicker::start(&engine);
         Ok(Arc::new(Self { engine, linker, limits, _ticker: ticker }))
     }
@@ -121,14 +125,14 @@ impl Runtime {
     }
 
     /// Compiles and checks a component against the world. Blocking (compilation).
-    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, PluginPre<StepData>), String> {
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, PluginPre), String> {
         let component = Component::new(&self.engine, bytes).map_err(|e| describe(&e))?;
         let pre = self.pre(&component)?;
         Ok((component, pre))
     }
 
     /// Loads an artifact this host wrote with [`Component::serialize`]. Blocking.
-    pub fn load_artifact(&self, artifact: &[u8]) -> Result<(Component, PluginPre<StepData>), String> {
+    pub fn load_artifact(&self, artifact: &[u8]) -> Result<(Component, PluginPre), String> {
         // SAFETY: artifacts are only ever written by this host (`compile` + `serialize`) into its
         // own store, keyed by digest and `engine_fingerprint`, so they match this engine.
         #[allow(unsafe_code)]
@@ -137,14 +141,14 @@ impl Runtime {
         Ok((component, pre))
     }
 
-    fn pre(&self, component: &Component) -> Result<PluginPre<StepData>, String> {
+    fn pre(&self, component: &Component) -> Result<PluginPre, String> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| describe(&e))?;
         PluginPre::new(pre).map_err(|e| describe(&e))
     }
 
     /// Runs one attempt in a fresh instance. Every failure, including traps, timeouts and
     /// exceeded limits, comes back as a [`StepFailure`]; nothing here panics the host.
-    pub async fn invoke(&self, pre: &PluginPre<StepData>, call: Call) -> Result<String, StepFailure> {
+    pub async fn invoke(&self, pre: &PluginPre, call: Call) -> Result<Completed, StepFailure> {
         let log = instance::LogSink {
             execution_id: call.execution_id.clone(),
             step: call.step.clone(),
@@ -154,8 +158,9 @@ impl Runtime {
             bytes_left: self.limits.max_log_bytes,
             exceeded: false,
         };
-        let mut store =
-            Store::new(&self.engine, StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes));
+        let state = state::StateSession::new(call.state.clone(), self.limits.state.clone());
+        let data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state);
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
@@ -198,38 +203,68 @@ impl Runtime {
                     self.limits.max_output_bytes
                 ),
             )),
-            Ok(Ok(Ok(text))) => Ok(text),
-            Ok(Ok(Err(StepError::Retryable(m)))) => Err(StepFailure::new(FailureKind::Retryable, truncate(m))),
-            Ok(Ok(Err(StepError::Permanent(m)))) => Err(StepFailure::new(FailureKind::Permanent, truncate(m))),
+            Ok(Ok(Ok(output))) => {
+                let state =
+                    std::mem::replace(&mut store.data_mut().state, state::StateSession::new(None, Default::default()));
+                Ok(Completed { output, state: state.into_changes() })
+            }
+            Ok(Ok(Err(Refusal::Retryable(m)))) => Err(StepFailure::new(FailureKind::Retryable, truncate(m))),
+            Ok(Ok(Err(Refusal::Permanent(m)))) => Err(StepFailure::new(FailureKind::Permanent, truncate(m))),
         }
     }
 }
 
-async fn run(
-    store: &mut Store<StepData>,
-    pre: &PluginPre<StepData>,
-    call: Call,
-) -> Result<Result<String, StepError>, StepFailure> {
-    let instantiating = std::time::Instant::now();
-    let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| {
-        // Not the plugin's fault (for example the instance pool is exhausted): try again later.
-        StepFailure::new(FailureKind::Retryable, format!("host could not instantiate the plugin: {}", describe(&e)))
-    })?;
-    crate::metrics::observe(&crate::metrics::metrics().instantiate_seconds, instantiating.elapsed());
-    let ctx = StepContext {
-        execution_id: call.execution_id,
-        saga: call.saga,
-        step: call.step,
-        attempt: call.attempt,
-        idempotency_key: call.idempotency_key,
-        deadline_unix_ms: call.deadline_unix_ms,
-    };
-    let step = plugin.saga_plugin_step();
-    let result = match call.side {
-        Side::Execute => step.call_execute(&mut *store, &ctx, &call.input).await,
-        Side::Compensate => step.call_compensate(&mut *store, &ctx, &call.input).await,
-    };
-    result.map_err(|e| StepFailure::new(FailureKind::Trap, format!("plugin trapped: {}", describe(&e))))
+/// A plugin's `step-error`, whatever world it came from.
+enum Refusal {
+    Retryable(String),
+    Permanent(String),
+}
+
+/// Instantiates `pre` and calls `execute` or `compensate`, with the context and error types of
+/// the plugin's world.
+macro_rules! call_step {
+    ($world:ident, $pre:expr, $store:expr, $call:expr) => {{
+        use bindings::$world::exports::saga::plugin::step::StepError;
+        let instantiating = std::time::Instant::now();
+        let plugin = $pre.instantiate_async(&mut *$store).await.map_err(instantiate_failed)?;
+        crate::metrics::observe(&crate::metrics::metrics().instantiate_seconds, instantiating.elapsed());
+        let call = $call;
+        let ctx = bindings::$world::saga::plugin::types::StepContext {
+            execution_id: call.execution_id,
+            saga: call.saga,
+            step: call.step,
+            attempt: call.attempt,
+            idempotency_key: call.idempotency_key,
+            deadline_unix_ms: call.deadline_unix_ms,
+        };
+        let step = plugin.saga_plugin_step();
+        let result = match call.side {
+            Side::Execute => step.call_execute(&mut *$store, &ctx, &call.input).await,
+            Side::Compensate => step.call_compensate(&mut *$store, &ctx, &call.input).await,
+        };
+        result.map_err(trapped).map(|r| {
+            r.map_err(|e| match e {
+                StepError::Retryable(m) => Refusal::Retryable(m),
+                StepError::Permanent(m) => Refusal::Permanent(m),
+            })
+        })
+    }};
+}
+
+async fn run(store: &mut Store<StepData>, pre: &PluginPre, call: Call) -> Result<Result<String, Refusal>, StepFailure> {
+    match pre {
+        PluginPre::Current(pre) => call_step!(current, pre, store, call),
+        PluginPre::V0_1(pre) => call_step!(v0_1, pre, store, call),
+    }
+}
+
+/// Not the plugin's fault (for example the instance pool is exhausted): try again later.
+fn instantiate_failed(e: wasmtime::Error) -> StepFailure {
+    StepFailure::new(FailureKind::Retryable, format!("host could not instantiate the plugin: {}", describe(&e)))
+}
+
+fn trapped(e: wasmtime::Error) -> StepFailure {
+    StepFailure::new(FailureKind::Trap, format!("plugin trapped: {}", describe(&e)))
 }
 
 /// An error with its causes on one line, bounded in length.

@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::bindings::PluginPre;
-use super::{Runtime, StepData};
+use super::{PluginPre, Runtime};
 use crate::domain::{PluginName, PluginRef, PluginVersion};
 use crate::store::{PluginMeta, PluginPut, Store, StoreError};
 
@@ -56,7 +55,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
 pub struct PluginCache {
     runtime: Arc<Runtime>,
     store: Arc<dyn Store>,
-    loaded: Mutex<HashMap<PluginRef, PluginPre<StepData>>>,
+    loaded: Mutex<HashMap<PluginRef, PluginPre>>,
 }
 
 impl PluginCache {
@@ -74,11 +73,11 @@ impl PluginCache {
         format!("{digest}-{}", self.runtime.engine_fingerprint())
     }
 
-    fn cached(&self, r: &PluginRef) -> Option<PluginPre<StepData>> {
+    fn cached(&self, r: &PluginRef) -> Option<PluginPre> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(r).cloned()
     }
 
-    fn remember(&self, r: PluginRef, pre: PluginPre<StepData>) {
+    fn remember(&self, r: PluginRef, pre: PluginPre) {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(r, pre);
     }
 
@@ -119,7 +118,7 @@ impl PluginCache {
 
     /// The plugin ready to instantiate: from memory, else from its stored artifact, else
     /// compiled from its stored bytes (and the artifact stored for next time).
-    pub async fn get(&self, r: &PluginRef) -> Result<PluginPre<StepData>, LoadError> {
+    pub async fn get(&self, r: &PluginRef) -> Result<PluginPre, LoadError> {
         if let Some(pre) = self.cached(r) {
             return Ok(pre);
         }
@@ -147,10 +146,7 @@ impl PluginCache {
 
 /// Validates and compiles on the blocking pool. Gives the bytes back together with the
 /// artifact to store and the plugin ready to instantiate (or the reason it is not a plugin).
-async fn compile_off_thread(
-    runtime: Arc<Runtime>,
-    bytes: Vec<u8>,
-) -> (Vec<u8>, Result<(Vec<u8>, PluginPre<StepData>), String>) {
+async fn compile_off_thread(runtime: Arc<Runtime>, bytes: Vec<u8>) -> (Vec<u8>, Result<(Vec<u8>, PluginPre), String>) {
     let compiled = tokio::task::spawn_blocking(move || {
         let compiled = runtime
             .compile(&bytes)

@@ -3,6 +3,7 @@
 //!
 //! Names never contain `0x00` (they are validated), so it separates variable-length parts.
 
+use super::StateKey;
 use crate::domain::{ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName};
 
 const EVENT: u8 = b'e';
@@ -14,9 +15,38 @@ const PLUGIN: u8 = b'p';
 const BLOB: u8 = b'b';
 const ARTIFACT: u8 = b'a';
 const DEFINITION: u8 = b'd';
+const STATE: u8 = b't';
+const META: u8 = b'm';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
+}
+
+/// `t ‖ plugin ‖ 0 ‖ collection ‖ 0 ‖ key`: a plugin's entries sort by collection, then key.
+pub fn state(k: &StateKey) -> Vec<u8> {
+    key(&[&[STATE], k.plugin.as_str().as_bytes(), &[0], k.collection.as_bytes(), &[0], k.key.as_bytes()])
+}
+
+/// Prefix of a plugin's entries, or of one of its collections.
+pub fn state_of(plugin: &PluginName, collection: Option<&str>) -> Vec<u8> {
+    match collection {
+        Some(c) => key(&[&[STATE], plugin.as_str().as_bytes(), &[0], c.as_bytes(), &[0]]),
+        None => key(&[&[STATE], plugin.as_str().as_bytes(), &[0]]),
+    }
+}
+
+/// The entry key back from a stored key of `plugin`'s namespace.
+pub fn parse_state(plugin: &PluginName, k: &[u8]) -> Option<StateKey> {
+    let rest = k.strip_prefix(state_of(plugin, None).as_slice())?;
+    let split = rest.iter().position(|&b| b == 0)?;
+    let collection = std::str::from_utf8(&rest[..split]).ok()?;
+    let key = std::str::from_utf8(&rest[split + 1..]).ok()?;
+    Some(StateKey { plugin: plugin.clone(), collection: collection.into(), key: key.into() })
+}
+
+/// The store-wide counter state versions come from.
+pub fn state_clock() -> Vec<u8> {
+    key(&[&[META], b"state-clock"])
 }
 
 /// `e ‖ id ‖ seq (big-endian)`: a stream's records sort by sequence.
@@ -137,6 +167,18 @@ mod tests {
         assert!(event(id, 255) < event(id, 256));
         assert!(event(id, 9).starts_with(&events_of(id)));
         assert_eq!(trailing_id(&by_status(ExecutionStatus::Running, id)), Some(id));
+    }
+
+    #[test]
+    fn state_keys_parse_back_and_stay_inside_their_namespace() {
+        let bank = PluginName::parse("bank").unwrap();
+        let k = StateKey::new(bank.clone(), "accounts", "alice/1").unwrap();
+        let stored = state(&k);
+        assert!(stored.starts_with(&state_of(&bank, Some("accounts"))));
+        assert_eq!(parse_state(&bank, &stored), Some(k));
+        // `bank` and `bankx` do not share a prefix: the name is NUL-terminated.
+        let other = StateKey::new(PluginName::parse("bankx").unwrap(), "accounts", "alice").unwrap();
+        assert!(!state(&other).starts_with(&state_of(&bank, None)));
     }
 
     #[test]

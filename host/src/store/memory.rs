@@ -16,6 +16,8 @@ struct Inner {
     blobs: HashMap<String, Vec<u8>>,
     artifacts: HashMap<String, Vec<u8>>,
     definitions: BTreeMap<(SagaName, u64), StoredDefinition>,
+    state: BTreeMap<StateKey, StateEntry>,
+    state_clock: u64,
 }
 
 /// Keeps everything in a mutex-guarded map.
@@ -62,15 +64,34 @@ impl EventStore for MemoryStore {
         Ok(Created::New)
     }
 
-    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
+    async fn append_with_state(
+        &self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: StateChanges,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let summary = inner.summaries.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         if summary.version != expected {
             return Err(StoreError::Conflict { id, expected, actual: summary.version });
         }
         check_sequence(expected, &records)?;
+        state::check_reads(&state.reads, |k| Ok(inner.state.get(k).map_or(0, |e| e.version)))?;
         summary.advance(&records);
         inner.streams.get_mut(&id).expect("stream beside summary").extend(records);
+        for (key, value) in state.writes {
+            match value {
+                Some(value) => {
+                    inner.state_clock += 1;
+                    inner.state.insert(key, StateEntry { value, version: inner.state_clock });
+                }
+                None => {
+                    inner.state.remove(&key);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -185,5 +206,30 @@ impl CatalogStore for MemoryStore {
             latest.insert(name, d);
         }
         Ok(latest.into_values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn state_get(&self, key: &StateKey) -> Result<Option<StateEntry>, StoreError> {
+        Ok(self.lock().state.get(key).cloned())
+    }
+
+    async fn state_list(
+        &self,
+        plugin: &PluginName,
+        collection: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(StateKey, StateEntry)>, StoreError> {
+        Ok(self
+            .lock()
+            .state
+            .iter()
+            .filter(|(k, _)| &k.plugin == plugin && collection.is_none_or(|c| k.collection == c))
+            .filter(|(k, _)| k.key.starts_with(prefix))
+            .take(limit)
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect())
     }
 }

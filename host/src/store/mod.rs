@@ -7,6 +7,7 @@
 mod keys;
 mod memory;
 mod sled_store;
+mod state;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, Plugi
 
 pub use memory::MemoryStore;
 pub use sled_store::{DEFAULT_RESERVE_BYTES, SledStore};
+pub use state::{MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateChanges, StateEntry, StateItem, StateKey, StateValue};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +30,17 @@ pub enum StoreError {
         expected: u64,
         /// The version the stream is at.
         actual: u64,
+    },
+    /// An entry the attempt read changed before its commit: nothing was written. The attempt
+    /// is recorded as failed (kind `conflict`) and retried under the step's policy.
+    #[error("state conflict on {key}: read at version {read}, now at version {now}")]
+    StateConflict {
+        /// The entry (`plugin:collection/key`).
+        key: String,
+        /// The version the attempt saw (0: absent).
+        read: u64,
+        /// The version committed since (0: deleted).
+        now: u64,
     },
     /// The stream does not exist.
     #[error("execution {0} not found")]
@@ -136,7 +149,20 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Appends `records` (numbered from `expected + 1`) if the stream is at `expected`.
     /// Returns once they are durable.
-    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError>;
+    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
+        self.append_with_state(id, expected, records, StateChanges::default()).await
+    }
+
+    /// Like [`append`](Self::append), and in the same atomic commit applies `state.writes`,
+    /// provided every entry in `state.reads` is still at the version read (else
+    /// [`StoreError::StateConflict`] and nothing is written).
+    async fn append_with_state(
+        &self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: StateChanges,
+    ) -> Result<(), StoreError>;
 
     /// The records of a stream with `seq > after`, in order. `NotFound` when there is no stream.
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError>;
@@ -242,6 +268,23 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError>;
 }
 
+/// Plugins' durable state (written only through [`EventStore::append_with_state`]).
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// The committed entry under `key`.
+    async fn state_get(&self, key: &StateKey) -> Result<Option<StateEntry>, StoreError>;
+
+    /// Up to `limit` entries of `plugin`'s namespace, by collection then key: only `collection`
+    /// when given, only keys starting with `prefix`.
+    async fn state_list(
+        &self,
+        plugin: &PluginName,
+        collection: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(StateKey, StateEntry)>, StoreError>;
+}
+
 /// Everything the host stores.
-pub trait Store: EventStore + CatalogStore {}
-impl<T: EventStore + CatalogStore> Store for T {}
+pub trait Store: EventStore + CatalogStore + StateStore {}
+impl<T: EventStore + CatalogStore + StateStore> Store for T {}

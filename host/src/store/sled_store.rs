@@ -70,6 +70,7 @@ enum Write {
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
+        state: StateChanges,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     PutPlugin {
@@ -130,12 +131,16 @@ impl SledStore {
     pub fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(unavailable)?;
         let guard = DiskGuard { dir: dir.to_path_buf(), reserve_bytes };
+        let state_clock = match db.get(keys::state_clock()).map_err(unavailable)? {
+            Some(v) => StateValue::stored_version(&v).map_err(StoreError::Corrupt)?,
+            None => 0,
+        };
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
         let stats = Arc::new(CommitStats::default());
         let (wdb, wstats) = (db.clone(), stats.clone());
         std::thread::Builder::new()
             .name("sled-writer".into())
-            .spawn(move || writer(wdb, rx, &wstats, &guard))
+            .spawn(move || writer(wdb, rx, &wstats, &guard, state_clock))
             .map_err(unavailable)?;
         Ok(Self { db, tx, stats })
     }
@@ -194,8 +199,14 @@ impl EventStore for SledStore {
         self.write(|reply| Write::Create { id, saga, first, idem, reply }).await
     }
 
-    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
-        self.write(|reply| Write::Append { id, expected, records, reply }).await
+    async fn append_with_state(
+        &self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: StateChanges,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Write::Append { id, expected, records, state, reply }).await
     }
 
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
@@ -323,6 +334,46 @@ impl CatalogStore for SledStore {
     }
 }
 
+#[async_trait]
+impl StateStore for SledStore {
+    async fn state_get(&self, key: &StateKey) -> Result<Option<StateEntry>, StoreError> {
+        let key = keys::state(key);
+        self.read_with(move |db| {
+            db.get(key).map_err(unavailable)?.map(|v| StateValue::decode(&v).map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn state_list(
+        &self,
+        plugin: &PluginName,
+        collection: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(StateKey, StateEntry)>, StoreError> {
+        let (plugin, prefix) = (plugin.clone(), prefix.to_owned());
+        let mut scan = keys::state_of(&plugin, collection);
+        if collection.is_some() {
+            scan.extend_from_slice(prefix.as_bytes());
+        }
+        self.read_with(move |db| {
+            let mut out = Vec::new();
+            for kv in db.scan_prefix(scan) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = kv.map_err(unavailable)?;
+                let key = keys::parse_state(&plugin, &k).ok_or_else(|| StoreError::Corrupt("state key".into()))?;
+                if key.key.starts_with(&prefix) {
+                    out.push((key, StateValue::decode(&v).map_err(StoreError::Corrupt)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 fn latest_definition(db: &sled::Db, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
     db.scan_prefix(keys::definitions_of(name))
         .next_back()
@@ -344,6 +395,12 @@ struct Group<'a> {
     idempotency: HashMap<Vec<u8>, ExecutionId>,
     plugins: HashMap<Vec<u8>, PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
+    /// State versions written in this group (0: deleted), so later writes check against them.
+    state: HashMap<Vec<u8>, u64>,
+    /// The state version counter (kept across groups; persisted with every group that moves it).
+    state_clock: &'a mut u64,
+    /// Whether this group moved the counter.
+    clock_moved: bool,
     /// Bytes staged so far.
     bytes: u64,
     /// Streams that reached a terminal status in this group (their heads leave the cache).
@@ -421,12 +478,45 @@ impl Group<'_> {
         Ok(Created::New)
     }
 
-    fn append(&mut self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
+    /// The committed version of a state entry as of this point in the group (0: absent).
+    fn state_version(&self, key: &[u8]) -> Result<u64, StoreError> {
+        if let Some(v) = self.state.get(key) {
+            return Ok(*v);
+        }
+        match self.db.get(key).map_err(unavailable)? {
+            Some(v) => StateValue::stored_version(&v).map_err(StoreError::Corrupt),
+            None => Ok(0),
+        }
+    }
+
+    fn append(
+        &mut self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: StateChanges,
+    ) -> Result<(), StoreError> {
         let mut summary = self.summary(id)?.ok_or(StoreError::NotFound(id))?;
         if summary.version != expected {
             return Err(StoreError::Conflict { id, expected, actual: summary.version });
         }
         check_sequence(expected, &records)?;
+        super::state::check_reads(&state.reads, |k| self.state_version(&keys::state(k)))?;
+        for (key, value) in state.writes {
+            let key = keys::state(&key);
+            match value {
+                Some(value) => {
+                    *self.state_clock += 1;
+                    self.clock_moved = true;
+                    self.state.insert(key.clone(), *self.state_clock);
+                    self.put(key, value.encode(*self.state_clock));
+                }
+                None => {
+                    self.state.insert(key.clone(), 0);
+                    self.batch.remove(key);
+                }
+            }
+        }
         let old = summary.status;
         summary.advance(&records);
         self.insert_records(id, &records);
@@ -499,7 +589,9 @@ impl Group<'_> {
         }
         match w {
             Write::Create { id, saga, first, idem, reply } => finish(self.create(id, saga, first, idem), reply),
-            Write::Append { id, expected, records, reply } => finish(self.append(id, expected, records), reply),
+            Write::Append { id, expected, records, state, reply } => {
+                finish(self.append(id, expected, records, state), reply)
+            }
             Write::PutPlugin { meta, bytes, artifact, reply } => finish(self.put_plugin(meta, bytes, artifact), reply),
             Write::PutArtifact { key, bytes, reply } => {
                 self.put(keys::artifact(&key), bytes);
@@ -512,8 +604,9 @@ impl Group<'_> {
     }
 }
 
-fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guard: &DiskGuard) {
+fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guard: &DiskGuard, mut state_clock: u64) {
     let mut heads: HashMap<ExecutionId, Option<ExecutionSummary>> = HashMap::new();
+
     while let Some(first) = rx.blocking_recv() {
         let mut group = Group {
             db: &db,
@@ -522,6 +615,9 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
             idempotency: HashMap::new(),
             plugins: HashMap::new(),
             definitions: HashMap::new(),
+            state: HashMap::new(),
+            state_clock: &mut state_clock,
+            clock_moved: false,
             bytes: 0,
             ended: Vec::new(),
         };
@@ -531,6 +627,10 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>, stats: &CommitStats, guar
                 Ok(w) => finishers.push(group.stage(w)),
                 Err(_) => break,
             }
+        }
+        if group.clock_moved {
+            let clock = group.state_clock.to_be_bytes();
+            group.put(keys::state_clock(), &clock);
         }
         let batch = std::mem::take(&mut group.batch);
         let ended = std::mem::take(&mut group.ended);

@@ -1,5 +1,7 @@
-//! Reserves a concert seat. Seats whose name starts with `taken` are already reserved.
+//! Reserves a concert seat in the plugin's durable state (`seats/{seat}`): a seat held by
+//! another booking cannot be reserved again; compensation releases it.
 
+use saga_guest::state::{self, Versioned};
 use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
 use serde::{Deserialize, Serialize};
 
@@ -8,10 +10,21 @@ struct Booking {
     seat: String,
 }
 
+/// `seats/{seat}`: who holds it.
+#[derive(Serialize, Deserialize)]
+struct Reservation {
+    execution_id: String,
+    state: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SeatState {
     seat: String,
     state: String,
+}
+
+fn seats() -> state::Collection {
+    state::collection("seats")
 }
 
 struct Seat;
@@ -21,15 +34,27 @@ impl Step for Seat {
     type Output = SeatState;
     type Undone = SeatState;
 
-    fn execute(_ctx: &Context, step: StepInput<Booking>) -> Result<SeatState, StepError> {
-        if step.input.seat.starts_with("taken") {
-            return Err(StepError::permanent(format!("seat {} is already reserved", step.input.seat)));
+    fn execute(ctx: &Context, step: StepInput<Booking>) -> Result<SeatState, StepError> {
+        let seat = step.input.seat;
+        if let Some(Versioned { value: held, .. }) = seats().get::<Reservation>(&seat)?
+            && held.execution_id != ctx.execution_id
+        {
+            return Err(StepError::permanent(format!("seat {seat} is already reserved")));
         }
-        Ok(SeatState { seat: step.input.seat, state: "SEAT_RESERVED".into() })
+        let state = "SEAT_RESERVED".to_string();
+        seats().set(&seat, &Reservation { execution_id: ctx.execution_id.clone(), state: state.clone() })?;
+        Ok(SeatState { seat, state })
     }
 
-    fn compensate(_ctx: &Context, undo: Compensation<Booking, SeatState>) -> Result<SeatState, StepError> {
-        Ok(SeatState { seat: undo.input.seat, state: "SEAT_RELEASED".into() })
+    fn compensate(ctx: &Context, undo: Compensation<Booking, SeatState>) -> Result<SeatState, StepError> {
+        let seat = undo.input.seat;
+        // Only this booking's hold is released (there is none if the reservation never committed).
+        if let Some(Versioned { value: held, .. }) = seats().get::<Reservation>(&seat)?
+            && held.execution_id == ctx.execution_id
+        {
+            seats().delete(&seat)?;
+        }
+        Ok(SeatState { seat, state: "SEAT_RELEASED".into() })
     }
 }
 

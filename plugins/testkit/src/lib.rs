@@ -8,8 +8,15 @@
 //! Behaviours: `ok`, `permanent`, `retryable`, `fail_until:N` (retryable before attempt N),
 //! `sleep:MS`, `loop`, `trap`, `panic`, `oom`, `stack_overflow`, `huge_output`, `not_json`,
 //! `log_flood`, `read_file`, `read_env`, `open_socket`.
+//!
+//! State: `{"state": {"<step>": [op, ...]}}` (and `"compensation_state"`) runs state operations
+//! before the behaviour; their results are in the answer's `"state"`. Ops: `{"get": [c, k]}`,
+//! `{"set": [c, k, json]}`, `{"set_raw": [c, k, text]}`, `{"set_bytes": [c, k, text]}`, `{"delete": [c, k]}`,
+//! `{"cas": [c, k, expected_version_or_null, json_or_null]}`, `{"add": [c, k, n]}` (read a
+//! number, add `n`, write it back).
 
 use saga_guest::bindings::exports::saga::plugin::step::Guest;
+use saga_guest::bindings::saga::plugin::state::{self, Value as Stored};
 use saga_guest::bindings::saga::plugin::types::{StepContext, StepError};
 use saga_guest::serde_json::{self, Value, json};
 
@@ -28,11 +35,60 @@ fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
     recurse(depth + 1, &mut more) + more[0] as u64
 }
 
-fn act(ctx: &StepContext, side: &str, behavior: &str) -> Result<String, StepError> {
+fn stored_json(v: &Value) -> Stored {
+    Stored::Json(v.to_string())
+}
+
+fn shown(e: Option<state::Entry>) -> Value {
+    match e {
+        None => Value::Null,
+        Some(state::Entry { value: Stored::Json(text), version }) => {
+            json!({ "json": serde_json::from_str::<Value>(&text).unwrap_or(Value::Null), "version": version })
+        }
+        Some(state::Entry { value: Stored::Bytes(b), version }) => {
+            json!({ "bytes": String::from_utf8_lossy(&b), "version": version })
+        }
+    }
+}
+
+/// Runs one state operation; its result, or `{"error": ..}`.
+fn state_op(op: &Value) -> Value {
+    let Some((name, args)) = op.as_object().and_then(|o| o.iter().next()) else {
+        return json!({ "error": "an op is an object with one key" });
+    };
+    let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
+    let text = |i: usize| arg(i).as_str().unwrap_or("").to_string();
+    let (c, k) = (text(0), text(1));
+    let result = match name.as_str() {
+        "get" => state::get(&c, &k).map(shown),
+        "set" => state::set(&c, &k, &stored_json(&arg(2))).map(|()| Value::Null),
+        "set_raw" => state::set(&c, &k, &Stored::Json(text(2))).map(|()| Value::Null),
+        "set_bytes" => state::set(&c, &k, &Stored::Bytes(text(2).into_bytes())).map(|()| Value::Null),
+        "delete" => state::delete(&c, &k).map(|()| Value::Null),
+        "cas" => {
+            let value = (!arg(3).is_null()).then(|| stored_json(&arg(3)));
+            state::compare_and_set(&c, &k, arg(2).as_u64(), value.as_ref()).map(Value::Bool)
+        }
+        "add" => state::get(&c, &k).and_then(|e| {
+            let now = shown(e)["json"].as_i64().unwrap_or(0) + arg(2).as_i64().unwrap_or(0);
+            state::set(&c, &k, &stored_json(&json!(now))).map(|()| json!(now))
+        }),
+        other => return json!({ "error": format!("unknown op {other:?}") }),
+    };
+    result.unwrap_or_else(|e| json!({ "error": format!("{e:?}") }))
+}
+
+fn state_ops(input: &str, table: &str, step: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+    v["input"][table][step].as_array().map(|ops| ops.iter().map(state_op).collect()).unwrap_or_default()
+}
+
+fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Result<String, StepError> {
     let ok = || {
         Ok(json!({
             "step": ctx.step, "side": side, "attempt": ctx.attempt,
             "execution_id": ctx.execution_id, "idempotency_key": ctx.idempotency_key,
+            "state": state,
         })
         .to_string())
     };
@@ -93,12 +149,14 @@ fn act(ctx: &StepContext, side: &str, behavior: &str) -> Result<String, StepErro
 impl Guest for Testkit {
     fn execute(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "behaviors", &ctx.step);
-        act(&ctx, "execute", &b)
+        let state = state_ops(&input, "state", &ctx.step);
+        act(&ctx, "execute", &b, state)
     }
 
     fn compensate(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "compensations", &ctx.step);
-        act(&ctx, "compensate", &b)
+        let state = state_ops(&input, "compensation_state", &ctx.step);
+        act(&ctx, "compensate", &b, state)
     }
 }
 
