@@ -404,3 +404,71 @@ async fn every_route_is_served_and_in_the_openapi_document() {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "{schema} missing");
     }
 }
+
+#[tokio::test]
+async fn plugin_state_is_listed_for_operators_only() {
+    let app = app_with(ApiConfig {
+        admin_token: Some("admin-secret".into()),
+        client_token: Some("client-secret".into()),
+        ..ApiConfig::default()
+    });
+    let admin = Some("admin-secret");
+    assert_eq!(
+        send(&app, Method::PUT, "/v1/plugins/testkit/1.0.0", wasm("testkit"), admin).await.0,
+        StatusCode::CREATED
+    );
+    let def = json!({"steps": [{"name": "a", "plugin": "testkit@1.0.0"}]}).to_string();
+    assert_eq!(send(&app, Method::PUT, "/v1/sagas/s", def, admin).await.0, StatusCode::CREATED);
+    let ops = json!([
+        {"set": ["accounts", "alice", {"balance": 5}]},
+        {"set": ["accounts", "bob", {"balance": 7}]},
+        {"set_bytes": ["blobs", "b1", "hi"]},
+    ]);
+    let input = json!({"state": {"a": ops}}).to_string();
+    let (status, done) = send(&app, Method::POST, "/v1/sagas/s/executions?wait=10000", input, admin).await;
+    assert_eq!((status, done["status"].clone()), (StatusCode::OK, json!("completed")), "{done}");
+
+    let list = |q: &str, token| {
+        let uri = format!("/v1/plugins/testkit/state{q}");
+        let app = app.clone();
+        async move { send(&app, Method::GET, &uri, Body::empty(), token).await }
+    };
+    assert_error(&list("", None).await, StatusCode::UNAUTHORIZED, "unauthorized", "bearer token");
+    assert_error(&list("", Some("client-secret")).await, StatusCode::UNAUTHORIZED, "unauthorized", "bearer token");
+    let (status, all) = list("", admin).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["plugin"], "testkit");
+    assert_eq!(all["truncated"], false);
+    let entries = all["entries"].as_array().unwrap();
+    let names: Vec<String> = entries.iter().map(|e| format!("{}/{}", e["collection"], e["key"])).collect();
+    assert_eq!(names, ["\"accounts\"/\"alice\"", "\"accounts\"/\"bob\"", "\"blobs\"/\"b1\""]);
+    assert_eq!(entries[0]["json"], json!({"balance": 5}));
+    assert!(entries[0]["version"].as_u64().unwrap() > 0);
+    assert_eq!(entries[2]["bytes_base64"], "aGk=");
+    assert!(entries[2].get("json").is_none());
+
+    let (_, one) = list("?collection=accounts&prefix=b", admin).await;
+    assert_eq!(one["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(one["entries"][0]["key"], "bob");
+    let (_, page) = list("?limit=1", admin).await;
+    assert_eq!((page["entries"].as_array().unwrap().len(), page["truncated"].clone()), (1, json!(true)));
+    let (_, none) = list("?collection=nothing", admin).await;
+    assert_eq!(none["entries"], json!([]));
+
+    assert_error(
+        &send(&app, Method::GET, "/v1/plugins/ghost/state", Body::empty(), admin).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no plugin named ghost",
+    );
+    assert_error(
+        &send(&app, Method::GET, "/v1/plugins/Bad%20Name/state", Body::empty(), admin).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "plugin name",
+    );
+    assert_error(&list("?limit=0", admin).await, StatusCode::BAD_REQUEST, "bad_request", "limit");
+    assert_error(&list("?limit=1001", admin).await, StatusCode::BAD_REQUEST, "bad_request", "limit");
+    assert_error(&list("?limit=many", admin).await, StatusCode::BAD_REQUEST, "bad_request", "query");
+    assert_error(&list("?colection=accounts", admin).await, StatusCode::BAD_REQUEST, "bad_request", "colection");
+}

@@ -68,6 +68,17 @@ async fn from_new_plugin_to_a_finished_saga_with_the_cli() {
     assert!(stdout(&out).lines().count() >= 3, "{}", stdout(&out));
     let out = sagahost(&url, &["plugin", "list"]);
     assert!(stdout(&out).contains("tally"));
+    // The template keeps a running total in its durable state: the completed run's 5 only.
+    let out = sagahost(&url, &["plugin", "state", "tally", "--collection", "totals"]);
+    let listed = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("totals") && l.contains("tally") && l.contains(r#"{"amount":5}"#)),
+        "{listed}"
+    );
+    let out = sagahost(&url, &["plugin", "state", "tally", "--json", "--prefix", "nothing"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], serde_json::json!([]));
     let out = sagahost(&url, &["cancel", id]);
     assert_eq!(out.status.code(), Some(1), "cancel of a terminal execution is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{out:?}");

@@ -47,17 +47,22 @@ fn definition() -> Value {
     json!({"steps": [step("reserve"), step("charge"), notify, step("ship")]})
 }
 
-fn random_input(rng: &mut Rng) -> Value {
+/// Random behaviours per step; every step and compensation also writes plugin state
+/// (`crash/{key}/{step}`, `.../undone`), which must be there exactly when its completion is.
+fn random_input(rng: &mut Rng, key: &str) -> Value {
     let forward =
         ["ok", "ok", "ok", "sleep:100", "sleep:400", "fail_until:2", "fail_until:3", "retryable", "permanent"];
     let backward = ["ok", "ok", "sleep:100", "fail_until:2", "fail_until:3"];
     let mut behaviors = serde_json::Map::new();
     let mut compensations = serde_json::Map::new();
+    let (mut state, mut compensation_state) = (serde_json::Map::new(), serde_json::Map::new());
     for step in ["reserve", "charge", "notify", "ship"] {
         behaviors.insert(step.into(), json!(rng.pick(&forward)));
         compensations.insert(step.into(), json!(rng.pick(&backward)));
+        state.insert(step.into(), json!([{"add": ["crash", format!("{key}/{step}"), 1]}]));
+        compensation_state.insert(step.into(), json!([{"add": ["crash", format!("{key}/{step}/undone"), 1]}]));
     }
-    json!({"behaviors": behaviors, "compensations": compensations})
+    json!({"behaviors": behaviors, "compensations": compensations, "state": state, "compensation_state": compensation_state})
 }
 
 /// The invariants of SPEC §5 for one finished execution.
@@ -137,8 +142,13 @@ async fn executions_survive_random_kills() {
             api.put_saga("crash", &definition()).await;
         }
         let kill_after = Duration::from_millis(50 + rng.below(1_200));
-        let inputs: Vec<(String, Value, u64)> =
-            (0..per_round).map(|i| (format!("r{round}-{i}"), random_input(&mut rng), rng.below(60))).collect();
+        let inputs: Vec<(String, Value, u64)> = (0..per_round)
+            .map(|i| {
+                let key = format!("r{round}-{i}");
+                let input = random_input(&mut rng, &key);
+                (key, input, rng.below(60))
+            })
+            .collect();
         let triggering = tokio::spawn({
             let api = api.clone();
             async move {
@@ -199,6 +209,30 @@ async fn executions_survive_random_kills() {
             .await;
         check(&exec, &api.events(id).await);
         *statuses.entry(exec["status"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    // Atomicity: a step's (or compensation's) state write is there exactly when its
+    // completion event is, and was applied once.
+    for (key, id) in &accepted {
+        let events = api.events(id).await;
+        let (_, listed) = api
+            .call(reqwest::Method::GET, &format!("/v1/plugins/testkit/state?collection=crash&prefix={key}/"), None)
+            .await;
+        let written: BTreeMap<String, Value> = listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["key"].as_str().unwrap().to_owned(), e["json"].clone()))
+            .collect();
+        let count = |ty: &str, step: &str| events.iter().filter(|e| e["type"] == ty && e["step"] == step).count();
+        for step in ["reserve", "charge", "notify", "ship"] {
+            for (entry, ty) in [
+                (format!("{key}/{step}"), "step_completed"),
+                (format!("{key}/{step}/undone"), "compensation_step_completed"),
+            ] {
+                let expected = (count(ty, step) == 1).then(|| json!(1));
+                assert_eq!(written.get(&entry).cloned(), expected, "{id}: {entry} vs its {ty} event");
+            }
+        }
     }
     println!(
         "crash test: {} executions ({} accepted triggers) after {rounds} kills: {statuses:?}",

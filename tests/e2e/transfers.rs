@@ -125,6 +125,7 @@ async fn concurrent_transfers_conserve_money_across_kills() {
             let deadline = Instant::now() + Duration::from_secs(300);
             let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
             let mut conflicts = 0;
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
             let mut moved: BTreeMap<String, i64> = BTreeMap::new();
             for (key, id) in &accepted {
                 let exec = api
@@ -154,6 +155,17 @@ async fn concurrent_transfers_conserve_money_across_kills() {
                     *moved.entry(t["from"].as_str().unwrap().into()).or_default() -= amount;
                     *moved.entry(t["to"].as_str().unwrap().into()).or_default() += amount;
                 }
+                if status == "compensated" {
+                    // Why: the last failure before compensation began.
+                    let why = events.iter().rev().find(|e| e["type"] == "step_failed").map_or("deadline", |e| {
+                        if e["error"]["message"].as_str().unwrap_or("").contains("insufficient") {
+                            "insufficient balance"
+                        } else {
+                            e["error"]["kind"].as_str().unwrap_or("?")
+                        }
+                    });
+                    *reasons.entry(why.to_owned()).or_default() += 1;
+                }
                 *statuses.entry(status).or_default() += 1;
             }
             // No money created or lost; every balance is exactly its completed transfers.
@@ -169,7 +181,7 @@ async fn concurrent_transfers_conserve_money_across_kills() {
             }
             assert_eq!(total, (ACCOUNTS * OPENING) as i64, "the sum of balances changed");
             println!(
-                "transfers: {} executions after {kills} kills in {:.1} s: {statuses:?}, {conflicts} attempts retried after a state conflict",
+                "transfers: {} executions after {kills} kills in {:.1} s: {statuses:?} (compensated because: {reasons:?}), {conflicts} attempts retried after a state conflict",
                 accepted.len(),
                 started.elapsed().as_secs_f64()
             );

@@ -131,6 +131,20 @@ pub enum PluginCommand {
         /// Version.
         version: String,
     },
+    /// List a plugin's durable state (shared by all its versions).
+    State {
+        /// Plugin name.
+        name: String,
+        /// Only this collection.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many entries (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 /// `saga …`.
@@ -228,6 +242,39 @@ pub async fn run(cmd: ClientCommand, conn: &Connection) -> anyhow::Result<i32> {
         }
         ClientCommand::Plugin(PluginCommand::Show { name, version }) => {
             print_json(&client.get(&format!("/v1/plugins/{name}/{version}")).await?)
+        }
+        ClientCommand::Plugin(PluginCommand::State { name, collection, prefix, limit }) => {
+            let mut query = reqwest::Url::parse("http://query/")?;
+            query.query_pairs_mut().append_pair("prefix", &prefix).append_pair("limit", &limit.to_string());
+            if let Some(c) = &collection {
+                query.query_pairs_mut().append_pair("collection", c);
+            }
+            let v = client.get(&format!("/v1/plugins/{name}/state?{}", query.query().unwrap_or(""))).await?;
+            if conn.json {
+                print_json(&v);
+            } else {
+                let rows: Vec<Vec<String>> = v["entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        let value = e.get("json").map_or_else(
+                            || format!("(bytes, base64) {}", render::cell(&e["bytes_base64"])),
+                            Value::to_string,
+                        );
+                        vec![
+                            render::cell(&e["collection"]),
+                            render::cell(&e["key"]),
+                            render::cell(&e["version"]),
+                            value,
+                        ]
+                    })
+                    .collect();
+                println!("{}", render::table(&["collection", "key", "version", "value"], &rows));
+                if v["truncated"] == true {
+                    println!("(more entries match: raise --limit or narrow --collection/--prefix)");
+                }
+            }
         }
         ClientCommand::Saga(SagaCommand::Apply { name, file }) => {
             let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

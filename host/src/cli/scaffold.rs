@@ -13,6 +13,7 @@ pub fn default_sdk_path() -> PathBuf {
 
 const LIB_RS: &str = r#"//! A saga step plugin. `execute` performs the step; `compensate` undoes it.
 
+use saga_guest::state;
 use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,23 @@ struct Input {
 struct Done {
     reference: String,
     state: String,
+    total: u64,
+}
+
+/// A running total per saga in this plugin's durable state (`totals/{saga}`). The host commits
+/// a step's state writes together with its completion, all or nothing, and retries the step if
+/// another execution changed the total first: no update is lost or applied twice.
+#[derive(Serialize, Deserialize, Default)]
+struct Total {
+    amount: u64,
+}
+
+fn add(saga: &str, amount: i64) -> Result<u64, StepError> {
+    let totals = state::collection("totals");
+    let mut total = totals.get::<Total>(saga)?.map(|v| v.value).unwrap_or_default();
+    total.amount = total.amount.saturating_add_signed(amount);
+    totals.set(saga, &total)?;
+    Ok(total.amount)
 }
 
 struct MyStep;
@@ -41,14 +59,19 @@ impl Step for MyStep {
             return Err(StepError::permanent("amount must be positive"));
         }
         saga_guest::info!("{} for {}", ctx.step, step.input.amount);
+        let total = add(&ctx.saga, step.input.amount as i64)?;
         // ctx.idempotency_key is stable across retries and restarts: hand it to other systems.
-        Ok(Done { reference: ctx.idempotency_key.clone(), state: "DONE".into() })
+        Ok(Done { reference: ctx.idempotency_key.clone(), state: "DONE".into(), total })
     }
 
     fn compensate(ctx: &Context, undo: Compensation<Input, Done>) -> Result<Done, StepError> {
-        // undo.result is None when execute's outcome is unknown: undoing must tolerate that.
-        let reference = undo.result.map(|d| d.reference).unwrap_or_else(|| ctx.idempotency_key.clone());
-        Ok(Done { reference, state: "UNDONE".into() })
+        // undo.result is None when execute's outcome is unknown (it timed out or trapped):
+        // then its state writes were not committed either, so there is nothing to subtract.
+        let Some(done) = undo.result else {
+            return Ok(Done { reference: ctx.idempotency_key.clone(), state: "NOTHING_TO_UNDO".into(), total: 0 });
+        };
+        let total = add(&ctx.saga, -(undo.input.amount as i64))?;
+        Ok(Done { reference: done.reference, state: "UNDONE".into(), total })
     }
 }
 
