@@ -75,6 +75,12 @@ struct ServeArgs {
     /// Log bytes a plugin may write per attempt, in KiB.
     #[arg(long, default_value_t = 256)]
     max_log_kib: usize,
+    /// Largest value a plugin may store in its durable state, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_state_value_kib: usize,
+    /// Entries a plugin may write (or delete) in its durable state per attempt.
+    #[arg(long, default_value_t = 1_000)]
+    max_state_writes: usize,
     /// Largest request body other than a plugin upload (definitions, inputs), in KiB.
     #[arg(long, default_value_t = 1024)]
     max_body_kib: usize,
@@ -143,6 +149,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.orchestrator.definition_limits.max_steps = args.max_steps;
     config.limits.max_log_lines = args.max_log_lines;
     config.limits.max_log_bytes = args.max_log_kib << 10;
+    config.limits.state.max_value_bytes = args.max_state_value_kib << 10;
+    config.limits.state.max_writes = args.max_state_writes;
+    config.limits.state.max_write_bytes = config.limits.state.max_write_bytes.max(config.limits.state.max_value_bytes);
     config.api.max_body_bytes = args.max_body_kib << 10;
     config.store_reserve_bytes = args.min_free_mib << 20;
     let host = Host::start(config).await?;
