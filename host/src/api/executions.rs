@@ -71,12 +71,16 @@ pub async fn trigger(
     if query.wait.is_some_and(|w| w > MAX_WAIT_MS) {
         return Err(ApiError::BadRequest(format!("wait is at most {MAX_WAIT_MS} ms")));
     }
-    let started = state.orch.start(&saga, input, key).await?;
-    if let Some(wait) = query.wait
-        && let Some(exec) = state.orch.wait_terminal(started.id, Duration::from_millis(wait)).await?
-    {
-        return Ok((StatusCode::OK, Json(json!(view(&state, &exec).await?))).into_response());
-    }
+    let started = match query.wait {
+        Some(wait) => {
+            let (started, ended) = state.orch.start_and_wait(&saga, input, key, Duration::from_millis(wait)).await?;
+            if let Some(exec) = ended {
+                return Ok((StatusCode::OK, Json(json!(view(&state, &exec).await?))).into_response());
+            }
+            started
+        }
+        None => state.orch.start(&saga, input, key).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(Accepted { id: started.id, status: started.status })).into_response())
 }
 

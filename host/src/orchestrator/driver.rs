@@ -27,9 +27,9 @@ use crate::store::{StateChanges, StoreError};
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
-pub(super) async fn drive(orch: Arc<Orchestrator>, id: ExecutionId, slot: Arc<DriverSlot>) {
+pub(super) async fn drive(orch: Arc<Orchestrator>, id: ExecutionId, slot: Arc<DriverSlot>, known: Option<Execution>) {
     let span = tracing::info_span!("execution", execution_id = %id);
-    async move { Driver { orch, id, slot }.run().await }.instrument(span).await
+    async move { Driver { orch, id, slot }.run(known).await }.instrument(span).await
 }
 
 struct Driver {
@@ -97,9 +97,9 @@ fn plan(
 }
 
 impl Driver {
-    async fn run(&mut self) {
+    /// Drives until the end, starting from `exec` if the caller knows the stream's state.
+    async fn run(&mut self, mut exec: Option<Execution>) {
         let mut stopping = self.orch.stopping.subscribe();
-        let mut exec: Option<Execution> = None;
         let mut outcome: Option<Outcome> = None;
         while !*stopping.borrow() {
             let loaded = async {
@@ -150,7 +150,7 @@ impl Driver {
                             let took = Duration::from_millis(current.updated_at.saturating_sub(current.created_at));
                             observe(&m.execution_seconds.get_or_create(&labels), took);
                         }
-                        self.orch.publish(self.id, current.version, current.status, current.status != before);
+                        self.orch.publish(&current, current.status != before);
                         outcome = None;
                     }
                     // The stream moved (a cancel, another driver): re-read and plan again,

@@ -115,12 +115,15 @@ pub struct Orchestrator {
     clock: Arc<dyn Clock>,
     config: OrchestratorConfig,
     definitions: Mutex<HashMap<(SagaName, u64), Arc<SagaDefinition>>>,
+    /// The latest version of each saga, so that a trigger reads nothing from the store (only
+    /// this process writes definitions unless the store is shared).
+    latest: Mutex<HashMap<SagaName, (u64, Arc<SagaDefinition>)>>,
     drivers: Mutex<HashMap<ExecutionId, Arc<DriverSlot>>>,
     attempts: Arc<Semaphore>,
     loads: Arc<Semaphore>,
     notices: broadcast::Sender<Notice>,
-    /// Callers of `wait_terminal`, by execution: woken when it ends.
-    waiters: Mutex<HashMap<ExecutionId, Vec<tokio::sync::oneshot::Sender<()>>>>,
+    /// Callers waiting for an execution to end, handed its final state when it does.
+    waiters: Mutex<HashMap<ExecutionId, Vec<Waiter>>>,
     stopping: watch::Sender<bool>,
     streams_loaded: std::sync::atomic::AtomicU64,
     /// Executions parked until a time, `(wake_at_unix_ms, id)`: they hold no task while they
@@ -129,6 +132,9 @@ pub struct Orchestrator {
     timer_wake: Arc<Notify>,
     timers_started: AtomicBool,
 }
+
+/// Told an execution's final state when it ends (`None`: read it from the store).
+type Waiter = tokio::sync::oneshot::Sender<Option<Arc<Execution>>>;
 
 /// A wait longer than this parks the execution (its driver exits) instead of sleeping in it.
 pub const PARK_AFTER_MS: u64 = 2_000;
@@ -150,6 +156,7 @@ impl Orchestrator {
             loads: Arc::new(Semaphore::new(config.max_concurrent_loads)),
             config,
             definitions: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
             drivers: Mutex::new(HashMap::new()),
             notices: broadcast::channel(16_384).0,
             waiters: Mutex::new(HashMap::new()),
@@ -201,7 +208,34 @@ impl Orchestrator {
         let definition = parse_definition(json, &self.config.definition_limits, |r| {
             uploaded.iter().any(|p| p.name == r.name && p.version == r.version)
         })?;
-        Ok(self.store.put_definition(name, definition, self.now_ms()).await?)
+        let (stored, put) = self.store.put_definition(name, definition, self.now_ms()).await?;
+        self.remember_definition(&stored);
+        Ok((stored, put))
+    }
+
+    fn remember_definition(&self, stored: &StoredDefinition) -> Arc<SagaDefinition> {
+        let d = Arc::new(stored.definition.clone());
+        let key = (stored.name.clone(), stored.version);
+        self.definitions.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert_with(|| d.clone());
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = latest.entry(stored.name.clone()).or_insert_with(|| (stored.version, d.clone()));
+        if entry.0 < stored.version {
+            *entry = (stored.version, d.clone());
+        }
+        d
+    }
+
+    /// The latest version of a saga: from memory, unless another process may have changed it.
+    async fn latest_definition(&self, saga: &SagaName) -> Result<(u64, Arc<SagaDefinition>), OrchestratorError> {
+        if !self.config.shared_store
+            && let Some(found) = self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(saga)
+        {
+            return Ok(found.clone());
+        }
+        let stored =
+            self.store.definition(saga, None).await?.ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        let d = self.remember_definition(&stored);
+        Ok((stored.version, d))
     }
 
     /// A definition version, from memory or the store.
@@ -228,8 +262,47 @@ impl Orchestrator {
         input: Value,
         idempotency_key: Option<String>,
     ) -> Result<Started, OrchestratorError> {
-        let stored =
-            self.store.definition(saga, None).await?.ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        Ok(self.start_inner(saga, input, idempotency_key, None).await?.0)
+    }
+
+    /// Like [`start`](Self::start), then waits up to `wait` for the execution to end. Its
+    /// final state comes straight from its driver: nothing is read back from the store.
+    pub async fn start_and_wait(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        idempotency_key: Option<String>,
+        wait: Duration,
+    ) -> Result<(Started, Option<Execution>), OrchestratorError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (started, registered) = self.start_inner(saga, input, idempotency_key, Some(tx)).await?;
+        if !registered {
+            let ended = self.wait_terminal(started.id, wait).await?;
+            return Ok((started, ended));
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(Some(exec))) => Ok((started, Some(Arc::unwrap_or_clone(exec)))),
+            Ok(_) => {
+                let exec = self.execution(started.id).await?;
+                Ok((started, Some(exec)))
+            }
+            Err(_) => {
+                self.forget_closed_waiters(started.id);
+                Ok((started, None))
+            }
+        }
+    }
+
+    /// Starts an execution; `waiter` is registered before its driver starts (`true` returned
+    /// when it was: the execution is new).
+    async fn start_inner(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        idempotency_key: Option<String>,
+        waiter: Option<Waiter>,
+    ) -> Result<(Started, bool), OrchestratorError> {
+        let (version, definition) = self.latest_definition(saga).await?;
         if self.active_drivers() >= self.config.max_active_executions {
             return Err(OrchestratorError::Busy(self.config.max_active_executions));
         }
@@ -240,32 +313,33 @@ impl Orchestrator {
             at: now,
             event: Event::ExecutionStarted {
                 saga: saga.clone(),
-                definition_version: stored.version,
+                definition_version: version,
                 input,
-                deadline_unix_ms: stored.definition.deadline_ms.map(|d| now + d),
+                deadline_unix_ms: definition.deadline_ms.map(|d| now + d),
                 idempotency_key: idempotency_key.clone(),
             },
         };
-        self.definitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((saga.clone(), stored.version))
-            .or_insert_with(|| Arc::new(stored.definition));
         let idem = idempotency_key.map(|key| IdempotencyKey { saga: saga.clone(), key });
-        match self.store.create(id, saga.clone(), first, idem).await? {
+        match self.store.create(id, saga.clone(), first.clone(), idem).await? {
             Created::New => {
                 tracing::info!(execution_id = %id, %saga, "execution started");
                 crate::metrics::metrics()
                     .executions_started
                     .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
                     .inc();
-                self.publish(id, 1, ExecutionStatus::Running, true);
-                self.ensure_driver(id);
-                Ok(Started { id, status: ExecutionStatus::Running, created: true })
+                // The stream is exactly `first`: the driver starts from it without a read.
+                let exec = Execution::fold(id, std::slice::from_ref(&first))?;
+                self.publish(&exec, true);
+                let registered = waiter.is_some();
+                if let Some(w) = waiter {
+                    self.waiters.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().push(w);
+                }
+                self.ensure_driver_from(id, Some(exec));
+                Ok((Started { id, status: ExecutionStatus::Running, created: true }, registered))
             }
             Created::Existing(existing) => {
                 let status = self.store.summary(existing).await?.map_or(ExecutionStatus::Running, |s| s.status);
-                Ok(Started { id: existing, status, created: false })
+                Ok((Started { id: existing, status, created: false }, false))
             }
         }
     }
@@ -314,7 +388,7 @@ impl Orchestrator {
                     for r in &records {
                         exec.apply(r)?;
                     }
-                    self.publish(id, exec.version, exec.status, exec.status != before);
+                    self.publish(&exec, exec.status != before);
                     self.ensure_driver(id);
                     return Ok(exec);
                 }
@@ -334,17 +408,22 @@ impl Orchestrator {
             return Ok(Some(exec));
         }
         match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(Some(exec))) => Ok(Some(Arc::unwrap_or_clone(exec))),
             Ok(_) => Ok(Some(self.execution(id).await?)),
             Err(_) => {
-                // Drop our (now closed) waiter along with any others that gave up.
-                let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(list) = waiters.get_mut(&id) {
-                    list.retain(|w| !w.is_closed());
-                    if list.is_empty() {
-                        waiters.remove(&id);
-                    }
-                }
+                self.forget_closed_waiters(id);
                 Ok(None)
+            }
+        }
+    }
+
+    /// Drops waiters of `id` that gave up (their receiver is gone).
+    fn forget_closed_waiters(&self, id: ExecutionId) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = waiters.get_mut(&id) {
+            list.retain(|w| !w.is_closed());
+            if list.is_empty() {
+                waiters.remove(&id);
             }
         }
     }
@@ -371,12 +450,17 @@ impl Orchestrator {
         }
     }
 
-    fn publish(&self, id: ExecutionId, version: u64, status: ExecutionStatus, status_changed: bool) {
-        let _ = self.notices.send(Notice { id, version, status, status_changed });
+    /// Tells subscribers that `exec` moved, and hands its final state to its waiters when it ended.
+    fn publish(&self, exec: &Execution, status_changed: bool) {
+        let (id, status) = (exec.id, exec.status);
+        let _ = self.notices.send(Notice { id, version: exec.version, status, status_changed });
         if status.is_terminal() {
             let woken = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            for w in woken.into_iter().flatten() {
-                let _ = w.send(());
+            if let Some(woken) = woken {
+                let exec = Arc::new(exec.clone());
+                for w in woken {
+                    let _ = w.send(Some(exec.clone()));
+                }
             }
         }
     }
@@ -384,6 +468,12 @@ impl Orchestrator {
     /// Makes sure a driver runs for `id`, waking it if it exists: exactly one driver per
     /// execution in this process.
     pub(crate) fn ensure_driver(&self, id: ExecutionId) {
+        self.ensure_driver_from(id, None);
+    }
+
+    /// [`ensure_driver`](Self::ensure_driver); a new driver starts from `known` (the stream's
+    /// current fold) instead of reading the stream.
+    fn ensure_driver_from(&self, id: ExecutionId, known: Option<Execution>) {
         if *self.stopping.borrow() {
             return;
         }
@@ -398,7 +488,7 @@ impl Orchestrator {
         drivers.insert(id, slot.clone());
         drop(drivers);
         if let Some(me) = self.me.upgrade() {
-            tokio::spawn(driver::drive(me, id, slot));
+            tokio::spawn(driver::drive(me, id, slot, known));
         }
     }
 
