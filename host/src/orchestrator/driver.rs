@@ -27,7 +27,12 @@ use crate::store::{StateChanges, StoreError};
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
-pub(super) async fn drive(orch: Arc<Orchestrator>, id: ExecutionId, slot: Arc<DriverSlot>, known: Option<Execution>) {
+pub(super) async fn drive(
+    orch: Arc<Orchestrator>,
+    id: ExecutionId,
+    slot: Arc<DriverSlot>,
+    known: Option<(Execution, Option<Next>)>,
+) {
     let span = tracing::info_span!("execution", execution_id = %id);
     async move { Driver { orch, id, slot }.run(known).await }.instrument(span).await
 }
@@ -39,7 +44,7 @@ struct Driver {
 }
 
 /// An attempt's outcome, not yet recorded.
-struct Outcome {
+pub(super) struct Outcome {
     inv: Invocation,
     result: Result<Value, StepFailure>,
     /// State the attempt read and wrote: committed with its completion event, or not at all.
@@ -61,15 +66,15 @@ fn stage(
 }
 
 /// What to record now and what to do once it is durable.
-struct Plan {
-    batch: Vec<EventRecord>,
-    next: Next,
+pub(super) struct Plan {
+    pub(super) batch: Vec<EventRecord>,
+    pub(super) next: Next,
     /// The outcome was recorded as a completion: its state changes commit with the batch.
-    completes: bool,
+    pub(super) completes: bool,
 }
 
 /// Everything to record now, and what to do after it is durable.
-fn plan(
+pub(super) fn plan(
     exec: &mut Execution,
     def: &SagaDefinition,
     outcome: Option<&Outcome>,
@@ -97,9 +102,14 @@ fn plan(
 }
 
 impl Driver {
-    /// Drives until the end, starting from `exec` if the caller knows the stream's state.
-    async fn run(&mut self, mut exec: Option<Execution>) {
+    /// Drives until the end, starting from `known` if the caller knows the stream's state
+    /// (and, with it, the next action already recorded, such as the first step's start).
+    async fn run(&mut self, known: Option<(Execution, Option<Next>)>) {
         let mut stopping = self.orch.stopping.subscribe();
+        let (mut exec, mut decided) = match known {
+            Some((e, next)) => (Some(e), next),
+            None => (None, None),
+        };
         let mut outcome: Option<Outcome> = None;
         while !*stopping.borrow() {
             let loaded = async {
@@ -120,15 +130,19 @@ impl Driver {
             };
             let now = self.orch.now_ms();
             let (base, before) = (current.version, current.status);
-            let Plan { batch, next, completes } =
-                match plan(&mut current, &def, outcome.as_ref(), now, self.in_flight()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot plan; re-reading");
-                        tokio::time::sleep(STORE_RETRY).await;
-                        continue;
-                    }
-                };
+            let planned = match decided.take() {
+                // Already recorded by whoever started this driver: act on it.
+                Some(next) => Ok(Plan { batch: Vec::new(), next, completes: false }),
+                None => plan(&mut current, &def, outcome.as_ref(), now, self.in_flight()),
+            };
+            let Plan { batch, next, completes } = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot plan; re-reading");
+                    tokio::time::sleep(STORE_RETRY).await;
+                    continue;
+                }
+            };
             if !batch.is_empty() {
                 let state = match &outcome {
                     Some(o) if completes => o.state.clone(),

@@ -13,11 +13,11 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 use crate::clock::Clock;
-use crate::domain::decide::{CommandError, cancel, resume};
+use crate::domain::decide::{CommandError, InFlight, cancel, resume};
 use crate::domain::definition::parse_definition;
 use crate::domain::{
-    DefinitionError, DefinitionLimits, Event, EventRecord, Execution, ExecutionId, ExecutionStatus, SagaDefinition,
-    SagaName,
+    DefinitionError, DefinitionLimits, Event, EventRecord, Execution, ExecutionId, ExecutionStatus, Next,
+    SagaDefinition, SagaName,
 };
 use crate::runtime::PluginCache;
 use crate::store::{Created, DefinitionPut, IdempotencyKey, Store, StoreError, StoredDefinition};
@@ -319,22 +319,28 @@ impl Orchestrator {
                 idempotency_key: idempotency_key.clone(),
             },
         };
+        // The first step starts in the same write as the execution: one flush fewer on every
+        // execution's path. Its driver then runs that attempt without planning it again.
+        let mut exec = Execution::fold(id, std::slice::from_ref(&first))?;
+        let driver::Plan { batch, next, .. } = driver::plan(&mut exec, &definition, None, now, InFlight::Crashed)?;
+        let first_action = matches!(next, Next::Invoke(_)).then_some(next);
+        let mut records = vec![first];
+        records.extend(batch);
         let idem = idempotency_key.map(|key| IdempotencyKey { saga: saga.clone(), key });
-        match self.store.create(id, saga.clone(), first.clone(), idem).await? {
+        match self.store.create_with(id, saga.clone(), records, idem).await? {
             Created::New => {
                 tracing::info!(execution_id = %id, %saga, "execution started");
                 crate::metrics::metrics()
                     .executions_started
                     .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
                     .inc();
-                // The stream is exactly `first`: the driver starts from it without a read.
-                let exec = Execution::fold(id, std::slice::from_ref(&first))?;
                 self.publish(&exec, true);
                 let registered = waiter.is_some();
                 if let Some(w) = waiter {
                     self.waiters.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().push(w);
                 }
-                self.ensure_driver_from(id, Some(exec));
+                // The driver starts from the state just written, without reading it back.
+                self.ensure_driver_from(id, Some((exec, first_action)));
                 Ok((Started { id, status: ExecutionStatus::Running, created: true }, registered))
             }
             Created::Existing(existing) => {
@@ -472,8 +478,9 @@ impl Orchestrator {
     }
 
     /// [`ensure_driver`](Self::ensure_driver); a new driver starts from `known` (the stream's
-    /// current fold) instead of reading the stream.
-    fn ensure_driver_from(&self, id: ExecutionId, known: Option<Execution>) {
+    /// current fold, and what to do first if that is already decided and recorded) instead of
+    /// reading the stream.
+    fn ensure_driver_from(&self, id: ExecutionId, known: Option<(Execution, Option<Next>)>) {
         if *self.stopping.borrow() {
             return;
         }

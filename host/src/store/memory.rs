@@ -39,11 +39,11 @@ impl MemoryStore {
 
 #[async_trait]
 impl EventStore for MemoryStore {
-    async fn create(
+    async fn create_with(
         &self,
         id: ExecutionId,
         saga: SagaName,
-        first: EventRecord,
+        records: Vec<EventRecord>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
         let mut inner = self.lock();
@@ -52,12 +52,14 @@ impl EventStore for MemoryStore {
         {
             return Ok(Created::Existing(*existing));
         }
-        check_sequence(0, std::slice::from_ref(&first))?;
+        check_sequence(0, &records)?;
         if inner.streams.contains_key(&id) {
             return Err(StoreError::Conflict { id, expected: 0, actual: inner.summaries[&id].version });
         }
-        inner.summaries.insert(id, ExecutionSummary::new(id, saga, &first));
-        inner.streams.insert(id, vec![first]);
+        let mut summary = ExecutionSummary::new(id, saga, &records[0]);
+        summary.advance(&records[1..]);
+        inner.summaries.insert(id, summary);
+        inner.streams.insert(id, records);
         if let Some(key) = idempotency {
             inner.idempotency.insert(key, id);
         }

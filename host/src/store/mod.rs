@@ -145,6 +145,19 @@ pub trait EventStore: Send + Sync + 'static {
         saga: SagaName,
         first: EventRecord,
         idempotency: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        self.create_with(id, saga, vec![first], idempotency).await
+    }
+
+    /// Creates a stream with `records` (numbered from 1, the first an `execution_started`),
+    /// unless `idempotency` was used before: one durable write for an execution's start and
+    /// whatever follows it at once (its first step's start).
+    async fn create_with(
+        &self,
+        id: ExecutionId,
+        saga: SagaName,
+        records: Vec<EventRecord>,
+        idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError>;
 
     /// Appends `records` (numbered from `expected + 1`) if the stream is at `expected`.

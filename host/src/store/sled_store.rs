@@ -62,7 +62,7 @@ enum Write {
     Create {
         id: ExecutionId,
         saga: SagaName,
-        first: EventRecord,
+        records: Vec<EventRecord>,
         idem: Option<IdempotencyKey>,
         reply: oneshot::Sender<Result<Created, StoreError>>,
     },
@@ -189,14 +189,14 @@ fn scan_ids(
 
 #[async_trait]
 impl EventStore for SledStore {
-    async fn create(
+    async fn create_with(
         &self,
         id: ExecutionId,
         saga: SagaName,
-        first: EventRecord,
+        records: Vec<EventRecord>,
         idem: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        self.write(|reply| Write::Create { id, saga, first, idem, reply }).await
+        self.write(|reply| Write::Create { id, saga, records, idem, reply }).await
     }
 
     async fn append_with_state(
@@ -449,7 +449,7 @@ impl Group<'_> {
         &mut self,
         id: ExecutionId,
         saga: SagaName,
-        first: EventRecord,
+        records: Vec<EventRecord>,
         idem: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
         let idem_key = idem.as_ref().map(|k| keys::idempotency(&k.saga, &k.key));
@@ -463,7 +463,7 @@ impl Group<'_> {
                 return Ok(Created::Existing(ExecutionId::from_bytes(bytes)));
             }
         }
-        check_sequence(0, std::slice::from_ref(&first))?;
+        check_sequence(0, &records)?;
         if let Some(existing) = self.summary(id)? {
             return Err(StoreError::Conflict { id, expected: 0, actual: existing.version });
         }
@@ -472,8 +472,9 @@ impl Group<'_> {
             self.put(k.clone(), id.as_bytes());
             self.idempotency.insert(k, id);
         }
-        let summary = ExecutionSummary::new(id, saga, &first);
-        self.insert_records(id, std::slice::from_ref(&first));
+        let mut summary = ExecutionSummary::new(id, saga, &records[0]);
+        summary.advance(&records[1..]);
+        self.insert_records(id, &records);
         self.put_summary(None, summary);
         Ok(Created::New)
     }
@@ -588,7 +589,7 @@ impl Group<'_> {
             })
         }
         match w {
-            Write::Create { id, saga, first, idem, reply } => finish(self.create(id, saga, first, idem), reply),
+            Write::Create { id, saga, records, idem, reply } => finish(self.create(id, saga, records, idem), reply),
             Write::Append { id, expected, records, state, reply } => {
                 finish(self.append(id, expected, records, state), reply)
             }
