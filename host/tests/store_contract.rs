@@ -138,6 +138,19 @@ async fn appends_at_the_expected_version(store: &dyn Store) {
     let summary = store.summary(id).await.unwrap().unwrap();
     assert_eq!((summary.version, summary.status), (3, ExecutionStatus::Completed));
     assert!(matches!(store.read(ExecutionId::new(), 0).await, Err(StoreError::NotFound(_))));
+
+    // Writes of several records (a create with the first step's start, appends of three and
+    // of one): a read after any sequence number returns exactly the later records.
+    let id = ExecutionId::new();
+    let created = store.create_with(id, saga("s"), vec![started("s"), step_started(2)], None).await.unwrap();
+    assert_eq!(created, Created::New);
+    store.append(id, 2, vec![step_started(3), step_started(4), step_started(5)]).await.unwrap();
+    store.append(id, 5, vec![step_started(6)]).await.unwrap();
+    assert_eq!(store.summary(id).await.unwrap().unwrap().version, 6);
+    for after in 0..=6 {
+        let seqs: Vec<u64> = store.read(id, after).await.unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (after + 1..=6).collect::<Vec<_>>(), "read after {after}");
+    }
 }
 
 async fn rejects_conflicts(store: &dyn Store) {

@@ -49,7 +49,9 @@ pub fn state_clock() -> Vec<u8> {
     key(&[&[META], b"state-clock"])
 }
 
-/// `e ‖ id ‖ seq (big-endian)`: a stream's records sort by sequence.
+/// `e ‖ id ‖ seq (big-endian)`: the records of one write to a stream, under the `seq` of the
+/// last of them. Keys sort by sequence, and a range from `after + 1` finds every record after
+/// `after` (the first write found may also hold earlier ones).
 pub fn event(id: ExecutionId, seq: u64) -> Vec<u8> {
     key(&[&[EVENT], id.as_bytes(), &seq.to_be_bytes()])
 }

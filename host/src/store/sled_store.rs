@@ -211,10 +211,21 @@ impl EventStore for SledStore {
 
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
         self.read_with(move |db| {
-            let records = db
-                .range(keys::event(id, after.saturating_add(1))..keys::prefix_end(&keys::events_of(id)))
-                .map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v)))
-                .collect::<Result<Vec<EventRecord>, _>>()?;
+            let mut records = Vec::new();
+            for kv in db.range(keys::event(id, after.saturating_add(1))..keys::prefix_end(&keys::events_of(id))) {
+                let (_, v) = kv.map_err(unavailable)?;
+                // One write's records: a JSON array, or a single record (one-record writes, and
+                // every write of stores from before writes were grouped).
+                if v.first() == Some(&b'[') {
+                    let batch: Vec<EventRecord> = decode(&v)?;
+                    records.extend(batch.into_iter().filter(|r| r.seq > after));
+                } else {
+                    let r: EventRecord = decode(&v)?;
+                    if r.seq > after {
+                        records.push(r);
+                    }
+                }
+            }
             if records.is_empty() && !db.contains_key(keys::summary(id)).map_err(unavailable)? {
                 return Err(StoreError::NotFound(id));
             }
@@ -439,9 +450,12 @@ impl Group<'_> {
         self.summaries.insert(s.id, Some(s));
     }
 
+    /// One key per write (the sled writer's cost is per key), named by its last record.
     fn insert_records(&mut self, id: ExecutionId, records: &[EventRecord]) {
-        for r in records {
-            self.put(keys::event(id, r.seq), encode(r));
+        match records {
+            [] => {}
+            [one] => self.put(keys::event(id, one.seq), encode(one)),
+            [.., last] => self.put(keys::event(id, last.seq), encode(&records)),
         }
     }
 
