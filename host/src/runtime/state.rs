@@ -75,10 +75,11 @@ impl StateSession {
         }
     }
 
-    fn check(&self, collection: &str, key: &str) -> Result<(&StateScope, StateKey), StateError> {
+    /// The scope, if `collection` and `key` may be used in it.
+    fn check(&self, collection: &str, key: &str) -> Result<&StateScope, StateError> {
         let scope = self.scope.as_ref().ok_or_else(|| StateError::Unavailable("this attempt has no state".into()))?;
-        let k = StateKey::new(scope.plugin.clone(), collection, key).map_err(StateError::Invalid)?;
-        Ok((scope, k))
+        StateKey::check(collection, key).map_err(StateError::Invalid)?;
+        Ok(scope)
     }
 
     /// The committed entry, read once per attempt.
@@ -87,10 +88,11 @@ impl StateSession {
         if let Some(entry) = self.seen.get(&name) {
             return Ok(entry.clone());
         }
-        let (scope, k) = self.check(collection, key)?;
+        let scope = self.check(collection, key)?;
         if self.seen.len() >= self.limits.max_reads {
             return Err(StateError::Limit(format!("more than {} entries read in one attempt", self.limits.max_reads)));
         }
+        let k = StateKey { plugin: scope.plugin.clone(), collection: name.0.clone(), key: name.1.clone() };
         let entry = scope.store.state_get(&k).await.map_err(|e| StateError::Unavailable(e.to_string()))?;
         self.seen.insert(name, entry.clone());
         Ok(entry)

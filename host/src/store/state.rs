@@ -31,6 +31,12 @@ impl StateKey {
     /// [`MAX_KEY_BYTES`], a collection of at most [`MAX_COLLECTION_BYTES`], no NUL bytes (they
     /// separate the parts in storage).
     pub fn new(plugin: PluginName, collection: &str, key: &str) -> Result<Self, String> {
+        Self::check(collection, key)?;
+        Ok(Self { plugin, collection: collection.into(), key: key.into() })
+    }
+
+    /// Whether `collection` and `key` are allowed (see [`StateKey::new`]), without building a key.
+    pub fn check(collection: &str, key: &str) -> Result<(), String> {
         if key.is_empty() {
             return Err("a key must not be empty".into());
         }
@@ -46,7 +52,7 @@ impl StateKey {
         if key.contains('\0') || collection.contains('\0') {
             return Err("keys and collection names must not contain NUL".into());
         }
-        Ok(Self { plugin, collection: collection.into(), key: key.into() })
+        Ok(())
     }
 }
 
