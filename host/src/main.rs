@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use sagahost::server::{Host, HostConfig};
 
+/// mimalloc: per-thread heaps instead of glibc's locked arenas, which were the largest
+/// single cost under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "sagahost", version, about = "A WebAssembly-plugin saga host")]
 struct Cli {

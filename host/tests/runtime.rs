@@ -70,6 +70,21 @@ async fn execute_and_compensate_see_the_context() {
     assert!(undo.output.contains("\"side\":\"compensate\""));
 }
 
+/// Pooled slots are reused (and only the pages a guest dirtied may be reset): no attempt may
+/// see memory an earlier one wrote.
+#[tokio::test]
+async fn every_attempt_starts_from_fresh_memory() {
+    let cache =
+        cache_with_testkit(Limits { max_instances: 2, ..Limits::default() }, Arc::new(MemoryStore::new())).await;
+    for round in 0..5 {
+        let attempts = (0..8).map(|_| run(&cache, "residue"));
+        for out in futures::future::join_all(attempts).await {
+            let out = out.unwrap();
+            assert_eq!(out, json!({ "dirty_bytes": 0, "generation": 7 }), "round {round}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn plugin_errors_keep_their_kind() {
     let cache = default_cache().await;

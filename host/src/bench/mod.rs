@@ -53,6 +53,9 @@ pub struct LoadResult {
     pub p90_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// CPU time the whole process (host and load generator) spent per saga, microseconds:
+    /// steadier than throughput on a shared machine, so changes are compared by it.
+    pub cpu_us_per_saga: f64,
 }
 
 /// Everything one run measured.
@@ -66,6 +69,8 @@ pub struct Report {
     pub raw_appends_per_s: f64,
     /// Average appends per flush during (b).
     pub raw_appends_per_flush: f64,
+    /// CPU microseconds per operation of (a) and of (b).
+    pub raw_cpu_us: (f64, f64),
     /// The saga loads.
     pub loads: Vec<LoadResult>,
     /// Open-loop load over HTTP at half the peak rate (sagas started at a fixed rate,
@@ -146,6 +151,19 @@ where
     Ok((all.len() as u64, all.len() as f64 / elapsed, all))
 }
 
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
+        let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1_000);
+        tv(u.user_time()) + tv(u.system_time())
+    })
+}
+
+fn cpu_us_per(cpu_before: Duration, n: u64) -> f64 {
+    (cpu_time() - cpu_before).as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -153,14 +171,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progress>) -> anyhow::Result<f64> {
+async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progress>) -> anyhow::Result<(f64, f64)> {
     progress.start("raw (a): fresh instance + execute".into());
     let runtime =
         Runtime::new(Limits { max_instances: 64, ..Limits::default() }).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let rt = runtime.clone();
     let (_, pre) = tokio::task::spawn_blocking(move || rt.compile(NOOP_WASM)).await?.map_err(anyhow::Error::msg)?;
     let pre = Arc::new(pre);
-    let (_, per_s, _) = drive(cores * 4, opts.phase, progress, move |_| {
+    let cpu = cpu_time();
+    let (n, per_s, _) = drive(cores * 4, opts.phase, progress, move |_| {
         let (runtime, pre) = (runtime.clone(), pre.clone());
         async move {
             let call = Call {
@@ -179,10 +198,10 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
         }
     })
     .await?;
-    Ok(per_s)
+    Ok((per_s, cpu_us_per(cpu, n)))
 }
 
-async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::Result<(f64, f64)> {
+async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::Result<(f64, f64, f64)> {
     progress.start("raw (b): durable appends through group commit".into());
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(dir.path())?);
@@ -208,7 +227,8 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
     let (b0, w0) =
         (store.commit_stats().batches.load(Ordering::Relaxed), store.commit_stats().writes.load(Ordering::Relaxed));
     let s = store.clone();
-    let (_, per_s, _) = drive(PRODUCERS, opts.phase, progress, move |t| {
+    let cpu = cpu_time();
+    let (n, per_s, _) = drive(PRODUCERS, opts.phase, progress, move |t| {
         let (store, streams) = (s.clone(), streams.clone());
         async move {
             let (id, version) = &streams[t];
@@ -227,7 +247,7 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
     .await?;
     let stats = store.commit_stats();
     let (b, w) = (stats.batches.load(Ordering::Relaxed) - b0, stats.writes.load(Ordering::Relaxed) - w0);
-    Ok((per_s, w as f64 / b.max(1) as f64))
+    Ok((per_s, w as f64 / b.max(1) as f64, cpu_us_per(cpu, n)))
 }
 
 async fn saga_load(
@@ -238,6 +258,7 @@ async fn saga_load(
     progress: &Arc<Progress>,
 ) -> anyhow::Result<LoadResult> {
     progress.start(format!("{via} sagas at concurrency {concurrency}"));
+    let cpu = cpu_time();
     let (n, per_s, mut lat) = if via == "http" {
         let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
         let url = format!("{}/v1/sagas/bench/executions?wait=30000", host.url());
@@ -283,6 +304,7 @@ async fn saga_load(
         p50_ms: percentile(&lat, 0.50),
         p90_ms: percentile(&lat, 0.90),
         p99_ms: percentile(&lat, 0.99),
+        cpu_us_per_saga: cpu_us_per(cpu, n),
     })
 }
 
@@ -298,6 +320,7 @@ async fn open_loop(
     let client = reqwest::Client::builder().pool_max_idle_per_host(1_024).build()?;
     let url = format!("{}/v1/sagas/bench/executions?wait=30000", host.url());
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -331,6 +354,7 @@ async fn open_loop(
         p50_ms: percentile(&lat, 0.50),
         p90_ms: percentile(&lat, 0.90),
         p99_ms: percentile(&lat, 0.99),
+        cpu_us_per_saga: cpu_us_per(cpu, n),
     })
 }
 
@@ -340,8 +364,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let progress =
         Arc::new(Progress { phase: Default::default(), count: AtomicU64::new(0), done: AtomicBool::new(false) });
     let ticker = spawn_progress(progress.clone());
-    let raw_instances_per_s = raw_instances(&opts, cores, &progress).await?;
-    let (raw_appends_per_s, raw_appends_per_flush) = raw_appends(&opts, &progress).await?;
+    let (raw_instances_per_s, instance_cpu_us) = raw_instances(&opts, cores, &progress).await?;
+    let (raw_appends_per_s, raw_appends_per_flush, append_cpu_us) = raw_appends(&opts, &progress).await?;
 
     let dir = tempfile::tempdir()?;
     let mut config = HostConfig::new(dir.path());
@@ -371,33 +395,53 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     progress.done.store(true, Ordering::Relaxed);
     let _ = ticker.await;
     let ratio = peak * 3.0 / raw_instances_per_s.min(raw_appends_per_s);
-    Ok(Report { cores, raw_instances_per_s, raw_appends_per_s, raw_appends_per_flush, loads, half_peak, ratio })
+    Ok(Report {
+        cores,
+        raw_instances_per_s,
+        raw_appends_per_s,
+        raw_appends_per_flush,
+        raw_cpu_us: (instance_cpu_us, append_cpu_us),
+        loads,
+        half_peak,
+        ratio,
+    })
 }
 
 /// Prints the report as a table.
 pub fn print_table(r: &Report) {
     println!("sagahost bench — {} cores, durable settings (every append flushed before it is acknowledged)\n", r.cores);
     println!("raw limits");
-    println!("  (a) fresh pooled instance + execute (no-op plugin)   {:>10.0} /s", r.raw_instances_per_s);
     println!(
-        "  (b) durable append, ~200 B events, group commit     {:>10.0} /s   ({:.1} appends per flush)",
-        r.raw_appends_per_s, r.raw_appends_per_flush
+        "  (a) fresh pooled instance + execute (no-op plugin)   {:>10.0} /s   ({:.1} cpu µs each)",
+        r.raw_instances_per_s, r.raw_cpu_us.0
+    );
+    println!(
+        "  (b) durable append, ~200 B events, group commit     {:>10.0} /s   ({:.1} cpu µs each, {:.1} appends per flush)",
+        r.raw_appends_per_s, r.raw_cpu_us.1, r.raw_appends_per_flush
     );
     println!("\nthree-step no-op sagas, trigger → terminal");
     println!(
-        "  {:<11} {:>5} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9}",
-        "via", "conc", "sagas", "sagas/s", "steps/s", "p50 ms", "p90 ms", "p99 ms"
+        "  {:<11} {:>5} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>12}",
+        "via", "conc", "sagas", "sagas/s", "steps/s", "p50 ms", "p90 ms", "p99 ms", "cpu µs/saga"
     );
     for l in &r.loads {
         println!(
-            "  {:<11} {:>5} {:>9} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
-            l.via, l.concurrency, l.sagas, l.sagas_per_s, l.steps_per_s, l.p50_ms, l.p90_ms, l.p99_ms
+            "  {:<11} {:>5} {:>9} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>12.0}",
+            l.via,
+            l.concurrency,
+            l.sagas,
+            l.sagas_per_s,
+            l.steps_per_s,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.cpu_us_per_saga
         );
     }
     let h = &r.half_peak;
     println!(
-        "\nopen loop at half the peak: {:.0} sagas/s started at a fixed rate: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
-        h.sagas_per_s, h.p50_ms, h.p90_ms, h.p99_ms
+        "\nopen loop at half the peak: {:.0} sagas/s started at a fixed rate: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, cpu {:.0} µs/saga",
+        h.sagas_per_s, h.p50_ms, h.p90_ms, h.p99_ms, h.cpu_us_per_saga
     );
     println!("\nratio: best host steps/s over HTTP / lower raw limit = {:.3}", r.ratio);
 }

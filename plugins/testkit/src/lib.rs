@@ -7,7 +7,8 @@
 //!
 //! Behaviours: `ok`, `permanent`, `retryable`, `fail_until:N` (retryable before attempt N),
 //! `sleep:MS`, `loop`, `trap`, `panic`, `oom`, `stack_overflow`, `huge_output`, `not_json`,
-//! `log_flood`, `read_file`, `read_env`, `open_socket`.
+//! `log_flood`, `read_file`, `read_env`, `open_socket`, `residue` (reports whether static memory
+//! still holds what an earlier instance wrote there, then writes it).
 //!
 //! State: `{"state": {"<step>": [op, ...]}}` (and `"compensation_state"`) runs state operations
 //! before the behaviour; their results are in the answer's `"state"`. Ops: `{"get": [c, k]}`,
@@ -21,6 +22,11 @@ use saga_guest::bindings::saga::plugin::types::{StepContext, StepError};
 use saga_guest::serde_json::{self, Value, json};
 
 struct Testkit;
+
+/// Zero in a fresh instance (`.bss`); `residue` fills it.
+static SCRATCH: std::sync::Mutex<[u8; 256 << 10]> = std::sync::Mutex::new([0; 256 << 10]);
+/// 7 in a fresh instance (`.data`); `residue` sets it to 8.
+static GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(7);
 
 fn behavior(input: &str, table: &str, step: &str) -> String {
     let v: Value = serde_json::from_str(input).unwrap_or(Value::Null);
@@ -126,6 +132,13 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Resu
         }
         "huge_output" => Ok(json!({ "blob": "x".repeat(2 << 20) }).to_string()),
         "not_json" => Ok("this is not JSON".into()),
+        "residue" => {
+            let mut scratch = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+            let dirty_bytes = scratch.iter().filter(|b| **b != 0).count();
+            let generation = GENERATION.swap(8, std::sync::atomic::Ordering::Relaxed);
+            scratch.fill(0xAB);
+            Ok(json!({ "dirty_bytes": dirty_bytes, "generation": generation }).to_string())
+        }
         "log_flood" => {
             for i in 0..100_000 {
                 saga_guest::info!("flood line {i}");
