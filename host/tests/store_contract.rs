@@ -146,7 +146,11 @@ async fn appends_at_the_expected_version(store: &dyn Store) {
     assert_eq!(created, Created::New);
     store.append(id, 2, vec![step_started(3), step_started(4), step_started(5)]).await.unwrap();
     store.append(id, 5, vec![step_started(6)]).await.unwrap();
-    assert_eq!(store.summary(id).await.unwrap().unwrap().version, 6);
+    // Appends that keep the status still move the summary's version and update time.
+    let s = store.summary(id).await.unwrap().unwrap();
+    assert_eq!((s.version, s.updated_at, s.created_at, s.status), (6, 26, 10, ExecutionStatus::Running));
+    let listed = store.list(&ListFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().find(|l| l.id == id), Some(&s));
     for after in 0..=6 {
         let seqs: Vec<u64> = store.read(id, after).await.unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (after + 1..=6).collect::<Vec<_>>(), "read after {after}");
@@ -414,6 +418,8 @@ async fn sled_keeps_everything_across_reopen() {
     };
     assert_eq!(store.read(id, 0).await.unwrap().len(), 2);
     assert_eq!(store.unfinished().await.unwrap(), vec![id]);
+    let s = store.summary(id).await.unwrap().unwrap();
+    assert_eq!((s.version, s.updated_at, s.status), (2, 22, ExecutionStatus::Running));
     // State and its version counter survive too: versions continue, never reused.
     let k = skey("bank", "accounts", "alice");
     let before = store.state_get(&k).await.unwrap().unwrap();

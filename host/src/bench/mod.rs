@@ -283,9 +283,9 @@ async fn saga_load(
         drive(concurrency, opts.phase, progress, move |_| {
             let (orch, saga) = (orch.clone(), saga.clone());
             async move {
-                let started = orch.start(&saga, json!({}), None).await?;
-                let exec =
-                    orch.wait_terminal(started.id, Duration::from_secs(30)).await?.context("saga did not finish")?;
+                // What the HTTP trigger with `?wait=` does, minus HTTP.
+                let (_, exec) = orch.start_and_wait(&saga, json!({}), None, Duration::from_secs(30)).await?;
+                let exec = exec.context("saga did not finish")?;
                 if !exec.status.is_terminal() {
                     bail!("saga ended {:?}", exec.status);
                 }

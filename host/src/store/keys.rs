@@ -56,12 +56,18 @@ pub fn event(id: ExecutionId, seq: u64) -> Vec<u8> {
     key(&[&[EVENT], id.as_bytes(), &seq.to_be_bytes()])
 }
 
+/// The `seq` an event key is named by.
+pub fn event_seq(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(k.len().checked_sub(8)?..)?.try_into().ok()?))
+}
+
 /// Prefix of all records of one stream.
 pub fn events_of(id: ExecutionId) -> Vec<u8> {
     key(&[&[EVENT], id.as_bytes()])
 }
 
-/// `x ‖ id`: the stream's summary (its head version and status).
+/// `x ‖ id`: the stream's summary, rewritten when its status changes; its version and
+/// update time are brought up to date from the stream's last event key when read.
 pub fn summary(id: ExecutionId) -> Vec<u8> {
     key(&[&[SUMMARY], id.as_bytes()])
 }

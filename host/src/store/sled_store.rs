@@ -172,6 +172,32 @@ fn get<T: DeserializeOwned>(db: &sled::Db, key: &[u8]) -> Result<Option<T>, Stor
     db.get(key).map_err(unavailable)?.map(|v| decode(&v)).transpose()
 }
 
+/// The time stamps of a record, read without decoding its event.
+#[derive(serde::Deserialize)]
+struct Stamp {
+    at: u64,
+}
+
+/// A stream's summary as of its last write. The stored summary is rewritten only when the
+/// status changes (one sled key less per append); version and update time come from the
+/// stream's last event key, which holds the records of its last write.
+fn current_summary(db: &sled::Db, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+    let Some(mut summary) = get::<ExecutionSummary>(db, &keys::summary(id))? else {
+        return Ok(None);
+    };
+    let events = keys::events_of(id);
+    if let Some(kv) = db.range(events.clone()..keys::prefix_end(&events)).next_back() {
+        let (k, v) = kv.map_err(unavailable)?;
+        let seq = keys::event_seq(&k).ok_or_else(|| StoreError::Corrupt("event key".into()))?;
+        if seq > summary.version {
+            let last = if v.first() == Some(&b'[') { decode::<Vec<Stamp>>(&v)?.pop() } else { Some(decode(&v)?) };
+            summary.version = seq;
+            summary.updated_at = last.ok_or_else(|| StoreError::Corrupt("empty write".into()))?.at;
+        }
+    }
+    Ok(Some(summary))
+}
+
 fn scan_ids(
     db: &sled::Db,
     prefix: &[u8],
@@ -235,7 +261,7 @@ impl EventStore for SledStore {
     }
 
     async fn summary(&self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
-        self.read_with(move |db| get(db, &keys::summary(id))).await
+        self.read_with(move |db| current_summary(db, id)).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
@@ -251,7 +277,7 @@ impl EventStore for SledStore {
                 if out.len() >= filter.limit {
                     break;
                 }
-                let Some(s) = get::<ExecutionSummary>(db, &keys::summary(id?))? else {
+                let Some(s) = current_summary(db, id?)? else {
                     continue;
                 };
                 if filter.status.is_none_or(|st| st == s.status) {
@@ -429,21 +455,23 @@ impl Group<'_> {
         if let Some(s) = self.summaries.get(&id) {
             return Ok(s.clone());
         }
-        let s: Option<ExecutionSummary> = get(self.db, &keys::summary(id))?;
+        let s = current_summary(self.db, id)?;
         if let Some(found) = &s {
             self.summaries.insert(id, Some(found.clone()));
         }
         Ok(s)
     }
 
+    /// Caches the stream's new head; writes it (and moves the status index) only when the
+    /// status changed, see [`current_summary`].
     fn put_summary(&mut self, old: Option<ExecutionStatus>, s: ExecutionSummary) {
         if old != Some(s.status) {
             if let Some(old) = old {
                 self.batch.remove(keys::by_status(old, s.id));
             }
             self.put(keys::by_status(s.status, s.id), &[]);
+            self.put(keys::summary(s.id), encode(&s));
         }
-        self.put(keys::summary(s.id), encode(&s));
         if s.status.is_terminal() {
             self.ended.push(s.id);
         }
