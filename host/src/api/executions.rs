@@ -75,7 +75,7 @@ pub async fn trigger(
         Some(wait) => {
             let (started, ended) = state.orch.start_and_wait(&saga, input, key, Duration::from_millis(wait)).await?;
             if let Some(exec) = ended {
-                return Ok((StatusCode::OK, Json(json!(view(&state, &exec).await?))).into_response());
+                return Ok((StatusCode::OK, Json(view(&state, &exec).await?)).into_response());
             }
             started
         }
