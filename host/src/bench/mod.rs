@@ -6,6 +6,7 @@
 //! scale figures instead (see [`scale`]).
 #![allow(clippy::print_stdout)]
 
+mod client;
 pub mod scale;
 
 use std::io::{IsTerminal, Write as _};
@@ -266,17 +267,22 @@ async fn saga_load(
     progress.start(format!("{via} sagas at concurrency {concurrency}"));
     let cpu = cpu_time();
     let (n, per_s, mut lat) = if via == "http" {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-        let url = format!("{}/v1/sagas/bench/executions?wait=30000", host.url());
-        drive(concurrency, opts.phase, progress, move |_| {
-            let (client, url) = (client.clone(), url.clone());
+        // One connection per client, opened before the clock starts.
+        let mut conns = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
+            let conn = client::Conn::connect(host.addr(), "/v1/sagas/bench/executions?wait=30000").await?;
+            conns.push(tokio::sync::Mutex::new(conn));
+        }
+        let conns = Arc::new(conns);
+        drive(concurrency, opts.phase, progress, move |t| {
+            let conns = conns.clone();
             async move {
-                let resp = client.post(&url).body("{}").send().await?;
-                if resp.status().as_u16() != 200 {
-                    bail!("trigger answered {}", resp.status());
+                let (status, body) = conns[t].lock().await.post(b"{}").await?;
+                if status != 200 {
+                    bail!("trigger answered {status}: {}", String::from_utf8_lossy(&body));
                 }
                 // Only the status is read: the load generator should cost little next to the host.
-                let exec: Ended = resp.json().await?;
+                let exec: Ended = serde_json::from_slice(&body)?;
                 if exec.status != "completed" {
                     bail!("saga ended {}", exec.status);
                 }
@@ -324,8 +330,7 @@ async fn open_loop(
     progress: &Arc<Progress>,
 ) -> anyhow::Result<LoadResult> {
     progress.start(format!("http sagas at a fixed {rate:.0}/s (half the peak)"));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1_024).build()?;
-    let url = format!("{}/v1/sagas/bench/executions?wait=30000", host.url());
+    let pool = Arc::new(client::Pool::new(host.addr(), "/v1/sagas/bench/executions?wait=30000", 64).await?);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let cpu = cpu_time();
     let start = Instant::now();
@@ -334,12 +339,12 @@ async fn open_loop(
     let mut runs = tokio::task::JoinSet::new();
     while start.elapsed() < opts.phase {
         ticks.tick().await;
-        let (client, url, progress) = (client.clone(), url.clone(), progress.clone());
+        let (pool, progress) = (pool.clone(), progress.clone());
         runs.spawn(async move {
             let t0 = Instant::now();
-            let resp = client.post(&url).body("{}").send().await?;
-            if resp.status().as_u16() != 200 {
-                bail!("trigger answered {}", resp.status());
+            let (status, body) = pool.post(b"{}").await?;
+            if status != 200 {
+                bail!("trigger answered {status}: {}", String::from_utf8_lossy(&body));
             }
             progress.count.fetch_add(1, Ordering::Relaxed);
             Ok(t0.elapsed().as_secs_f64() * 1e3)
