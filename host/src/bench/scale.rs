@@ -69,8 +69,13 @@ async fn trigger_waiting(orch: &Arc<Orchestrator>, n: usize) -> anyhow::Result<(
 }
 
 async fn read_median(orch: &Arc<Orchestrator>, id: ExecutionId) -> anyhow::Result<f64> {
+    // Warm up first (the blocking pool's threads, the allocator, sled's cache), so that both
+    // sizes are measured in the same steady state.
+    for _ in 0..200 {
+        orch.execution(id).await?;
+    }
     let mut samples = Vec::new();
-    for _ in 0..500 {
+    for _ in 0..1_000 {
         let t = Instant::now();
         orch.execution(id).await?;
         samples.push(t.elapsed().as_secs_f64() * 1e6);
