@@ -97,3 +97,30 @@ fn serve_refuses_a_public_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without an admin token"), "{stderr}");
 }
+
+/// The benchmark runs end to end (short phases) and reports every figure: numbers only, no
+/// timing is asserted.
+#[test]
+fn bench_measures_the_raw_limits_and_the_host_and_prints_the_ratio() {
+    let run = |json: bool| {
+        let mut args = vec!["bench", "--phase-secs", "1", "--concurrency", "2"];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_sagahost")).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        stdout(&out)
+    };
+    let report: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    for figure in ["raw_instances_per_s", "raw_appends_per_s", "ratio", "ratio_in_process"] {
+        assert!(report[figure].as_f64().unwrap() > 0.0, "{figure}: {report}");
+    }
+    let loads = report["loads"].as_array().unwrap();
+    assert_eq!(loads.iter().map(|l| l["via"].as_str().unwrap()).collect::<Vec<_>>(), ["http", "in-process"]);
+    for load in loads.iter().chain([&report["half_peak"]]) {
+        assert!(load["sagas"].as_u64().unwrap() > 0, "{load}");
+        assert!(load["p50_ms"].as_f64().unwrap() > 0.0 && load["cpu_us_per_saga"].as_f64().unwrap() > 0.0, "{load}");
+    }
+    let table = run(false);
+    assert!(table.contains("raw limits") && table.trim_end().lines().last().unwrap().starts_with("ratio: "), "{table}");
+}

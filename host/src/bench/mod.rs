@@ -79,6 +79,8 @@ pub struct Report {
     pub half_peak: LoadResult,
     /// Best host steps/s (over HTTP) divided by the lower raw limit.
     pub ratio: f64,
+    /// The same for the in-process loads (what the host reaches without HTTP).
+    pub ratio_in_process: f64,
 }
 
 struct Progress {
@@ -406,7 +408,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     host.stop().await;
     progress.done.store(true, Ordering::Relaxed);
     let _ = ticker.await;
-    let ratio = peak * 3.0 / raw_instances_per_s.min(raw_appends_per_s);
+    let lower_raw = raw_instances_per_s.min(raw_appends_per_s);
+    let ratio = peak * 3.0 / lower_raw;
+    let in_process_peak = loads.iter().filter(|l| l.via == "in-process").map(|l| l.sagas_per_s).fold(0.0, f64::max);
+    let ratio_in_process = in_process_peak * 3.0 / lower_raw;
     Ok(Report {
         cores,
         raw_instances_per_s,
@@ -416,6 +421,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         loads,
         half_peak,
         ratio,
+        ratio_in_process,
     })
 }
 
@@ -455,5 +461,6 @@ pub fn print_table(r: &Report) {
         "\nopen loop at half the peak: {:.0} sagas/s started at a fixed rate: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, cpu {:.0} µs/saga",
         h.sagas_per_s, h.p50_ms, h.p90_ms, h.p99_ms, h.cpu_us_per_saga
     );
+    println!("\n(in-process, without HTTP: best host steps/s / lower raw limit = {:.3})", r.ratio_in_process);
     println!("\nratio: best host steps/s over HTTP / lower raw limit = {:.3}", r.ratio);
 }
