@@ -87,6 +87,12 @@ impl Host {
         let addr = listener.local_addr()?;
         let app = api::router(AppState { orch: orch.clone(), config: Arc::new(config.api.clone()) });
         let (stop_http, stopped) = oneshot::channel::<()>();
+        // No Nagle delay: answers and Server-Sent Events go out as soon as they are written.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(async move { stopped.await.unwrap_or(()) }).await
         });
