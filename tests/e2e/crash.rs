@@ -35,6 +35,14 @@ pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// `SAGAHOST_CRASH_SEED`, or a fresh one from the clock (printed by the tests, to replay a run).
+pub fn seed() -> u64 {
+    env_or(
+        "SAGAHOST_CRASH_SEED",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1,
+    )
+}
+
 const CRITICAL: [&str; 3] = ["reserve", "charge", "ship"];
 
 fn definition() -> Value {
@@ -126,10 +134,7 @@ fn check(exec: &Value, events: &[Value]) {
 async fn executions_survive_random_kills() {
     let rounds = env_or("SAGAHOST_CRASH_ROUNDS", 3);
     let per_round = env_or("SAGAHOST_CRASH_EXECUTIONS", 10);
-    let seed = env_or(
-        "SAGAHOST_CRASH_SEED",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1,
-    );
+    let seed = seed();
     println!("crash test: {rounds} rounds, {per_round} executions per round, SAGAHOST_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let (_tmp, dir) = data_dir();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::crash::{Rng, env_or};
+use crate::crash::{Rng, env_or, seed};
 use crate::harness::{Api, HostProcess, data_dir, wasm};
 
 const ACCOUNTS: u64 = 10;
@@ -67,10 +67,7 @@ async fn state_entry(api: &Api, collection: &str, key: &str) -> Option<Value> {
 async fn concurrent_transfers_conserve_money_across_kills() {
     let count = env_or("SAGAHOST_TRANSFERS", 1_000);
     let kills = env_or("SAGAHOST_TRANSFER_KILLS", 3);
-    let seed = env_or(
-        "SAGAHOST_CRASH_SEED",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1,
-    );
+    let seed = seed();
     println!("transfers: {count} transfers, {kills} kills, SAGAHOST_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let transfers: Vec<(String, Value)> = (0..count)

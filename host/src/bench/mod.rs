@@ -26,6 +26,9 @@ use crate::store::{EventStore, SledStore};
 /// The benchmark plugin: answers `{}` and does nothing else.
 pub const NOOP_WASM: &[u8] = include_bytes!(concat!(env!("SAGAHOST_PLUGIN_DIR"), "/noop.wasm"));
 
+/// The bench saga's trigger, answering when the execution has ended.
+const TRIGGER_AND_WAIT: &str = "/v1/sagas/bench/executions?wait=30000";
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -57,6 +60,24 @@ pub struct LoadResult {
     /// CPU time the whole process (host and load generator) spent per saga, microseconds:
     /// steadier than throughput on a shared machine, so changes are compared by it.
     pub cpu_us_per_saga: f64,
+}
+
+impl LoadResult {
+    /// The figures of one three-step saga load.
+    fn new(via: &'static str, concurrency: usize, mut d: Driven) -> Self {
+        d.lat.sort_by(f64::total_cmp);
+        Self {
+            via,
+            concurrency,
+            sagas: d.n,
+            sagas_per_s: d.per_s,
+            steps_per_s: d.per_s * 3.0,
+            p50_ms: percentile(&d.lat, 0.50),
+            p90_ms: percentile(&d.lat, 0.90),
+            p99_ms: percentile(&d.lat, 0.99),
+            cpu_us_per_saga: d.cpu_us_each,
+        }
+    }
 }
 
 /// Everything one run measured.
@@ -118,18 +139,26 @@ fn spawn_progress(p: Arc<Progress>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Runs `op` from `tasks` tasks for `phase`; returns operations per second and latencies.
-async fn drive<F, Fut>(
-    tasks: usize,
-    phase: Duration,
-    progress: &Arc<Progress>,
-    op: F,
-) -> anyhow::Result<(u64, f64, Vec<f64>)>
+/// What [`drive`] measured.
+struct Driven {
+    /// Operations completed.
+    n: u64,
+    /// Operations per second.
+    per_s: f64,
+    /// Each operation's latency, milliseconds.
+    lat: Vec<f64>,
+    /// CPU time of the whole process per operation, microseconds.
+    cpu_us_each: f64,
+}
+
+/// Runs `op` from `tasks` tasks for `phase`.
+async fn drive<F, Fut>(tasks: usize, phase: Duration, progress: &Arc<Progress>, op: F) -> anyhow::Result<Driven>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let op = Arc::new(op);
+    let cpu = cpu_time();
     let start = Instant::now();
     let until = start + phase;
     let mut handles = Vec::new();
@@ -151,7 +180,8 @@ where
         all.extend(h.await??);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    Ok((all.len() as u64, all.len() as f64 / elapsed, all))
+    let n = all.len() as u64;
+    Ok(Driven { n, per_s: n as f64 / elapsed, lat: all, cpu_us_each: cpu_us_per(cpu, n) })
 }
 
 /// User + system CPU time of this process so far.
@@ -187,8 +217,7 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
     let rt = runtime.clone();
     let (_, pre) = tokio::task::spawn_blocking(move || rt.compile(NOOP_WASM)).await?.map_err(anyhow::Error::msg)?;
     let pre = Arc::new(pre);
-    let cpu = cpu_time();
-    let (n, per_s, _) = drive(cores * 4, opts.phase, progress, move |_| {
+    let d = drive(cores * 4, opts.phase, progress, move |_| {
         let (runtime, pre) = (runtime.clone(), pre.clone());
         async move {
             let call = Call {
@@ -207,7 +236,7 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
         }
     })
     .await?;
-    Ok((per_s, cpu_us_per(cpu, n)))
+    Ok((d.per_s, d.cpu_us_each))
 }
 
 async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::Result<(f64, f64, f64)> {
@@ -236,8 +265,7 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
     let (b0, w0) =
         (store.commit_stats().batches.load(Ordering::Relaxed), store.commit_stats().writes.load(Ordering::Relaxed));
     let s = store.clone();
-    let cpu = cpu_time();
-    let (n, per_s, _) = drive(PRODUCERS, opts.phase, progress, move |t| {
+    let d = drive(PRODUCERS, opts.phase, progress, move |t| {
         let (store, streams) = (s.clone(), streams.clone());
         async move {
             let (id, version) = &streams[t];
@@ -256,7 +284,7 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
     .await?;
     let stats = store.commit_stats();
     let (b, w) = (stats.batches.load(Ordering::Relaxed) - b0, stats.writes.load(Ordering::Relaxed) - w0);
-    Ok((per_s, w as f64 / b.max(1) as f64, cpu_us_per(cpu, n)))
+    Ok((d.per_s, w as f64 / b.max(1) as f64, d.cpu_us_each))
 }
 
 async fn saga_load(
@@ -267,12 +295,11 @@ async fn saga_load(
     progress: &Arc<Progress>,
 ) -> anyhow::Result<LoadResult> {
     progress.start(format!("{via} sagas at concurrency {concurrency}"));
-    let cpu = cpu_time();
-    let (n, per_s, mut lat) = if via == "http" {
+    let d = if via == "http" {
         // One connection per client, opened before the clock starts.
         let mut conns = Vec::with_capacity(concurrency);
         for _ in 0..concurrency {
-            let conn = client::Conn::connect(host.addr(), "/v1/sagas/bench/executions?wait=30000").await?;
+            let conn = client::Conn::connect(host.addr(), TRIGGER_AND_WAIT).await?;
             conns.push(tokio::sync::Mutex::new(conn));
         }
         let conns = Arc::new(conns);
@@ -309,18 +336,7 @@ async fn saga_load(
         })
         .await?
     };
-    lat.sort_by(f64::total_cmp);
-    Ok(LoadResult {
-        via,
-        concurrency,
-        sagas: n,
-        sagas_per_s: per_s,
-        steps_per_s: per_s * 3.0,
-        p50_ms: percentile(&lat, 0.50),
-        p90_ms: percentile(&lat, 0.90),
-        p99_ms: percentile(&lat, 0.99),
-        cpu_us_per_saga: cpu_us_per(cpu, n),
-    })
+    Ok(LoadResult::new(via, concurrency, d))
 }
 
 /// Starts sagas over HTTP at a fixed `rate` per second for one phase (open loop: a slow saga
@@ -332,7 +348,7 @@ async fn open_loop(
     progress: &Arc<Progress>,
 ) -> anyhow::Result<LoadResult> {
     progress.start(format!("http sagas at a fixed {rate:.0}/s (half the peak)"));
-    let pool = Arc::new(client::Pool::new(host.addr(), "/v1/sagas/bench/executions?wait=30000", 64).await?);
+    let pool = Arc::new(client::Pool::new(host.addr(), TRIGGER_AND_WAIT, 64).await?);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let cpu = cpu_time();
     let start = Instant::now();
@@ -356,20 +372,9 @@ async fn open_loop(
     while let Some(r) = runs.join_next().await {
         lat.push(r??);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
     let n = lat.len() as u64;
-    Ok(LoadResult {
-        via: "http-fixed-rate",
-        concurrency: 0,
-        sagas: n,
-        sagas_per_s: n as f64 / elapsed,
-        steps_per_s: n as f64 * 3.0 / elapsed,
-        p50_ms: percentile(&lat, 0.50),
-        p90_ms: percentile(&lat, 0.90),
-        p99_ms: percentile(&lat, 0.99),
-        cpu_us_per_saga: cpu_us_per(cpu, n),
-    })
+    let per_s = n as f64 / start.elapsed().as_secs_f64();
+    Ok(LoadResult::new("http-fixed-rate", 0, Driven { n, per_s, lat, cpu_us_each: cpu_us_per(cpu, n) }))
 }
 
 /// Runs the whole benchmark.

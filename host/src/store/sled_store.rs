@@ -172,6 +172,12 @@ fn get<T: DeserializeOwned>(db: &sled::Db, key: &[u8]) -> Result<Option<T>, Stor
     db.get(key).map_err(unavailable)?.map(|v| decode(&v)).transpose()
 }
 
+/// The records of one write to a stream: a JSON array, or a single record (one-record writes,
+/// and every write of stores from before writes were grouped).
+fn decode_write<T: DeserializeOwned>(v: &[u8]) -> Result<Vec<T>, StoreError> {
+    if v.first() == Some(&b'[') { decode(v) } else { Ok(vec![decode(v)?]) }
+}
+
 /// The time stamps of a record, read without decoding its event.
 #[derive(serde::Deserialize)]
 struct Stamp {
@@ -190,7 +196,7 @@ fn current_summary(db: &sled::Db, id: ExecutionId) -> Result<Option<ExecutionSum
         let (k, v) = kv.map_err(unavailable)?;
         let seq = keys::event_seq(&k).ok_or_else(|| StoreError::Corrupt("event key".into()))?;
         if seq > summary.version {
-            let last = if v.first() == Some(&b'[') { decode::<Vec<Stamp>>(&v)?.pop() } else { Some(decode(&v)?) };
+            let last = decode_write::<Stamp>(&v)?.pop();
             summary.version = seq;
             summary.updated_at = last.ok_or_else(|| StoreError::Corrupt("empty write".into()))?.at;
         }
@@ -240,17 +246,7 @@ impl EventStore for SledStore {
             let mut records = Vec::new();
             for kv in db.range(keys::event(id, after.saturating_add(1))..keys::prefix_end(&keys::events_of(id))) {
                 let (_, v) = kv.map_err(unavailable)?;
-                // One write's records: a JSON array, or a single record (one-record writes, and
-                // every write of stores from before writes were grouped).
-                if v.first() == Some(&b'[') {
-                    let batch: Vec<EventRecord> = decode(&v)?;
-                    records.extend(batch.into_iter().filter(|r| r.seq > after));
-                } else {
-                    let r: EventRecord = decode(&v)?;
-                    if r.seq > after {
-                        records.push(r);
-                    }
-                }
+                records.extend(decode_write::<EventRecord>(&v)?.into_iter().filter(|r| r.seq > after));
             }
             if records.is_empty() && !db.contains_key(keys::summary(id)).map_err(unavailable)? {
                 return Err(StoreError::NotFound(id));
