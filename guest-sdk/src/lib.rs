@@ -194,7 +194,7 @@ fn none<O>() -> Option<O> {
 
 /// One saga step: its forward action and its compensation.
 pub trait Step {
-    /// The execution input this step reads (`{"input": ...}` of SPEC §4).
+    /// The execution input this step reads (`{"input": ...}`, docs/events.md "Step input").
     type Input: DeserializeOwned;
     /// What `execute` answers; recorded as the step's result.
     type Output: Serialize + DeserializeOwned;

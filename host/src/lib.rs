@@ -19,4 +19,5 @@ pub mod orchestrator;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub(crate) mod sync;
 pub mod telemetry;

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub instances_in_use: Gauge,
     /// Executions driven by this process now.
     pub active_executions: Gauge,
+    /// Executions set aside because their stored stream cannot be read.
+    pub quarantined_executions: Gauge,
 }
 
 impl Metrics {
@@ -94,6 +96,7 @@ impl Metrics {
             instantiate_seconds: seconds_histogram(),
             instances_in_use: Gauge::default(),
             active_executions: Gauge::default(),
+            quarantined_executions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("executions_started", "Executions started", m.executions_started.clone());
@@ -123,6 +126,11 @@ impl Metrics {
         );
         registry.register("instances_in_use", "Plugin instances alive", m.instances_in_use.clone());
         registry.register("active_executions", "Executions driven by this process", m.active_executions.clone());
+        registry.register(
+            "quarantined_executions",
+            "Executions set aside because their stored stream cannot be read (GET /v1/quarantine)",
+            m.quarantined_executions.clone(),
+        );
         Self { registry, ..m }
     }
 

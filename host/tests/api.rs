@@ -1,5 +1,5 @@
 //! The HTTP API without a socket (`Router::oneshot`): every bad input gets the status and
-//! JSON error it deserves, and the happy paths answer as SPEC §3 says.
+//! JSON error it deserves, and the happy paths answer as docs/api.md says.
 
 use std::sync::Arc;
 

@@ -161,7 +161,7 @@ async fn uploads_are_validated_before_anything_is_stored() {
     for (plugin, needle) in [("wrong_world", "saga:plugin/step"), ("extra_import", "saga:plugin/vault")] {
         match cache.upload(name(), v("1.0.0"), wasm(plugin), 0).await {
             Err(UploadError::Invalid(reason)) => {
-                assert!(reason.contains(needle), "{plugin}: {needle:?} not in {reason:?}")
+                assert!(reason.to_string().contains(needle), "{plugin}: {needle:?} not in {reason:?}")
             }
             other => panic!("{plugin} accepted: {other:?}"),
         }

@@ -309,5 +309,5 @@ async fn concurrent_increments_of_one_entry_lose_no_update() {
             }
         }
     }
-    println!("60 concurrent increments: {conflicts} attempts rejected with a state conflict and retried");
+    eprintln!("60 concurrent increments: {conflicts} attempts rejected with a state conflict and retried");
 }

@@ -10,8 +10,8 @@ use sagahost::domain::{
     Event, EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName, StepName,
 };
 use sagahost::store::{
-    Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut, SledStore,
-    StateChanges, StateKey, StateStore, StateValue, Store, StoreError,
+    Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut,
+    QuarantineEntry, SledStore, StateChanges, StateKey, StateStore, StateValue, Store, StoreError,
 };
 use serde_json::json;
 
@@ -111,6 +111,12 @@ macro_rules! contract {
             async fn concurrent_read_modify_writes_of_one_entry_one_wins() {
                 let (store, _guard) = $make;
                 one_of_two_state_writers_wins(store).await;
+            }
+
+            #[tokio::test]
+            async fn quarantined_executions_are_listed_failed_and_not_driven() {
+                let (store, _guard) = $make;
+                quarantine(&*store).await;
             }
         }
     };
@@ -277,6 +283,29 @@ async fn definitions(store: &dyn Store) {
     let latest: Vec<_> =
         store.definitions().await.unwrap().into_iter().map(|d| (d.name.to_string(), d.version)).collect();
     assert_eq!(latest, [("s".to_string(), 2), ("t".to_string(), 1)]);
+}
+
+async fn quarantine(store: &dyn Store) {
+    let (bad, good, done) =
+        (new_execution(store, "q").await, new_execution(store, "q").await, new_execution(store, "q").await);
+    store.append(done, 1, vec![at(2, Event::ExecutionCompleted)]).await.unwrap();
+    assert_eq!(store.quarantined(bad).await.unwrap(), None);
+    let entry = QuarantineEntry { id: bad, reason: "event 2 does not decode".into(), at: 99 };
+    store.quarantine(entry.clone()).await.unwrap();
+    assert_eq!(store.quarantined(bad).await.unwrap(), Some(entry.clone()));
+    assert_eq!(store.quarantine_list().await.unwrap(), vec![entry.clone()]);
+    assert_eq!(store.unfinished().await.unwrap(), vec![good]);
+    let bad_summary = store.summary(bad).await.unwrap().unwrap();
+    assert_eq!((bad_summary.status, bad_summary.version), (ExecutionStatus::Failed, 1));
+    let failed = ListFilter { status: Some(ExecutionStatus::Failed), limit: 10, ..ListFilter::default() };
+    assert_eq!(store.list(&failed).await.unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), vec![bad]);
+    // A terminal execution keeps its status; the entry is still recorded.
+    let done_entry = QuarantineEntry { id: done, reason: "unreadable".into(), at: 100 };
+    store.quarantine(done_entry.clone()).await.unwrap();
+    assert_eq!(store.summary(done).await.unwrap().unwrap().status, ExecutionStatus::Completed);
+    let mut all = vec![entry, done_entry];
+    all.sort_by_key(|e| e.id);
+    assert_eq!(store.quarantine_list().await.unwrap(), all);
 }
 
 fn skey(plugin: &str, collection: &str, key: &str) -> StateKey {

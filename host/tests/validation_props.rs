@@ -100,7 +100,7 @@ proptest! {
             bytes[i] ^= v;
         }
         if let Err(reason) = runtime.compile(&bytes) {
-            prop_assert!(!reason.is_empty());
+            prop_assert!(!reason.to_string().is_empty());
         }
     }
 }

@@ -2,7 +2,8 @@
 //! way), apply its saga, run it and read it back, with tables, JSON and exit codes.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -96,6 +97,109 @@ fn serve_refuses_a_public_address_without_a_token() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without an admin token"), "{stderr}");
+}
+
+/// Runs `sagahost serve` with `args` and `env` on a fresh directory, expecting it to refuse to
+/// start; returns its exit code and stderr. A host that starts anyway is killed and fails the test.
+fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagahost"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).args(args);
+    for var in ["SAGAHOST_TOKEN", "SAGAHOST_ADMIN_TOKEN", "SAGAHOST_CLIENT_TOKEN"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve {args:?} with {env:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.stdout.is_empty(), "nothing listened: {}", stdout(&out));
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn serve_refuses_the_client_token_flag_and_names_the_flags_meant() {
+    for args in [&["--token", "s3cret"][..], &["--token=s3cret"], &["--admin-token", "a", "--token", "s3cret"]] {
+        let (code, stderr) = serve_refused(args, &[]);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("--admin-token") && stderr.contains("--client-token"), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "the token is not echoed: {stderr}");
+    }
+}
+
+#[test]
+fn serve_refuses_the_client_token_variable_without_an_admin_token() {
+    for args in [&[][..], &["--client-token", "c"]] {
+        let (code, stderr) = serve_refused(args, &[("SAGAHOST_TOKEN", "s3cret")]);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("SAGAHOST_ADMIN_TOKEN") && !stderr.contains("s3cret"), "{stderr}");
+    }
+}
+
+/// Exit codes 2 and 3 say how an execution ended, so a mistyped command exits 1 like any error.
+#[test]
+fn usage_errors_exit_1() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sagahost")).args(args).output().unwrap();
+    for args in
+        [&["status", "not-an-id"][..], &["list", "--status", "bogus"], &["run", "s", "--input", "{x"], &["nope"]]
+    {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "), "{out:?}");
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn serve_refuses_empty_and_blank_tokens() {
+    for (args, env) in [
+        (&["--admin-token", "   "][..], &[][..]),
+        (&["--admin-token", ""], &[]),
+        (&["--client-token", " \t "], &[]),
+        (&[], &[("SAGAHOST_ADMIN_TOKEN", "")]),
+        (&[], &[("SAGAHOST_CLIENT_TOKEN", "  ")]),
+    ] {
+        let (code, stderr) = serve_refused(args, env);
+        assert_eq!(code, Some(1), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains("must not be empty or only whitespace"), "{stderr}");
+    }
+}
+
+/// With an admin token, the client commands pass it from `SAGAHOST_TOKEN`, and the host takes
+/// the scheme in any case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_flow_from_the_client_to_the_host() {
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &["--admin-token", "s3cret"]);
+    let list = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagahost"));
+        cmd.args(["plugin", "list", "--json"]).env("SAGAHOST_URL", &host.url).env_remove("SAGAHOST_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SAGAHOST_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let out = list(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{out:?}");
+    let out = list(Some("s3cret"));
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!({ "plugins": [] }));
+    for scheme in ["bearer", "BEARER", "Bearer  "] {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/v1/plugins", host.url))
+            .header("Authorization", format!("{scheme} s3cret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{scheme:?}");
+    }
 }
 
 /// The benchmark runs end to end (short phases) and reports every figure: numbers only, no

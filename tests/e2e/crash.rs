@@ -73,7 +73,7 @@ fn random_input(rng: &mut Rng, key: &str) -> Value {
     json!({"behaviors": behaviors, "compensations": compensations, "state": state, "compensation_state": compensation_state})
 }
 
-/// The invariants of SPEC §5 for one finished execution.
+/// The invariants of docs/state-machine.md ("Concurrency and exactly-once recording") for one finished execution.
 fn check(exec: &Value, events: &[Value]) {
     let id = exec["id"].as_str().unwrap();
     let status = exec["status"].as_str().unwrap();

@@ -14,7 +14,16 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn presented(req: &Request) -> Option<&str> {
-    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+    bearer_token(req.headers().get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token of an `Authorization` value `Bearer <token>`. The scheme is matched without regard
+/// to case and may be followed by one or more spaces (RFC 9110 §11.1 and §11.4: `auth-scheme
+/// 1*SP token68`); surrounding whitespace was already trimmed by the HTTP parser.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let token = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn check(req: &Request, accepted: &[&String]) -> Result<(), ApiError> {
@@ -45,7 +54,40 @@ pub async fn require_client(State(state): State<AppState>, req: Request, next: N
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use axum::body::Body;
+
+    use super::*;
+
+    fn with_authorization(value: &str) -> Request {
+        Request::builder().header(header::AUTHORIZATION, value).body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_may_be_followed_by_several_spaces() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR abc", "Bearer   abc"] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Bearer", "Bearer ", "Bearer    ", "Bearerabc", "Basic abc", "Token abc", "abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_passes_with_the_token_in_any_accepted_spelling() {
+        let secret = "s3cret".to_owned();
+        for ok in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+            assert!(check(&with_authorization(ok), &[&secret]).is_ok(), "{ok:?}");
+        }
+        for refused in ["bearer s3cre", "bearer S3CRET", "Basic s3cret", "bearer"] {
+            assert!(
+                matches!(check(&with_authorization(refused), &[&secret]), Err(ApiError::Unauthorized)),
+                "{refused:?}"
+            );
+        }
+        let none = Request::builder().body(Body::empty()).unwrap();
+        assert!(matches!(check(&none, &[&secret]), Err(ApiError::Unauthorized)));
+        assert!(check(&none, &[]).is_ok(), "no token configured: open");
+    }
 
     #[test]
     fn compares_whole_tokens() {

@@ -21,7 +21,8 @@ pub struct ErrorBody {
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable code: bad_request, invalid, invalid_plugin, not_found, conflict,
-    /// too_large, unauthorized, busy, unavailable, internal.
+    /// execution_quarantined, too_large, unauthorized, busy, unavailable, internal
+    /// (docs/api.md).
     pub code: String,
     /// For people.
     pub message: String,
@@ -48,6 +49,9 @@ pub enum ApiError {
     /// The resource's state forbids the request.
     #[error("{0}")]
     Conflict(String),
+    /// The execution's stored stream cannot be read: it is quarantined (docs/operations.md).
+    #[error("{0}")]
+    Quarantined(String),
     /// Body too large.
     #[error("{0}")]
     TooLarge(String),
@@ -73,6 +77,7 @@ impl ApiError {
             Self::InvalidPlugin(_) => (StatusCode::BAD_REQUEST, "invalid_plugin"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Quarantined(_) => (StatusCode::CONFLICT, "execution_quarantined"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
@@ -135,6 +140,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Definition(DefinitionError::Invalid(problems)) => Self::Invalid(problems),
             OrchestratorError::Store(s) => s.into(),
             OrchestratorError::Fold(f) => Self::Internal(f.to_string()),
+            OrchestratorError::Quarantined { .. } => Self::Quarantined(e.to_string()),
         }
     }
 }

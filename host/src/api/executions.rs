@@ -192,7 +192,7 @@ pub async fn list(
     }
     let filter = ListFilter {
         saga: q.saga.as_deref().map(|s| extract::name(s, SagaName::parse)).transpose()?,
-        status: q.status.as_deref().map(|s| s.parse().map_err(ApiError::BadRequest)).transpose()?,
+        status: q.status.as_deref().map(|s| extract::name(s, str::parse)).transpose()?,
         after: q
             .after
             .as_deref()

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
-use crate::domain::ExecutionId;
+use crate::domain::{ExecutionId, InvalidId};
 
 /// The body, or a 413/400 naming the problem.
 pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -29,8 +29,8 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError
 }
 
 /// A path segment parsed with `parse`, or a 400.
-pub fn name<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ApiError> {
-    parse(text).map_err(ApiError::BadRequest)
+pub fn name<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, InvalidId>) -> Result<T, ApiError> {
+    parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// An execution id; a malformed one cannot exist, so it is a 404.

@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC §3): thin handlers that extract, call the orchestrator, map errors.
+//! The HTTP API (docs/api.md): thin handlers that extract, call the orchestrator, map errors.
 
 mod auth;
 mod error;
@@ -6,6 +6,7 @@ mod executions;
 mod extract;
 mod openapi;
 mod plugins;
+mod quarantine;
 mod sagas;
 
 use std::sync::Arc;
@@ -42,14 +43,14 @@ impl Default for ApiConfig {
 }
 
 /// `GET /v1/plugins`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PluginList {
     /// Every plugin, by name then version.
     pub plugins: Vec<crate::store::PluginMeta>,
 }
 
 /// `GET /v1/plugins/{name}/state`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PluginState {
     /// The plugin whose namespace this is.
     pub plugin: crate::domain::PluginName,
@@ -60,14 +61,14 @@ pub struct PluginState {
 }
 
 /// `GET /v1/sagas`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SagaList {
     /// The latest version of every saga.
     pub sagas: Vec<crate::store::StoredDefinition>,
 }
 
 /// `GET /v1/executions`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ExecutionList {
     /// A page, newest first.
     pub executions: Vec<crate::store::ExecutionSummary>,
@@ -76,7 +77,7 @@ pub struct ExecutionList {
 }
 
 /// An execution accepted for running (or found by its idempotency key).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// Its id.
     pub id: crate::domain::ExecutionId,
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sagas/{name}", put(sagas::put).get(sagas::show))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/resume", post(executions::resume))
+        .route("/v1/quarantine", get(quarantine::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     let client = Router::new()
         .route("/v1/sagas/{name}/executions", post(executions::trigger))

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{executions, plugins, sagas};
+use super::{executions, plugins, quarantine, sagas};
 
 /// Every route of the API: (method, path). The router, the document and the test that
 /// checks them against each other all start from this list.
@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/executions/{id}/events"),
     ("post", "/v1/executions/{id}/cancel"),
     ("post", "/v1/executions/{id}/resume"),
+    ("get", "/v1/quarantine"),
 ];
 
 /// The document.
@@ -32,7 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         plugins::upload, plugins::show, plugins::list, plugins::state,
         sagas::put, sagas::show, sagas::list,
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
-        executions::cancel, executions::resume,
+        executions::cancel, executions::resume, quarantine::list,
     ),
     modifiers(&BearerAuth),
     tags((name = "plugins"), (name = "sagas"), (name = "executions"))

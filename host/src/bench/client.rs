@@ -13,6 +13,8 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
+use crate::sync::lock;
+
 /// One connection that posts to one path.
 pub struct Conn {
     send: SendRequest<Full<Bytes>>,
@@ -67,13 +69,13 @@ impl Pool {
 
     /// Posts `body` on some connection.
     pub async fn post(&self, body: &'static [u8]) -> anyhow::Result<(StatusCode, Bytes)> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = lock(&self.idle).pop();
         let mut conn = match idle {
             Some(c) => c,
             None => Conn::connect(self.addr, &self.path_and_query).await?,
         };
         let answer = conn.post(body).await?;
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        lock(&self.idle).push(conn);
         Ok(answer)
     }
 }

@@ -7,9 +7,9 @@
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod measure;
 pub mod scale;
 
-use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::domain::{Event, EventRecord, ExecutionId, SagaName, Side, StepName};
 use crate::runtime::{Call, Limits, Runtime};
 use crate::server::{Host, HostConfig};
 use crate::store::{EventStore, SledStore};
+use measure::{Driven, Progress, cpu_time, cpu_us_per, drive, percentile, spawn_progress};
 
 /// The benchmark plugin: answers `{}` and does nothing else.
 pub const NOOP_WASM: &[u8] = include_bytes!(concat!(env!("SAGAHOST_PLUGIN_DIR"), "/noop.wasm"));
@@ -104,110 +105,10 @@ pub struct Report {
     pub ratio_in_process: f64,
 }
 
-struct Progress {
-    phase: std::sync::Mutex<String>,
-    count: AtomicU64,
-    done: AtomicBool,
-}
-
-impl Progress {
-    fn start(&self, phase: String) {
-        self.count.store(0, Ordering::Relaxed);
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-    }
-}
-
-fn spawn_progress(p: Arc<Progress>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let tty = std::io::stderr().is_terminal();
-        let mut last = String::new();
-        while !p.done.load(Ordering::Relaxed) {
-            let phase = p.phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let line = format!("[bench] {phase}: {} done", p.count.load(Ordering::Relaxed));
-            if tty {
-                eprint!("\r\x1b[K{line}");
-            } else if phase != last {
-                eprintln!("[bench] {phase}");
-            }
-            last = phase;
-            let _ = std::io::stderr().flush();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        if tty {
-            eprint!("\r\x1b[K");
-        }
-    })
-}
-
-/// What [`drive`] measured.
-struct Driven {
-    /// Operations completed.
-    n: u64,
-    /// Operations per second.
-    per_s: f64,
-    /// Each operation's latency, milliseconds.
-    lat: Vec<f64>,
-    /// CPU time of the whole process per operation, microseconds.
-    cpu_us_each: f64,
-}
-
-/// Runs `op` from `tasks` tasks for `phase`.
-async fn drive<F, Fut>(tasks: usize, phase: Duration, progress: &Arc<Progress>, op: F) -> anyhow::Result<Driven>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let cpu = cpu_time();
-    let start = Instant::now();
-    let until = start + phase;
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let (op, progress) = (op.clone(), progress.clone());
-        handles.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < until {
-                let t0 = Instant::now();
-                op(t).await?;
-                lat.push(t0.elapsed().as_secs_f64() * 1e3);
-                progress.count.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await??);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let n = all.len() as u64;
-    Ok(Driven { n, per_s: n as f64 / elapsed, lat: all, cpu_us_each: cpu_us_per(cpu, n) })
-}
-
-/// User + system CPU time of this process so far.
-fn cpu_time() -> Duration {
-    use nix::sys::resource::{UsageWho, getrusage};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
-        let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1_000);
-        tv(u.user_time()) + tv(u.system_time())
-    })
-}
-
-fn cpu_us_per(cpu_before: Duration, n: u64) -> f64 {
-    (cpu_time() - cpu_before).as_secs_f64() * 1e6 / n.max(1) as f64
-}
-
 /// The part of a trigger's answer the load generator checks.
 #[derive(serde::Deserialize)]
 struct Ended {
     status: String,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progress>) -> anyhow::Result<(f64, f64)> {

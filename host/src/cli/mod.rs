@@ -1,427 +1,203 @@
-//! The client half of the `sagahost` command: one subcommand per API route, plus the plugin
-//! author's `new-plugin`. Tables for people, `--json` for scripts, and exit codes that say how
-//! a waited-for execution ended (0 completed, 2 compensated, 3 failed, 1 any error).
+//! The `sagahost` command line: `serve` (its flags in [`ServeArgs`]), `demo`, `bench`, and the
+//! client commands ([`ClientCommand`], run by [`run`]) that speak the HTTP API through the typed
+//! [`Client`]. Tables for people (one [`Render`] per type), `--json` for scripts, and exit codes
+//! that say how a waited-for execution ended (0 completed, 2 compensated, 3 failed, 1 any error).
+//!
+//! Every option has an environment variable, `SAGAHOST_<OPTION>` (`--otlp-endpoint` keeps the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT`); the command line wins over the environment. An
+//! option belongs only to the commands it applies to, so `serve --token` is refused, not ignored.
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod commands;
 mod render;
+mod run;
 mod scaffold;
+mod serve;
+mod sse;
 
-use std::io::{IsTerminal, Write as _};
-use std::path::PathBuf;
-use std::time::Duration;
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use anyhow::Context;
-use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::Value;
-
-pub use client::{ApiFailure, Client};
+pub use client::{ApiFailure, Client, ClientError, ListQuery, Put, StateQuery, Trigger, Triggered};
+pub use commands::{ClientCommand, Connection, PluginCommand, SagaCommand, default_url};
+pub use render::Render;
+pub use run::run;
 pub use scaffold::{build_plugin, default_sdk_path, new_plugin};
+pub use serve::{
+    AccessArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN, ExecutionArgs, MisplacedToken, SandboxArgs, ServeArgs, StateArgs,
+    StoreArgs, TelemetryArgs,
+};
 
-/// Where the host is and how to talk to it.
+/// `sagahost`.
+#[derive(Parser, Debug)]
+#[command(name = "sagahost", version, about = "A WebAssembly-plugin saga host")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SAGAHOST_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How the log is written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `sagahost`'s commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the host: embedded store in a data directory, HTTP API on a loopback address.
+    Serve(ServeArgs),
+    /// Build-embedded example sagas, run end to end against an embedded host.
+    Demo,
+    /// Measure the raw limits of this machine and the host against them.
+    Bench(BenchArgs),
+    /// A client command.
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// `sagahost bench`.
 #[derive(Args, Debug, Clone)]
-pub struct Connection {
-    /// The host's URL.
-    #[arg(long, global = true, env = "SAGAHOST_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Bearer token (admin token for management commands).
-    #[arg(long, global = true, env = "SAGAHOST_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+pub struct BenchArgs {
+    /// Seconds each measured phase runs.
+    #[arg(long, env = "SAGAHOST_PHASE_SECS", default_value_t = 4.0)]
+    pub phase_secs: f64,
+    /// Saga concurrencies to sweep.
+    #[arg(long, env = "SAGAHOST_CONCURRENCY", value_delimiter = ',', default_values_t = vec![1, 16, 64, 256])]
+    pub concurrency: Vec<usize>,
+    /// Print the report as JSON.
+    #[arg(long, env = "SAGAHOST_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
+    /// Measure the scale figures with this many executions waiting in backoff instead.
+    #[arg(long, env = "SAGAHOST_SCALE")]
+    pub scale: Option<usize>,
 }
 
-/// Client subcommands.
-#[derive(Subcommand, Debug)]
-pub enum ClientCommand {
-    /// Upload, list and describe plugins.
-    #[command(subcommand)]
-    Plugin(PluginCommand),
-    /// Define, list and describe sagas.
-    #[command(subcommand)]
-    Saga(SagaCommand),
-    /// Start an execution of a saga.
-    Run {
-        /// Saga name.
-        saga: String,
-        /// Input JSON.
-        #[arg(long, conflicts_with = "input_file")]
-        input: Option<String>,
-        /// File holding the input JSON.
-        #[arg(long)]
-        input_file: Option<PathBuf>,
-        /// Wait until the execution ends (at most this many seconds) and show it.
-        #[arg(long, num_args = 0..=1, default_missing_value = "300")]
-        wait: Option<u64>,
-        /// Idempotency key: the same key for the same saga returns the first execution.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
-    /// Show an execution's state.
-    Status {
-        /// Execution id.
-        id: String,
-    },
-    /// Show an execution's events; `--follow` streams them until it ends.
-    Events {
-        /// Execution id.
-        id: String,
-        /// Keep streaming new events until the execution is terminal.
-        #[arg(long)]
-        follow: bool,
-    },
-    /// List executions, newest first.
-    List {
-        /// Only this saga.
-        #[arg(long)]
-        saga: Option<String>,
-        /// Only this status.
-        #[arg(long)]
-        status: Option<String>,
-        /// Page size.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        /// Continue after this execution id (the previous page's `next`).
-        #[arg(long)]
-        after: Option<String>,
-    },
-    /// Stop an execution and compensate what completed.
-    Cancel {
-        /// Execution id.
-        id: String,
-    },
-    /// Retry the stuck compensation of a failed execution.
-    Resume {
-        /// Execution id.
-        id: String,
-    },
-    /// Write a ready-to-build plugin crate (with an example saga.json).
-    NewPlugin {
-        /// Plugin (and crate) name.
-        name: String,
-        /// Directory to create (default: ./NAME).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Path of the guest SDK crate.
-        #[arg(long)]
-        sdk: Option<PathBuf>,
-    },
-}
-
-/// `plugin …`.
-#[derive(Subcommand, Debug)]
-pub enum PluginCommand {
-    /// Upload a `.wasm` file, or build a plugin crate directory and upload the result.
-    Push {
-        /// Plugin name.
-        name: String,
-        /// Version (semver).
-        version: String,
-        /// A `.wasm` file or a crate directory.
-        path: PathBuf,
-    },
-    /// List uploaded plugins.
-    List,
-    /// Describe one plugin.
-    Show {
-        /// Plugin name.
-        name: String,
-        /// Version.
-        version: String,
-    },
-    /// List a plugin's durable state (shared by all its versions).
-    State {
-        /// Plugin name.
-        name: String,
-        /// Only this collection.
-        #[arg(long)]
-        collection: Option<String>,
-        /// Only keys starting with this.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// At most this many entries (1-1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-}
-
-/// `saga …`.
-#[derive(Subcommand, Debug)]
-pub enum SagaCommand {
-    /// Define (or replace with a new version) a saga from a JSON file.
-    Apply {
-        /// Saga name.
-        name: String,
-        /// Definition file.
-        file: PathBuf,
-    },
-    /// List sagas.
-    List,
-    /// Describe one saga.
-    Show {
-        /// Saga name.
-        name: String,
-    },
-}
-
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
-/// Exit code for an execution status.
-fn exit_code(status: &Value) -> i32 {
-    match status.as_str() {
-        Some("compensated") => 2,
-        Some("failed") => 3,
-        _ => 0,
+/// A bearer token from the command line or the environment. An empty or blank one is refused:
+/// taken as "no token" it would leave open a host its operator meant to protect.
+fn token(s: &str) -> Result<String, &'static str> {
+    if s.trim().is_empty() {
+        Err("a token must not be empty or only whitespace (leave the option out for no token)")
+    } else {
+        Ok(s.to_owned())
     }
 }
 
-/// Shows a spinner on an interactive terminal until `fut` finishes.
-async fn with_spinner<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    if !std::io::stderr().is_terminal() {
-        return fut.await;
-    }
-    let spin = async {
-        for frame in ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"].iter().cycle() {
-            eprint!("\r{frame} {what}");
-            let _ = std::io::stderr().flush();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let out = tokio::select! {
-        out = fut => out,
-        _ = spin => unreachable!("the spinner never ends"),
-    };
-    eprint!("\r\x1b[K");
-    out
-}
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
 
-/// Runs one client command; returns the process exit code.
-pub async fn run(cmd: ClientCommand, conn: &Connection) -> anyhow::Result<i32> {
-    let client = Client::new(&conn.url, conn.token.clone())?;
-    match cmd {
-        ClientCommand::Plugin(PluginCommand::Push { name, version, path }) => {
-            let wasm = if path.is_dir() { build_plugin(&path)? } else { path };
-            let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
-            let (status, meta) =
-                client.send(client.request(Method::PUT, &format!("/v1/plugins/{name}/{version}")).body(bytes)).await?;
-            if conn.json {
-                print_json(&meta);
-            } else {
-                let what = if status.as_u16() == 201 { "uploaded" } else { "already uploaded (same bytes)" };
-                println!(
-                    "plugin {name}@{version} {what}: {} bytes, sha256 {}",
-                    meta["size"],
-                    render::cell(&meta["digest"])
-                );
-            }
+    use super::*;
+
+    /// Every option of every command, with the command's path.
+    fn options(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments().filter(|a| a.get_long().is_some() && !a.is_hide_set()) {
+            out.push((path.to_owned(), arg.clone()));
         }
-        ClientCommand::Plugin(PluginCommand::List) => {
-            let v = client.get("/v1/plugins").await?;
-            if conn.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["plugins"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| {
-                        vec![
-                            render::cell(&p["name"]),
-                            render::cell(&p["version"]),
-                            render::cell(&p["size"]),
-                            render::cell(&p["digest"]),
-                        ]
-                    })
-                    .collect();
-                println!("{}", render::table(&["name", "version", "size", "digest"], &rows));
-            }
+        for sub in cmd.get_subcommands() {
+            options(sub, &format!("{path} {}", sub.get_name()), out);
         }
-        ClientCommand::Plugin(PluginCommand::Show { name, version }) => {
-            print_json(&client.get(&format!("/v1/plugins/{name}/{version}")).await?)
-        }
-        ClientCommand::Plugin(PluginCommand::State { name, collection, prefix, limit }) => {
-            let mut query = reqwest::Url::parse("http://query/")?;
-            query.query_pairs_mut().append_pair("prefix", &prefix).append_pair("limit", &limit.to_string());
-            if let Some(c) = &collection {
-                query.query_pairs_mut().append_pair("collection", c);
+    }
+
+    #[test]
+    fn every_option_has_its_environment_variable() {
+        let mut all = Vec::new();
+        options(&Cli::command(), "sagahost", &mut all);
+        assert!(all.len() > 25, "{}", all.len());
+        for (path, arg) in all {
+            let long = arg.get_long().unwrap();
+            if matches!(long, "help" | "version") {
+                continue;
             }
-            let v = client.get(&format!("/v1/plugins/{name}/state?{}", query.query().unwrap_or(""))).await?;
-            if conn.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["entries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        let value = e.get("json").map_or_else(
-                            || format!("(bytes, base64) {}", render::cell(&e["bytes_base64"])),
-                            Value::to_string,
-                        );
-                        vec![
-                            render::cell(&e["collection"]),
-                            render::cell(&e["key"]),
-                            render::cell(&e["version"]),
-                            value,
-                        ]
-                    })
-                    .collect();
-                println!("{}", render::table(&["collection", "key", "version", "value"], &rows));
-                if v["truncated"] == true {
-                    println!("(more entries match: raise --limit or narrow --collection/--prefix)");
-                }
+            let client_option = !path.starts_with("sagahost serve") && !path.starts_with("sagahost bench");
+            if client_option && !matches!(long, "url" | "token" | "json" | "log-format") {
+                continue; // a command's own options (`list --saga`, `run --wait`): no environment
             }
-        }
-        ClientCommand::Saga(SagaCommand::Apply { name, file }) => {
-            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let (status, d) = client.send(client.request(Method::PUT, &format!("/v1/sagas/{name}")).body(body)).await?;
-            if conn.json {
-                print_json(&d);
-            } else {
-                let what = if status.as_u16() == 201 { "defined" } else { "updated" };
-                println!(
-                    "saga {name} {what}: version {}, {} steps",
-                    d["version"],
-                    d["definition"]["steps"].as_array().map_or(0, Vec::len)
-                );
-            }
-        }
-        ClientCommand::Saga(SagaCommand::List) => {
-            let v = client.get("/v1/sagas").await?;
-            if conn.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["sagas"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| {
-                        let steps: Vec<String> = s["definition"]["steps"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|st| render::cell(&st["name"]))
-                            .collect();
-                        vec![render::cell(&s["name"]), render::cell(&s["version"]), steps.join(" → ")]
-                    })
-                    .collect();
-                println!("{}", render::table(&["name", "version", "steps"], &rows));
-            }
-        }
-        ClientCommand::Saga(SagaCommand::Show { name }) => print_json(&client.get(&format!("/v1/sagas/{name}")).await?),
-        ClientCommand::Run { saga, input, input_file, wait, idempotency_key } => {
-            let input = match (input, input_file) {
-                (Some(text), _) => text,
-                (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
-                (None, None) => "{}".into(),
+            let expected = match long {
+                "otlp-endpoint" => "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                other => format!("SAGAHOST_{}", other.to_uppercase().replace('-', "_")),
             };
-            serde_json::from_str::<Value>(&input).context("--input is not valid JSON")?;
-            let path = match wait {
-                Some(secs) => format!("/v1/sagas/{saga}/executions?wait={}", secs.min(300) * 1000),
-                None => format!("/v1/sagas/{saga}/executions"),
-            };
-            let mut req = client.request(Method::POST, &path).body(input);
-            if let Some(k) = idempotency_key {
-                req = req.header("Idempotency-Key", k);
-            }
-            let (status, body) = with_spinner(&format!("running {saga}"), client.send(req)).await?;
-            if conn.json {
-                print_json(&body);
-            } else if status.as_u16() == 200 {
-                println!("{}", render::execution(&body));
-            } else {
-                println!("execution {} {}", render::cell(&body["id"]), render::cell(&body["status"]));
-            }
-            if status.as_u16() == 200 {
-                return Ok(exit_code(&body["status"]));
-            }
-        }
-        ClientCommand::Status { id } => {
-            let e = client.get(&format!("/v1/executions/{id}")).await?;
-            if conn.json {
-                print_json(&e);
-            } else {
-                println!("{}", render::execution(&e));
-            }
-            return Ok(exit_code(&e["status"]));
-        }
-        ClientCommand::Events { id, follow } => {
-            if follow {
-                let json = conn.json;
-                client
-                    .follow(&format!("/v1/executions/{id}/events?follow=true"), |e| {
-                        if json { println!("{e}") } else { println!("{}", render::event(&e)) }
-                    })
-                    .await?;
-            } else {
-                let v = client.get(&format!("/v1/executions/{id}/events")).await?;
-                if conn.json {
-                    print_json(&v);
-                } else {
-                    for e in v.as_array().into_iter().flatten() {
-                        println!("{}", render::event(e));
-                    }
-                }
-            }
-        }
-        ClientCommand::List { saga, status, limit, after } => {
-            let mut query = vec![format!("limit={limit}")];
-            query.extend(saga.map(|s| format!("saga={s}")));
-            query.extend(status.map(|s| format!("status={s}")));
-            query.extend(after.map(|a| format!("after={a}")));
-            let v = client.get(&format!("/v1/executions?{}", query.join("&"))).await?;
-            if conn.json {
-                print_json(&v);
-            } else {
-                let rows: Vec<Vec<String>> = v["executions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        vec![
-                            render::cell(&e["id"]),
-                            render::cell(&e["saga"]),
-                            render::cell(&e["status"]),
-                            render::time(&e["created_at"]),
-                            render::cell(&e["version"]),
-                        ]
-                    })
-                    .collect();
-                println!("{}", render::table(&["id", "saga", "status", "started", "events"], &rows));
-                if let Some(next) = v["next"].as_str() {
-                    println!("more: --after {next}");
-                }
-            }
-        }
-        ClientCommand::Cancel { id } => {
-            let (_, v) = client.send(client.request(Method::POST, &format!("/v1/executions/{id}/cancel"))).await?;
-            if conn.json {
-                print_json(&v)
-            } else {
-                println!("execution {id}: cancel requested ({})", render::cell(&v["status"]))
-            }
-        }
-        ClientCommand::Resume { id } => {
-            let (_, v) = client.send(client.request(Method::POST, &format!("/v1/executions/{id}/resume"))).await?;
-            if conn.json {
-                print_json(&v)
-            } else {
-                println!("execution {id}: resumed ({})", render::cell(&v["status"]))
-            }
-        }
-        ClientCommand::NewPlugin { name, dir, sdk } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            new_plugin(&name, &dir, &sdk.unwrap_or_else(default_sdk_path))?;
-            println!("created plugin crate {name} in {}", dir.display());
-            println!("next:");
-            println!("  sagahost plugin push {name} 0.1.0 {}", dir.display());
-            println!("  sagahost saga apply {name} {}", dir.join("saga.json").display());
-            println!("  sagahost run {name} --input '{{\"amount\": 42}}' --wait");
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(expected.as_str()), "{path} --{long}");
         }
     }
-    Ok(0)
+
+    #[test]
+    fn serve_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["sagahost", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let got = args.config(false).unwrap();
+        let want = crate::server::HostConfig::new(DEFAULT_DATA_DIR);
+        assert_eq!(got.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(got.data_dir, want.data_dir);
+        assert_eq!(format!("{:?}", got.limits), format!("{:?}", want.limits));
+        assert_eq!(format!("{:?}", got.orchestrator), format!("{:?}", want.orchestrator));
+        assert_eq!(format!("{:?}", got.api), format!("{:?}", want.api));
+        assert_eq!(got.store_reserve_bytes, want.store_reserve_bytes);
+    }
+
+    #[test]
+    fn serve_refuses_the_client_token_and_names_the_flags_meant() {
+        for args in [&["sagahost", "serve", "--token", "x"][..], &["sagahost", "serve", "--token"]] {
+            let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            let err = serve.config(false).unwrap_err();
+            assert_eq!(err, MisplacedToken::Flag);
+            assert!(err.to_string().contains("--admin-token") && err.to_string().contains("--client-token"));
+        }
+        let Command::Serve(serve) = Cli::try_parse_from(["sagahost", "serve"]).unwrap().command else { panic!() };
+        let err = serve.clone().config(true).unwrap_err();
+        assert!(err.to_string().contains("SAGAHOST_ADMIN_TOKEN"), "{err}");
+        let with_admin = ["sagahost", "serve", "--admin-token", "secret"];
+        let Command::Serve(serve) = Cli::try_parse_from(with_admin).unwrap().command else { panic!() };
+        assert_eq!(serve.config(true).unwrap().api.admin_token.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn blank_tokens_are_refused() {
+        for flag in ["--admin-token", "--client-token"] {
+            for blank in ["", "   ", "\t"] {
+                let err = Cli::try_parse_from(["sagahost", "serve", flag, blank]).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::ValueValidation, "{flag} {blank:?}");
+                assert!(err.to_string().contains("must not be empty"), "{err}");
+            }
+        }
+        let err =
+            Cli::try_parse_from(["sagahost", "status", "--token", " ", &crate::domain::ExecutionId::new().to_string()])
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn options_belong_to_the_commands_they_apply_to() {
+        for args in [
+            &["sagahost", "serve", "--url", "http://h:1"][..],
+            &["sagahost", "serve", "--json"],
+            &["sagahost", "demo", "--token", "x"],
+            &["sagahost", "new-plugin", "p", "--url", "http://h:1"],
+        ] {
+            assert_eq!(Cli::try_parse_from(args).unwrap_err().kind(), ErrorKind::UnknownArgument, "{args:?}");
+        }
+        // The connection options go before or after a group's subcommand alike.
+        for args in [
+            &["sagahost", "plugin", "--token", "t", "list", "--json"][..],
+            &["sagahost", "plugin", "list", "--token", "t", "--json"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Client(ClientCommand::Plugin { conn, .. }) = cli.command else { panic!("{args:?}") };
+            assert_eq!((conn.token.as_deref(), conn.json), (Some("t"), true), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_defaults_to_the_serve_address() {
+        assert_eq!(default_url().as_str(), format!("http://{DEFAULT_LISTEN}/"));
+    }
 }

@@ -1,90 +1,285 @@
-//! Human-readable output of the client commands: aligned tables and short summaries.
+//! What the client commands print for people: one [`Render`] per type the API answers with,
+//! used by every command that shows that type (`--json` prints the same value re-serialized).
 
 use serde_json::Value;
 
-/// Prints rows under a header, each column as wide as its widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+use crate::api::{Accepted, ExecutionList, PluginList, PluginState, SagaList};
+use crate::domain::{Event, EventRecord, ExecutionView, StepFailure};
+use crate::store::{PluginMeta, StateItem, StoredDefinition};
+
+/// Text for people.
+pub trait Render {
+    /// The value as lines of text (no trailing newline).
+    fn render(&self) -> String;
+}
+
+impl Render for ExecutionView {
+    fn render(&self) -> String {
+        let mut out = vec![
+            format!("execution  {}", self.id),
+            format!("saga       {} (definition v{})", self.saga, self.definition_version),
+            format!("status     {}", self.status.as_str()),
+        ];
+        out.extend(self.compensation_reason.as_ref().map(|r| format!("reason     {r}")));
+        out.extend(self.failure_reason.as_ref().map(|r| format!("failure    {r}")));
+        let rows: Vec<Vec<String>> = self
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.to_string(),
+                    label(&s.status),
+                    s.attempts.to_string(),
+                    s.result.as_ref().map_or_else(none, short),
+                    s.error.as_ref().map_or_else(none, failure),
+                    s.compensation.as_ref().and_then(|c| c.result.as_ref()).map_or_else(none, short),
+                ]
+            })
+            .collect();
+        out.push(String::new());
+        out.push(table(&["step", "status", "attempts", "result", "error", "compensation"], &rows));
+        out.join("\n")
+    }
+}
+
+impl Render for ExecutionList {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .executions
+            .iter()
+            .map(|e| {
+                let status = e.status.as_str().to_owned();
+                vec![e.id.to_string(), e.saga.to_string(), status, date_time(e.created_at), e.version.to_string()]
+            })
+            .collect();
+        let mut out = table(&["id", "saga", "status", "started", "events"], &rows);
+        if let Some(next) = self.next {
+            out.push_str(&format!("\nmore: --after {next}"));
+        }
+        out
+    }
+}
+
+impl Render for PluginList {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .plugins
+            .iter()
+            .map(|p| vec![p.name.to_string(), p.version.to_string(), p.size.to_string(), p.digest.clone()])
+            .collect();
+        table(&["name", "version", "size", "digest"], &rows)
+    }
+}
+
+impl Render for PluginMeta {
+    fn render(&self) -> String {
+        [
+            format!("plugin    {}@{}", self.name, self.version),
+            format!("size      {} bytes", self.size),
+            format!("sha256    {}", self.digest),
+            format!("uploaded  {}", date_time(self.uploaded_at)),
+        ]
+        .join("\n")
+    }
+}
+
+impl Render for SagaList {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .sagas
+            .iter()
+            .map(|s| {
+                let steps: Vec<String> = s.definition.steps.iter().map(|st| st.name.to_string()).collect();
+                vec![s.name.to_string(), s.version.to_string(), steps.join(" → ")]
+            })
+            .collect();
+        table(&["name", "version", "steps"], &rows)
+    }
+}
+
+impl Render for StoredDefinition {
+    fn render(&self) -> String {
+        let deadline = self.definition.deadline_ms.map_or_else(|| "none".into(), |ms| format!("{ms} ms"));
+        let rows: Vec<Vec<String>> = self
+            .definition
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.to_string(),
+                    s.plugin.to_string(),
+                    s.compensation.as_ref().map_or_else(none, ToString::to_string),
+                    format!("{} ms", s.timeout_ms),
+                    s.retry.max_attempts.to_string(),
+                    label(&s.on_failure),
+                ]
+            })
+            .collect();
+        [
+            format!("saga      {} (version {}, defined {})", self.name, self.version, date_time(self.created_at)),
+            format!("deadline  {deadline}"),
+            String::new(),
+            table(&["step", "plugin", "compensation", "timeout", "attempts", "on failure"], &rows),
+        ]
+        .join("\n")
+    }
+}
+
+impl Render for PluginState {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .entries
+            .iter()
+            .map(|e| vec![e.collection.clone(), e.key.clone(), e.version.to_string(), state_value(e)])
+            .collect();
+        let mut out = table(&["collection", "key", "version", "value"], &rows);
+        if self.truncated {
+            out.push_str("\n(more entries match: raise --limit or narrow --collection/--prefix)");
+        }
+        out
+    }
+}
+
+impl Render for EventRecord {
+    fn render(&self) -> String {
+        let mut line = format!("{:>4}  {}  {}", self.seq, clock(self.at), self.event.type_name());
+        match &self.event {
+            Event::StepStarted { step, attempt }
+            | Event::StepCompleted { step, attempt, .. }
+            | Event::CompensationStepStarted { step, attempt }
+            | Event::CompensationStepCompleted { step, attempt, .. } => line.push_str(&format!("  {step}#{attempt}")),
+            Event::StepFailed { step, attempt, error, .. }
+            | Event::CompensationStepFailed { step, attempt, error, .. } => {
+                line.push_str(&format!("  {step}#{attempt}  {}", failure(error)))
+            }
+            Event::CompensationStarted { reason } | Event::ExecutionFailed { reason } => {
+                line.push_str(&format!("  ({reason})"))
+            }
+            Event::ExecutionStarted { .. }
+            | Event::ExecutionCompleted
+            | Event::CancelRequested
+            | Event::DeadlineExceeded
+            | Event::ExecutionCompensated
+            | Event::ResumeRequested => {}
+        }
+        line
+    }
+}
+
+impl Render for [EventRecord] {
+    fn render(&self) -> String {
+        self.iter().map(Render::render).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Render for Vec<EventRecord> {
+    fn render(&self) -> String {
+        self.as_slice().render()
+    }
+}
+
+impl Render for Accepted {
+    fn render(&self) -> String {
+        format!("execution {}: {}", self.id, self.status.as_str())
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned()
     };
-    let mut out = vec![line(header.iter().map(|h| h.to_uppercase()).collect())];
-    out.extend(rows.iter().map(|r| line(r.clone())));
+    let mut out = vec![line(&header.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>())];
+    out.extend(rows.iter().map(|r| line(r)));
     out.join("\n")
 }
 
-/// A JSON value as a short cell.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
+fn none() -> String {
+    "-".into()
+}
+
+/// A JSON value in at most 60 characters.
+fn short(v: &Value) -> String {
+    let s = match v {
         Value::String(s) => s.clone(),
-        other => {
-            let s = other.to_string();
-            if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
-        }
+        other => other.to_string(),
+    };
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
+}
+
+/// A unit enum's name as the API spells it.
+fn label(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+fn failure(f: &StepFailure) -> String {
+    format!("{}: {}", f.kind.as_str(), f.message)
+}
+
+fn state_value(e: &StateItem) -> String {
+    match (&e.json, &e.bytes_base64) {
+        (Some(json), _) => json.to_string(),
+        (None, Some(b64)) => format!("(bytes, base64) {b64}"),
+        // The API leaves out `json` only for bytes, and a JSON `null` decodes to `None`.
+        (None, None) => "null".into(),
     }
 }
 
 /// Milliseconds since the unix epoch as UTC `HH:MM:SS.mmm`.
-pub fn time(ms: &Value) -> String {
-    let Some(ms) = ms.as_u64() else { return "-".into() };
+fn clock(ms: u64) -> String {
     let secs = ms / 1000;
     format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
 }
 
-/// An execution: header lines and a table of its steps.
-pub fn execution(e: &Value) -> String {
-    let mut out = vec![
-        format!("execution  {}", cell(&e["id"])),
-        format!("saga       {} (definition v{})", cell(&e["saga"]), cell(&e["definition_version"])),
-        format!("status     {}", cell(&e["status"])),
-    ];
-    if !e["compensation_reason"].is_null() {
-        out.push(format!("reason     {}", cell(&e["compensation_reason"])));
-    }
-    if !e["failure_reason"].is_null() {
-        out.push(format!("failure    {}", cell(&e["failure_reason"])));
-    }
-    let rows: Vec<Vec<String>> = e["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let error = match &s["error"] {
-                Value::Null => "-".into(),
-                err => format!("{}: {}", cell(&err["kind"]), cell(&err["message"])),
-            };
-            vec![
-                cell(&s["name"]),
-                cell(&s["status"]),
-                cell(&s["attempts"]),
-                cell(&s["result"]),
-                error,
-                cell(&s["compensation"]["result"]),
-            ]
-        })
-        .collect();
-    out.push(String::new());
-    out.push(table(&["step", "status", "attempts", "result", "error", "compensation"], &rows));
-    out.join("\n")
+/// Milliseconds since the unix epoch as UTC `YYYY-MM-DD HH:MM:SS`.
+fn date_time(ms: u64) -> String {
+    // Days to a proleptic Gregorian date: Howard Hinnant's `civil_from_days`.
+    let z = (ms / 86_400_000) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {}", &clock(ms)[..8])
 }
 
-/// One event as a line.
-pub fn event(e: &Value) -> String {
-    let mut line = format!("{:>4}  {}  {}", cell(&e["seq"]), time(&e["at"]), cell(&e["type"]));
-    if let Some(step) = e["step"].as_str() {
-        line.push_str(&format!("  {step}#{}", cell(&e["attempt"])));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_times_are_utc() {
+        assert_eq!(date_time(0), "1970-01-01 00:00:00");
+        assert_eq!(date_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(date_time(1_795_000_000_123), "2026-11-18 11:06:40");
+        assert_eq!(clock(1_795_000_000_123), "11:06:40.123");
     }
-    if !e["error"].is_null() && e.get("error").is_some() {
-        line.push_str(&format!("  {}: {}", cell(&e["error"]["kind"]), cell(&e["error"]["message"])));
+
+    #[test]
+    fn tables_align_and_long_values_are_cut() {
+        let rows = vec![vec!["a".into(), "-".into()], vec!["longer".into(), "x".into()]];
+        assert_eq!(table(&["k", "v"], &rows), "K       V\na       -\nlonger  x");
+        assert_eq!(short(&Value::String("x".repeat(80))).chars().count(), 60);
     }
-    if let Some(r) = e["reason"].as_str() {
-        line.push_str(&format!("  ({r})"));
+
+    #[test]
+    fn events_render_as_one_line_each() {
+        let rec: EventRecord = serde_json::from_value(serde_json::json!({"seq": 4, "at": 1_000, "type": "step_failed",
+            "step": "pay", "attempt": 2, "error": {"kind": "timeout", "message": "slow"}, "retry_at_unix_ms": null}))
+        .unwrap();
+        assert_eq!(rec.render(), "   4  00:00:01.000  step_failed  pay#2  timeout: slow");
     }
-    line
 }

@@ -80,7 +80,7 @@ export_step!(MyStep);
 
 /// Writes a new plugin crate called `name` into `dir`.
 pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
-    crate::domain::ids::check_name("plugin name", name).map_err(anyhow::Error::msg)?;
+    crate::domain::ids::check_name("plugin name", name)?;
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
     }

@@ -6,7 +6,8 @@ use serde_json::{Map, Value, json};
 use super::definition::{OnFailure, SagaDefinition, StepDefinition};
 use super::event::{Event, StepFailure};
 use super::ids::StepName;
-use super::state::{Execution, ExecutionStatus, Phase};
+use super::state::{Execution, Phase};
+use super::status::ExecutionStatus;
 
 /// Which side of a step an invocation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -215,7 +216,7 @@ pub fn record_outcome(
     })
 }
 
-/// The JSON text a plugin receives (SPEC §4): the execution input and the results of the
+/// The JSON text a plugin receives (docs/events.md, "Step input"): the execution input and the results of the
 /// earlier completed steps; a compensation also gets its step's own result and the reason.
 pub fn step_input(exec: &Execution, def: &SagaDefinition, inv: &Invocation) -> Value {
     let mut results = Map::new();

@@ -1,9 +1,10 @@
-//! The events of an execution's stream (SPEC §5). An execution's state is a fold of them.
+//! The events of an execution's stream (docs/events.md). An execution's state is a fold of them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ids::{SagaName, StepName};
+use super::status::ExecutionStatus;
 
 /// How an attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -182,8 +183,8 @@ impl Event {
 
     /// The execution status this event moves to, if it changes it. Stores use this to keep
     /// their status indexes without folding whole streams.
-    pub fn status_after(&self) -> Option<super::state::ExecutionStatus> {
-        use super::state::ExecutionStatus as S;
+    pub fn status_after(&self) -> Option<ExecutionStatus> {
+        use ExecutionStatus as S;
         match self {
             Self::ExecutionStarted { .. } => Some(S::Running),
             Self::CompensationStarted { .. } | Self::ResumeRequested => Some(S::Compensating),

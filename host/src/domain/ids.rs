@@ -49,15 +49,37 @@ impl FromStr for ExecutionId {
     }
 }
 
+/// Why a name, version, reference or status was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidId {
+    /// A saga, step or plugin name breaking the name rule.
+    #[error(
+        "{what} {name:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit)"
+    )]
+    Name {
+        /// Which kind of name.
+        what: &'static str,
+        /// The text given.
+        name: String,
+    },
+    /// Not semver.
+    #[error("plugin version {0:?} is not semver (MAJOR.MINOR.PATCH)")]
+    Version(String),
+    /// A plugin reference without `@`.
+    #[error("plugin reference {0:?} must be written name@version")]
+    PluginRef(String),
+    /// Not one of the execution statuses.
+    #[error("unknown status {0:?} (one of running, compensating, completed, compensated, failed)")]
+    Status(String),
+}
+
 /// Checks a user-chosen name (saga, step or plugin): 1–64 characters of `[A-Za-z0-9_.-]`,
 /// starting with a letter or digit. Names appear in URLs and storage keys, so they stay plain.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub fn check_name(what: &'static str, name: &str) -> Result<(), InvalidId> {
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 64 || !ok_chars || !ok_start {
-        return Err(format!(
-            "{what} {name:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit)"
-        ));
+        return Err(InvalidId::Name { what, name: name.to_owned() });
     }
     Ok(())
 }
@@ -71,7 +93,7 @@ macro_rules! name_type {
 
         impl $ty {
             /// Validates and wraps a name.
-            pub fn parse(s: &str) -> Result<Self, String> {
+            pub fn parse(s: &str) -> Result<Self, InvalidId> {
                 check_name($what, s).map(|()| Self(s.to_owned()))
             }
             /// The name as text.
@@ -118,8 +140,8 @@ pub struct PluginVersion(String);
 
 impl PluginVersion {
     /// Validates `MAJOR.MINOR.PATCH` with an optional `-pre` / `+build` suffix.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("plugin version {s:?} is not semver (MAJOR.MINOR.PATCH)");
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        let bad = || InvalidId::Version(s.to_owned());
         let core = s.split(['-', '+']).next().unwrap_or("");
         let parts: Vec<&str> = core.split('.').collect();
         let numeric = parts.len() == 3
@@ -159,10 +181,9 @@ pub struct PluginRef {
 }
 
 impl FromStr for PluginRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (name, version) =
-            s.split_once('@').ok_or_else(|| format!("plugin reference {s:?} must be written name@version"))?;
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        let (name, version) = s.split_once('@').ok_or_else(|| InvalidId::PluginRef(s.to_owned()))?;
         Ok(Self { name: PluginName::parse(name)?, version: PluginVersion::parse(version)? })
     }
 }

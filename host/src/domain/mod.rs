@@ -8,6 +8,7 @@ pub mod definition;
 pub mod event;
 pub mod ids;
 pub mod state;
+pub mod status;
 pub mod view;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod tests;
 pub use decide::{Invocation, Next, Side, decide, record_outcome};
 pub use definition::{DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition};
 pub use event::{Event, EventRecord, FailureKind, StepFailure};
-pub use ids::{ExecutionId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
-pub use state::{Execution, ExecutionStatus};
+pub use ids::{ExecutionId, InvalidId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
+pub use state::Execution;
+pub use status::ExecutionStatus;
 pub use view::ExecutionView;

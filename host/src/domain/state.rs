@@ -1,57 +1,11 @@
 //! The state of an execution: a fold of its events. `apply` only records facts; every
 //! rule about what happens next lives in `decide`.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::event::{Event, EventRecord, StepFailure};
 use super::ids::{ExecutionId, SagaName, StepName};
-
-/// Where an execution stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutionStatus {
-    /// Going forward through its steps.
-    Running,
-    /// Undoing completed steps.
-    Compensating,
-    /// Every step done.
-    Completed,
-    /// Every needed compensation done.
-    Compensated,
-    /// A compensation gave up; waits for an operator's `resume`.
-    Failed,
-}
-
-impl ExecutionStatus {
-    /// Every status, for listings and metrics.
-    pub const ALL: [Self; 5] = [Self::Running, Self::Compensating, Self::Completed, Self::Compensated, Self::Failed];
-
-    /// No host work left (a `failed` execution waits for an operator).
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
-    }
-
-    /// The status as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Compensating => "compensating",
-            Self::Completed => "completed",
-            Self::Compensated => "compensated",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl std::str::FromStr for ExecutionStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            format!("unknown status {s:?} (one of running, compensating, completed, compensated, failed)")
-        })
-    }
-}
+use super::status::ExecutionStatus;
 
 /// Where one side (execute or compensate) of a step stands.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,10 +6,11 @@ use serde_json::Value;
 use super::definition::SagaDefinition;
 use super::event::StepFailure;
 use super::ids::{ExecutionId, SagaName, StepName};
-use super::state::{Attempts, Execution, ExecutionStatus, Phase};
+use super::state::{Attempts, Execution, Phase};
+use super::status::ExecutionStatus;
 
 /// A step's status as users see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Not reached yet.
@@ -29,7 +30,7 @@ pub enum StepStatus {
 }
 
 /// One side (execute or compensate) of a step.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AttemptsView {
     /// Attempts started.
     pub attempts: u32,
@@ -62,7 +63,7 @@ impl From<&Attempts> for AttemptsView {
 }
 
 /// One step of the view.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StepView {
     /// Step name.
     pub name: StepName,
@@ -81,7 +82,7 @@ pub struct StepView {
 }
 
 /// The execution as users see it.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ExecutionView {
     /// Correlation id.
     pub id: ExecutionId,

@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::{DriverSlot, Orchestrator, OrchestratorError};
+use super::registry::DriverSlot;
+use super::{Orchestrator, OrchestratorError};
 use crate::domain::decide::{InFlight, attempt_deadline, decide_with, step_input};
 use crate::domain::{
     Event, EventRecord, Execution, ExecutionId, FailureKind, Invocation, Next, SagaDefinition, Side, StepFailure,
@@ -111,6 +112,7 @@ impl Driver {
             None => (None, None),
         };
         let mut outcome: Option<Outcome> = None;
+        let mut outage_logged = false;
         while !*stopping.borrow() {
             let loaded = async {
                 let current = match exec.take() {
@@ -121,9 +123,22 @@ impl Driver {
                 Ok::<_, OrchestratorError>((current, def))
             };
             let (mut current, def) = match loaded.await {
-                Ok(v) => v,
+                Ok(v) => {
+                    outage_logged = false;
+                    v
+                }
+                Err(e) if e.is_permanent() => {
+                    // Set aside (logged once there); nothing to drive any more.
+                    if !matches!(e, OrchestratorError::Quarantined { .. }) {
+                        self.orch.set_aside(self.id, e.to_string()).await;
+                    }
+                    break;
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot load execution; retrying");
+                    // Storage unavailable: wait for it, saying so once per outage.
+                    if !std::mem::replace(&mut outage_logged, true) {
+                        tracing::warn!(error = %e, "cannot load execution; retrying until the store answers");
+                    }
                     tokio::time::sleep(STORE_RETRY).await;
                     continue;
                 }
@@ -137,10 +152,10 @@ impl Driver {
             };
             let Plan { batch, next, completes } = match planned {
                 Ok(p) => p,
+                // The stream's own events do not fold with the definition: permanent.
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot plan; re-reading");
-                    tokio::time::sleep(STORE_RETRY).await;
-                    continue;
+                    self.orch.set_aside(self.id, e.to_string()).await;
+                    break;
                 }
             };
             if !batch.is_empty() {
@@ -183,8 +198,14 @@ impl Driver {
                         }
                         continue;
                     }
+                    Err(e) if e.is_permanent() => {
+                        self.orch.set_aside(self.id, e.to_string()).await;
+                        break;
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "store failed; retrying");
+                        if !std::mem::replace(&mut outage_logged, true) {
+                            tracing::warn!(error = %e, "store failed; retrying until it answers");
+                        }
                         tokio::time::sleep(STORE_RETRY).await;
                         continue;
                     }
@@ -192,21 +213,20 @@ impl Driver {
             }
             match next {
                 Next::Done => {
-                    if self.orch.retire(self.id, &self.slot) {
+                    if self.orch.drivers.retire(self.id, &self.slot) {
                         return;
                     }
                 }
                 Next::SleepUntil(at) if at.saturating_sub(now) > super::PARK_AFTER_MS => {
                     // A long wait holds no task: park on the timer and let go.
                     self.orch.park(self.id, at);
-                    if self.orch.retire(self.id, &self.slot) {
+                    if self.orch.drivers.retire(self.id, &self.slot) {
                         return;
                     }
                 }
                 Next::SleepUntil(at) => {
-                    let wait = Duration::from_millis(at.saturating_sub(now));
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => exec = Some(current),
+                        _ = self.orch.clock.sleep_until(at) => exec = Some(current),
                         _ = self.slot.wake.notified() => {}
                         _ = stopping.changed() => {}
                     }
@@ -222,7 +242,7 @@ impl Driver {
                 Next::Record(_) => unreachable!("plan records every decision"),
             }
         }
-        self.orch.drivers.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.orch.drivers.remove(self.id);
     }
 
     fn in_flight(&self) -> InFlight {

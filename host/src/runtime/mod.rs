@@ -22,7 +22,7 @@ pub use instance::StepData;
 pub use plugins::{LoadError, PluginCache, UploadError, digest_of};
 pub use state::{StateLimits, StateScope};
 
-/// Sandbox limits, each configurable (SPEC §6).
+/// Sandbox limits, each configurable (docs/plugins.md, "Limits per attempt").
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Linear memory per instance.
@@ -92,11 +92,32 @@ pub struct Completed {
     pub state: StateChanges,
 }
 
+/// Why bytes are not a runnable plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// wasmtime refused the component (not a component, wrong world, bad artifact); the
+    /// message is wasmtime's whole error chain, bounded in length.
+    #[error("{0}")]
+    Wasm(String),
+    /// The compilation task did not finish (the host is shutting down, or it panicked).
+    #[error("compilation aborted: {0}")]
+    Aborted(#[from] tokio::task::JoinError),
+}
+
+impl CompileError {
+    fn wasm(e: wasmtime::Error) -> Self {
+        Self::Wasm(describe(&e))
+    }
+}
+
 /// The shared engine and linker.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepData>,
     limits: Limits,
+    /// One permit per pool slot: an attempt waits for a slot instead of failing to
+    /// instantiate when more attempts run at once than the pool holds.
+    instances: tokio::sync::Semaphore,
     _ticker: engine::EpochTicker,
 }
 
@@ -108,7 +129,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::add_to_linker(&mut linker)?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Arc::new(Self { engine, linker, limits, _ticker: ticker }))
+        let instances = tokio::sync::Semaphore::new(limits.max_instances as usize);
+        Ok(Arc::new(Self { engine, linker, limits, instances, _ticker: ticker }))
     }
 
     /// The configured limits.
@@ -125,30 +147,31 @@ impl Runtime {
     }
 
     /// Compiles and checks a component against the world. Blocking (compilation).
-    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, PluginPre), String> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| describe(&e))?;
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, PluginPre), CompileError> {
+        let component = Component::new(&self.engine, bytes).map_err(CompileError::wasm)?;
         let pre = self.pre(&component)?;
         Ok((component, pre))
     }
 
     /// Loads an artifact this host wrote with [`Component::serialize`]. Blocking.
-    pub fn load_artifact(&self, artifact: &[u8]) -> Result<(Component, PluginPre), String> {
+    pub fn load_artifact(&self, artifact: &[u8]) -> Result<(Component, PluginPre), CompileError> {
         // SAFETY: artifacts are only ever written by this host (`compile` + `serialize`) into its
         // own store, keyed by digest and `engine_fingerprint`, so they match this engine.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| describe(&e))?;
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(CompileError::wasm)?;
         let pre = self.pre(&component)?;
         Ok((component, pre))
     }
 
-    fn pre(&self, component: &Component) -> Result<PluginPre, String> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| describe(&e))?;
-        PluginPre::new(pre).map_err(|e| describe(&e))
+    fn pre(&self, component: &Component) -> Result<PluginPre, CompileError> {
+        let pre = self.linker.instantiate_pre(component).map_err(CompileError::wasm)?;
+        PluginPre::new(pre).map_err(CompileError::wasm)
     }
 
     /// Runs one attempt in a fresh instance. Every failure, including traps, timeouts and
     /// exceeded limits, comes back as a [`StepFailure`]; nothing here panics the host.
     pub async fn invoke(&self, pre: &PluginPre, call: Call) -> Result<Completed, StepFailure> {
+        let _slot = self.instances.acquire().await.expect("the instance semaphore is never closed");
         let log = instance::LogSink {
             execution_id: call.execution_id.clone(),
             step: call.step.clone(),
@@ -280,7 +303,7 @@ fn truncate(mut s: String) -> String {
             end -= 1;
         }
         s.truncate(end);
-        s.push_str("…");
+        s.push('…');
     }
     s
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::{PluginPre, Runtime};
+use super::{CompileError, PluginPre, Runtime};
 use crate::domain::{PluginName, PluginRef, PluginVersion};
 use crate::store::{PluginMeta, PluginPut, Store, StoreError};
+use crate::sync::lock;
 
 /// Why an upload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,7 @@ pub enum UploadError {
     },
     /// Not a valid component of the plugin world.
     #[error("not a valid saga plugin component: {0}")]
-    Invalid(String),
+    Invalid(#[source] CompileError),
     /// Other bytes are already stored under this name and version.
     #[error("plugin {}@{} already exists with digest {}", .0.name, .0.version, .0.digest)]
     Conflict(PluginMeta),
@@ -40,7 +41,7 @@ pub enum LoadError {
     NotFound(PluginRef),
     /// Its stored bytes no longer compile (should not happen: they were validated on upload).
     #[error("plugin {0} cannot be loaded: {1}")]
-    Invalid(PluginRef, String),
+    Invalid(PluginRef, #[source] CompileError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -74,11 +75,11 @@ impl PluginCache {
     }
 
     fn cached(&self, r: &PluginRef) -> Option<PluginPre> {
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(r).cloned()
+        lock(&self.loaded).get(r).cloned()
     }
 
     fn remember(&self, r: PluginRef, pre: PluginPre) {
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(r, pre);
+        lock(&self.loaded).insert(r, pre);
     }
 
     /// Validates, compiles and stores a plugin. Returns its metadata and whether it is new
@@ -128,7 +129,7 @@ impl PluginCache {
         let pre = match self.store.artifact(&key).await? {
             Some(artifact) => tokio::task::spawn_blocking(move || runtime.load_artifact(&artifact).map(|(_, pre)| pre))
                 .await
-                .map_err(|e| LoadError::Invalid(r.clone(), e.to_string()))?
+                .map_err(|e| LoadError::Invalid(r.clone(), e.into()))?
                 .map_err(|e| LoadError::Invalid(r.clone(), e))?,
             None => {
                 let bytes =
@@ -146,13 +147,16 @@ impl PluginCache {
 
 /// Validates and compiles on the blocking pool. Gives the bytes back together with the
 /// artifact to store and the plugin ready to instantiate (or the reason it is not a plugin).
-async fn compile_off_thread(runtime: Arc<Runtime>, bytes: Vec<u8>) -> (Vec<u8>, Result<(Vec<u8>, PluginPre), String>) {
+async fn compile_off_thread(
+    runtime: Arc<Runtime>,
+    bytes: Vec<u8>,
+) -> (Vec<u8>, Result<(Vec<u8>, PluginPre), CompileError>) {
     let compiled = tokio::task::spawn_blocking(move || {
         let compiled = runtime
             .compile(&bytes)
-            .and_then(|(component, pre)| component.serialize().map(|a| (a, pre)).map_err(|e| e.to_string()));
+            .and_then(|(component, pre)| component.serialize().map(|a| (a, pre)).map_err(CompileError::wasm));
         (bytes, compiled)
     })
     .await;
-    compiled.unwrap_or_else(|e| (Vec::new(), Err(format!("compilation aborted: {e}"))))
+    compiled.unwrap_or_else(|e| (Vec::new(), Err(e.into())))
 }

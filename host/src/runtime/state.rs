@@ -78,7 +78,7 @@ impl StateSession {
     /// The scope, if `collection` and `key` may be used in it.
     fn check(&self, collection: &str, key: &str) -> Result<&StateScope, StateError> {
         let scope = self.scope.as_ref().ok_or_else(|| StateError::Unavailable("this attempt has no state".into()))?;
-        StateKey::check(collection, key).map_err(StateError::Invalid)?;
+        StateKey::check(collection, key).map_err(|e| StateError::Invalid(e.to_string()))?;
         Ok(scope)
     }
 

@@ -17,6 +17,7 @@ const ARTIFACT: u8 = b'a';
 const DEFINITION: u8 = b'd';
 const STATE: u8 = b't';
 const META: u8 = b'm';
+const QUARANTINE: u8 = b'q';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -145,6 +146,16 @@ pub fn definitions_of(name: &SagaName) -> Vec<u8> {
 /// Prefix of all definitions.
 pub fn definitions() -> Vec<u8> {
     vec![DEFINITION]
+}
+
+/// `q ‖ id`: an execution set aside because its stream cannot be read.
+pub fn quarantine(id: ExecutionId) -> Vec<u8> {
+    key(&[&[QUARANTINE], id.as_bytes()])
+}
+
+/// Prefix of all quarantine entries.
+pub fn quarantined() -> Vec<u8> {
+    vec![QUARANTINE]
 }
 
 /// The id at the end of an index key.

@@ -1,10 +1,12 @@
 //! An in-memory store for tests: the same contract as [`super::SledStore`], nothing durable.
+//! Writes follow the rules of [`super::commit`] and apply its mutations to maps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use super::commit::{Commit, Mutation, Snapshot};
 use super::*;
 
 #[derive(Default)]
@@ -18,6 +20,85 @@ struct Inner {
     definitions: BTreeMap<(SagaName, u64), StoredDefinition>,
     state: BTreeMap<StateKey, StateEntry>,
     state_clock: u64,
+    quarantine: BTreeMap<ExecutionId, QuarantineEntry>,
+}
+
+impl Snapshot for &mut Inner {
+    fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        Ok(self.summaries.get(&id).cloned())
+    }
+
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError> {
+        Ok(self.idempotency.get(key).copied())
+    }
+
+    fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
+        Ok(self.state.get(key).map_or(0, |e| e.version))
+    }
+
+    fn plugin(&mut self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
+        Ok(self.plugins.get(&(name.clone(), version.clone())).cloned())
+    }
+
+    fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
+        Ok(self.definitions.range((name.clone(), 0)..=(name.clone(), u64::MAX)).next_back().map(|(_, d)| d.clone()))
+    }
+}
+
+impl Inner {
+    /// Stages one write with the commit rules and applies what it answers.
+    fn commit<T>(
+        &mut self,
+        stage: impl FnOnce(&mut Commit<&mut Inner>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let clock = self.state_clock;
+        let mut commit = Commit::new(&mut *self, clock);
+        let answer = stage(&mut commit)?;
+        let (mutations, clock) = commit.finish();
+        self.state_clock = clock;
+        for m in mutations {
+            self.apply(m);
+        }
+        Ok(answer)
+    }
+
+    fn apply(&mut self, m: Mutation) {
+        match m {
+            Mutation::NewStream { id, .. } => {
+                self.streams.insert(id, Vec::new());
+            }
+            Mutation::Records { id, records } => self.streams.entry(id).or_default().extend(records),
+            Mutation::Head { summary, .. } => {
+                self.summaries.insert(summary.id, summary);
+            }
+            Mutation::Idempotency { key, id } => {
+                self.idempotency.insert(key, id);
+            }
+            Mutation::StateSet { key, value, version } => {
+                self.state.insert(key, StateEntry { value, version });
+            }
+            Mutation::StateDelete { key } => {
+                self.state.remove(&key);
+            }
+            Mutation::StateClock(_) => {}
+            Mutation::Plugin { meta, bytes, artifact } => {
+                self.blobs.insert(meta.digest.clone(), bytes);
+                if let Some((k, a)) = artifact {
+                    self.artifacts.insert(k, a);
+                }
+                self.plugins.insert((meta.name.clone(), meta.version.clone()), meta);
+            }
+            Mutation::Artifact { key, bytes } => {
+                self.artifacts.insert(key, bytes);
+            }
+            Mutation::Definition(d) => {
+                self.definitions.insert((d.name.clone(), d.version), d);
+            }
+            Mutation::Quarantine(entry) => {
+                self.quarantine.insert(entry.id, entry);
+            }
+        }
+    }
 }
 
 /// Keeps everything in a mutex-guarded map.
@@ -33,7 +114,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }
 
@@ -46,24 +127,7 @@ impl EventStore for MemoryStore {
         records: Vec<EventRecord>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        let mut inner = self.lock();
-        if let Some(key) = &idempotency
-            && let Some(existing) = inner.idempotency.get(key)
-        {
-            return Ok(Created::Existing(*existing));
-        }
-        check_sequence(0, &records)?;
-        if inner.streams.contains_key(&id) {
-            return Err(StoreError::Conflict { id, expected: 0, actual: inner.summaries[&id].version });
-        }
-        let mut summary = ExecutionSummary::new(id, saga, &records[0]);
-        summary.advance(&records[1..]);
-        inner.summaries.insert(id, summary);
-        inner.streams.insert(id, records);
-        if let Some(key) = idempotency {
-            inner.idempotency.insert(key, id);
-        }
-        Ok(Created::New)
+        self.lock().commit(|c| c.create(id, saga, records, idempotency))
     }
 
     async fn append_with_state(
@@ -73,28 +137,7 @@ impl EventStore for MemoryStore {
         records: Vec<EventRecord>,
         state: StateChanges,
     ) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let summary = inner.summaries.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        if summary.version != expected {
-            return Err(StoreError::Conflict { id, expected, actual: summary.version });
-        }
-        check_sequence(expected, &records)?;
-        state::check_reads(&state.reads, |k| Ok(inner.state.get(k).map_or(0, |e| e.version)))?;
-        summary.advance(&records);
-        inner.streams.get_mut(&id).expect("stream beside summary").extend(records);
-        for (key, value) in state.writes {
-            match value {
-                Some(value) => {
-                    inner.state_clock += 1;
-                    inner.state.insert(key, StateEntry { value, version: inner.state_clock });
-                }
-                None => {
-                    inner.state.remove(&key);
-                }
-            }
-        }
-        Ok(())
+        self.lock().commit(|c| c.append(id, expected, records, state))
     }
 
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
@@ -122,7 +165,25 @@ impl EventStore for MemoryStore {
     }
 
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {
-        Ok(self.lock().summaries.values().filter(|s| !s.status.is_terminal()).map(|s| s.id).collect())
+        let inner = self.lock();
+        Ok(inner
+            .summaries
+            .values()
+            .filter(|s| !s.status.is_terminal() && !inner.quarantine.contains_key(&s.id))
+            .map(|s| s.id)
+            .collect())
+    }
+
+    async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError> {
+        self.lock().commit(|c| c.quarantine(entry))
+    }
+
+    async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {
+        Ok(self.lock().quarantine.get(&id).cloned())
+    }
+
+    async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        Ok(self.lock().quarantine.values().cloned().collect())
     }
 }
 
@@ -134,21 +195,7 @@ impl CatalogStore for MemoryStore {
         bytes: Vec<u8>,
         artifact: Option<(String, Vec<u8>)>,
     ) -> Result<PluginPut, StoreError> {
-        let mut inner = self.lock();
-        let key = (meta.name.clone(), meta.version.clone());
-        if let Some(existing) = inner.plugins.get(&key) {
-            return Ok(if existing.digest == meta.digest {
-                PluginPut::Unchanged(existing.clone())
-            } else {
-                PluginPut::Conflict(existing.clone())
-            });
-        }
-        inner.blobs.insert(meta.digest.clone(), bytes);
-        if let Some((k, a)) = artifact {
-            inner.artifacts.insert(k, a);
-        }
-        inner.plugins.insert(key, meta);
-        Ok(PluginPut::Created)
+        self.lock().commit(|c| c.put_plugin(meta, bytes, artifact))
     }
 
     async fn plugin(&self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
@@ -168,8 +215,10 @@ impl CatalogStore for MemoryStore {
     }
 
     async fn put_artifact(&self, key: String, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.lock().artifacts.insert(key, bytes);
-        Ok(())
+        self.lock().commit(|c| {
+            c.put_artifact(key, bytes);
+            Ok(())
+        })
     }
 
     async fn put_definition(
@@ -178,27 +227,15 @@ impl CatalogStore for MemoryStore {
         definition: SagaDefinition,
         at: u64,
     ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
-        let mut inner = self.lock();
-        let latest = inner.definitions.range((name.clone(), 0)..=(name.clone(), u64::MAX)).next_back();
-        let (version, put) = match latest {
-            Some((_, d)) if d.definition == definition => {
-                return Ok((d.clone(), DefinitionPut::Unchanged));
-            }
-            Some((_, d)) => (d.version + 1, DefinitionPut::Replaced),
-            None => (1, DefinitionPut::Created),
-        };
-        let stored = StoredDefinition { name: name.clone(), version, created_at: at, definition };
-        inner.definitions.insert((name, version), stored.clone());
-        Ok((stored, put))
+        self.lock().commit(|c| c.put_definition(name, definition, at))
     }
 
     async fn definition(&self, name: &SagaName, version: Option<u64>) -> Result<Option<StoredDefinition>, StoreError> {
-        let inner = self.lock();
-        let mut range = inner.definitions.range((name.clone(), 0)..=(name.clone(), u64::MAX));
-        Ok(match version {
-            Some(v) => range.find(|(k, _)| k.1 == v).map(|(_, d)| d.clone()),
-            None => range.next_back().map(|(_, d)| d.clone()),
-        })
+        let mut inner = self.lock();
+        match version {
+            Some(v) => Ok(inner.definitions.get(&(name.clone(), v)).cloned()),
+            None => (&mut *inner).latest_definition(name),
+        }
     }
 
     async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {

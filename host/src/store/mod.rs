@@ -3,10 +3,12 @@
 //!
 //! Two backends implement the same traits and pass the same contract suite
 //! (`tests/store_contract.rs`): [`SledStore`] for production and [`MemoryStore`] for tests.
+//! Both follow the commit rules of [`commit`], which is the only place they are written.
 
+pub mod commit;
 mod keys;
 mod memory;
-mod sled_store;
+mod sled;
 mod state;
 
 use async_trait::async_trait;
@@ -15,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
 
 pub use memory::MemoryStore;
-pub use sled_store::{DEFAULT_RESERVE_BYTES, SledStore};
-pub use state::{MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateChanges, StateEntry, StateItem, StateKey, StateValue};
+pub use sled::{CommitStats, DEFAULT_RESERVE_BYTES, SledStore};
+pub use state::{
+    InvalidStateKey, MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateChanges, StateEntry, StateItem, StateKey, StateValue,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +58,27 @@ pub enum StoreError {
     /// Stored bytes could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying cannot help: the data itself is wrong (corrupt), or the operation
+    /// is refused for what it asks (conflicts, missing streams, bad sequences). Only
+    /// [`StoreError::Unavailable`] heals by waiting.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// An execution set aside because its stored stream can no longer be read (or folded): the
+/// host does not drive it, lists it as `failed`, and answers for it with this reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QuarantineEntry {
+    /// The execution.
+    pub id: ExecutionId,
+    /// What is wrong with its stream.
+    pub reason: String,
+    /// When it was set aside (unix ms).
+    pub at: u64,
 }
 
 /// The head of one execution's stream, kept beside it for listings and version checks.
@@ -96,12 +121,6 @@ impl ExecutionSummary {
             self.updated_at = r.at;
         }
     }
-}
-
-/// Checks that `records` continue a stream at `expected` without gaps.
-pub(crate) fn check_sequence(expected: u64, records: &[EventRecord]) -> Result<(), StoreError> {
-    let ok = !records.is_empty() && records.iter().zip(expected + 1..).all(|(r, seq)| r.seq == seq);
-    if ok { Ok(()) } else { Err(StoreError::BadSequence(expected + 1)) }
 }
 
 /// A trigger's idempotency key, scoped to its saga.
@@ -186,8 +205,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// Executions matching `filter`, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError>;
 
-    /// Every execution the host must drive (running or compensating).
+    /// Every execution the host must drive (running or compensating), except quarantined ones.
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError>;
+
+    /// Sets an execution aside (see [`QuarantineEntry`]); listed as `failed` from then on
+    /// when its head can be read. Quarantining it again replaces the entry.
+    async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError>;
+
+    /// The quarantine entry of an execution.
+    async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError>;
+
+    /// Every quarantined execution, by id.
+    async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
 }
 
 /// An uploaded plugin.

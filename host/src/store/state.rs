@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use super::StoreError;
 use crate::domain::PluginName;
 
 /// Longest key, in bytes.
@@ -30,30 +31,44 @@ impl StateKey {
     /// A key, if `collection` and `key` are allowed: a non-empty key of at most
     /// [`MAX_KEY_BYTES`], a collection of at most [`MAX_COLLECTION_BYTES`], no NUL bytes (they
     /// separate the parts in storage).
-    pub fn new(plugin: PluginName, collection: &str, key: &str) -> Result<Self, String> {
+    pub fn new(plugin: PluginName, collection: &str, key: &str) -> Result<Self, InvalidStateKey> {
         Self::check(collection, key)?;
         Ok(Self { plugin, collection: collection.into(), key: key.into() })
     }
 
     /// Whether `collection` and `key` are allowed (see [`StateKey::new`]), without building a key.
-    pub fn check(collection: &str, key: &str) -> Result<(), String> {
+    pub fn check(collection: &str, key: &str) -> Result<(), InvalidStateKey> {
         if key.is_empty() {
-            return Err("a key must not be empty".into());
+            return Err(InvalidStateKey::EmptyKey);
         }
         if key.len() > MAX_KEY_BYTES {
-            return Err(format!("key of {} bytes is longer than {MAX_KEY_BYTES} bytes", key.len()));
+            return Err(InvalidStateKey::KeyTooLong(key.len()));
         }
         if collection.len() > MAX_COLLECTION_BYTES {
-            return Err(format!(
-                "collection name of {} bytes is longer than {MAX_COLLECTION_BYTES} bytes",
-                collection.len()
-            ));
+            return Err(InvalidStateKey::CollectionTooLong(collection.len()));
         }
         if key.contains('\0') || collection.contains('\0') {
-            return Err("keys and collection names must not contain NUL".into());
+            return Err(InvalidStateKey::Nul);
         }
         Ok(())
     }
+}
+
+/// Why a state key or collection name is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStateKey {
+    /// The key is empty.
+    #[error("a key must not be empty")]
+    EmptyKey,
+    /// The key is longer than [`MAX_KEY_BYTES`].
+    #[error("key of {0} bytes is longer than {MAX_KEY_BYTES} bytes")]
+    KeyTooLong(usize),
+    /// The collection name is longer than [`MAX_COLLECTION_BYTES`].
+    #[error("collection name of {0} bytes is longer than {MAX_COLLECTION_BYTES} bytes")]
+    CollectionTooLong(usize),
+    /// A NUL byte, which separates the parts in storage.
+    #[error("keys and collection names must not contain NUL")]
+    Nul,
 }
 
 impl std::fmt::Display for StateKey {
@@ -99,22 +114,26 @@ impl StateValue {
     }
 
     /// Reads the stored form back.
-    pub fn decode(bytes: &[u8]) -> Result<StateEntry, String> {
-        if bytes.len() < 9 {
-            return Err("state entry too short".into());
-        }
-        let version = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let value = match bytes[8] {
-            b'j' => Self::Json(String::from_utf8(bytes[9..].to_vec()).map_err(|e| e.to_string())?),
-            b'b' => Self::Bytes(bytes[9..].to_vec()),
-            t => return Err(format!("unknown state value tag {t}")),
+    pub fn decode(bytes: &[u8]) -> Result<StateEntry, StoreError> {
+        let version = Self::stored_version(bytes)?;
+        let value = match bytes.get(8) {
+            Some(b'j') => Self::Json(
+                String::from_utf8(bytes[9..].to_vec())
+                    .map_err(|e| StoreError::Corrupt(format!("state entry is not UTF-8: {e}")))?,
+            ),
+            Some(b'b') => Self::Bytes(bytes[9..].to_vec()),
+            Some(t) => return Err(StoreError::Corrupt(format!("unknown state value tag {t}"))),
+            None => return Err(StoreError::Corrupt("state entry too short".into())),
         };
         Ok(StateEntry { value, version })
     }
 
     /// The version stored in front of an encoded value, without decoding the value.
-    pub fn stored_version(bytes: &[u8]) -> Result<u64, String> {
-        bytes.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))).ok_or("state entry too short".into())
+    pub fn stored_version(bytes: &[u8]) -> Result<u64, StoreError> {
+        bytes
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| StoreError::Corrupt("state entry too short".into()))
     }
 }
 
@@ -143,23 +162,8 @@ impl StateChanges {
     }
 }
 
-/// Checks that every entry read is still at the version read, `current` giving the version
-/// committed now (0: absent).
-pub(crate) fn check_reads(
-    reads: &[(StateKey, u64)],
-    mut current: impl FnMut(&StateKey) -> Result<u64, super::StoreError>,
-) -> Result<(), super::StoreError> {
-    for (key, read) in reads {
-        let now = current(key)?;
-        if now != *read {
-            return Err(super::StoreError::StateConflict { key: key.to_string(), read: *read, now });
-        }
-    }
-    Ok(())
-}
-
 /// One entry as operators see it (`GET /v1/plugins/{name}/state`).
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StateItem {
     /// Collection.
     pub collection: String,

@@ -1,0 +1,199 @@
+//! `sagahost serve`'s flags, one group per concern. Every flag has its environment variable
+//! (`SAGAHOST_<FLAG>`; the OTLP endpoint keeps the standard `OTEL_EXPORTER_OTLP_ENDPOINT`), and
+//! every default is read from the configuration type the flag sets ([`HostConfig::new`] and the
+//! `Default`s it is built from), so the command line and the library cannot disagree.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use clap::builder::BoolishValueParser;
+
+use crate::server::HostConfig;
+
+/// Where `serve` listens unless told otherwise (and where the client commands look for it).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where `serve` keeps its store unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "sagahost-data";
+
+/// The library's defaults, which the flags' defaults are read from.
+fn defaults() -> HostConfig {
+    HostConfig::new(DEFAULT_DATA_DIR)
+}
+
+/// `sagahost serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address, tokens, request bodies.
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// How much work the host takes on.
+    #[command(flatten)]
+    pub executions: ExecutionArgs,
+    /// Per plugin instance and attempt.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Plugins' durable state.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The embedded store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Traces.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// Not a flag of `serve` but of the client commands: caught so that `serve --token X`
+    /// fails naming the flags meant instead of starting an unprotected host.
+    #[arg(long = "token", hide = true, num_args = 0..=1, value_name = "TOKEN")]
+    pub misplaced_token: Option<Option<String>>,
+}
+
+/// Network and access.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Network and access")]
+pub struct AccessArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SAGAHOST_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Bearer token for management routes (plugins, sagas, cancel, resume).
+    #[arg(long, env = "SAGAHOST_ADMIN_TOKEN", hide_env_values = true, value_parser = super::token)]
+    pub admin_token: Option<String>,
+    /// Bearer token for triggering and reading executions.
+    #[arg(long, env = "SAGAHOST_CLIENT_TOKEN", hide_env_values = true, value_parser = super::token)]
+    pub client_token: Option<String>,
+    /// Allow listening on a non-loopback address without an admin token.
+    #[arg(long, env = "SAGAHOST_INSECURE", value_parser = BoolishValueParser::new())]
+    pub insecure: bool,
+    /// Largest request body other than a plugin upload (definitions, inputs), in KiB.
+    #[arg(long, env = "SAGAHOST_MAX_BODY_KIB", default_value_t = defaults().api.max_body_bytes >> 10)]
+    pub max_body_kib: usize,
+}
+
+/// Executions.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Executions")]
+pub struct ExecutionArgs {
+    /// Unfinished executions driven at once; triggers past it get 429 with Retry-After.
+    #[arg(long, env = "SAGAHOST_MAX_ACTIVE_EXECUTIONS", default_value_t = defaults().orchestrator.max_active_executions)]
+    pub max_active_executions: usize,
+    /// Plugin attempts running at once.
+    #[arg(long, env = "SAGAHOST_MAX_CONCURRENT_ATTEMPTS", default_value_t = defaults().orchestrator.max_concurrent_attempts)]
+    pub max_concurrent_attempts: usize,
+    /// Most steps in one saga definition.
+    #[arg(long, env = "SAGAHOST_MAX_STEPS", default_value_t = defaults().orchestrator.definition_limits.max_steps)]
+    pub max_steps: usize,
+}
+
+/// Sandbox limits.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Sandbox limits")]
+pub struct SandboxArgs {
+    /// Linear memory per plugin instance, in MiB.
+    #[arg(long, env = "SAGAHOST_MAX_MEMORY_MIB", default_value_t = defaults().limits.max_memory_bytes >> 20)]
+    pub max_memory_mib: usize,
+    /// Largest plugin upload, in MiB.
+    #[arg(long, env = "SAGAHOST_MAX_PLUGIN_MIB", default_value_t = defaults().limits.max_plugin_bytes >> 20)]
+    pub max_plugin_mib: usize,
+    /// Largest plugin result, in KiB.
+    #[arg(long, env = "SAGAHOST_MAX_OUTPUT_KIB", default_value_t = defaults().limits.max_output_bytes >> 10)]
+    pub max_output_kib: usize,
+    /// Log lines a plugin may write per attempt.
+    #[arg(long, env = "SAGAHOST_MAX_LOG_LINES", default_value_t = defaults().limits.max_log_lines)]
+    pub max_log_lines: u32,
+    /// Log bytes a plugin may write per attempt, in KiB.
+    #[arg(long, env = "SAGAHOST_MAX_LOG_KIB", default_value_t = defaults().limits.max_log_bytes >> 10)]
+    pub max_log_kib: usize,
+}
+
+/// State limits.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "State limits")]
+pub struct StateArgs {
+    /// Largest value a plugin may store in its durable state, in KiB.
+    #[arg(long, env = "SAGAHOST_MAX_STATE_VALUE_KIB", default_value_t = defaults().limits.state.max_value_bytes >> 10)]
+    pub max_state_value_kib: usize,
+    /// Entries a plugin may write (or delete) in its durable state per attempt.
+    #[arg(long, env = "SAGAHOST_MAX_STATE_WRITES", default_value_t = defaults().limits.state.max_writes)]
+    pub max_state_writes: usize,
+}
+
+/// Store.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
+    /// Where the store lives.
+    #[arg(long, env = "SAGAHOST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
+    #[arg(long, env = "SAGAHOST_MIN_FREE_MIB", default_value_t = defaults().store_reserve_bytes >> 20)]
+    pub min_free_mib: u64,
+}
+
+/// Telemetry.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Telemetry")]
+pub struct TelemetryArgs {
+    /// Export traces (executions and step attempts as spans) to this OTLP/HTTP collector,
+    /// for example http://127.0.0.1:4318.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Flags that would leave a host unprotected while its operator believes it protected.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MisplacedToken {
+    /// `serve --token`.
+    #[error(
+        "`serve` has no --token (that is the client commands' flag): use --admin-token for the \
+         management routes (plugins, sagas, cancel, resume) and/or --client-token for triggering \
+         and reading executions"
+    )]
+    Flag,
+    /// `SAGAHOST_TOKEN` in the environment of `serve`, without an admin token.
+    #[error(
+        "SAGAHOST_TOKEN is set, but it is the client commands' token and does not protect a host: \
+         set SAGAHOST_ADMIN_TOKEN (or --admin-token) to require a token, or unset SAGAHOST_TOKEN"
+    )]
+    ClientEnvironment,
+}
+
+/// `units` of `2^shift` bytes, in bytes (saturating: a limit too large to hold is no limit).
+fn bytes(units: usize, shift: u32) -> usize {
+    units.saturating_mul(1 << shift)
+}
+
+impl ServeArgs {
+    /// The host configuration these flags describe. `client_token_in_env`: whether
+    /// `SAGAHOST_TOKEN` is set, which `serve` refuses unless an admin token is given too.
+    pub fn config(self, client_token_in_env: bool) -> Result<HostConfig, MisplacedToken> {
+        if self.misplaced_token.is_some() {
+            return Err(MisplacedToken::Flag);
+        }
+        let a = self.access;
+        if client_token_in_env && a.admin_token.is_none() {
+            return Err(MisplacedToken::ClientEnvironment);
+        }
+        let mut config = HostConfig::new(self.store.data_dir);
+        config.listen = a.listen;
+        config.insecure = a.insecure;
+        config.api.admin_token = a.admin_token;
+        config.api.client_token = a.client_token;
+        config.api.max_body_bytes = bytes(a.max_body_kib, 10);
+        let e = self.executions;
+        config.orchestrator.max_active_executions = e.max_active_executions;
+        config.orchestrator.max_concurrent_attempts = e.max_concurrent_attempts;
+        config.orchestrator.definition_limits.max_steps = e.max_steps;
+        let (s, limits) = (self.sandbox, &mut config.limits);
+        limits.max_memory_bytes = bytes(s.max_memory_mib, 20);
+        limits.max_plugin_bytes = bytes(s.max_plugin_mib, 20);
+        limits.max_output_bytes = bytes(s.max_output_kib, 10);
+        limits.max_log_lines = s.max_log_lines;
+        limits.max_log_bytes = bytes(s.max_log_kib, 10);
+        limits.state.max_value_bytes = bytes(self.state.max_state_value_kib, 10);
+        limits.state.max_writes = self.state.max_state_writes;
+        // A value larger than the per-attempt write budget could never be written.
+        limits.state.max_write_bytes = limits.state.max_write_bytes.max(limits.state.max_value_bytes);
+        config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
+        Ok(config)
+    }
+}

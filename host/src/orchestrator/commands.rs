@@ -1,0 +1,142 @@
+//! What clients and operators ask of executions: start one (and wait for its end), cancel
+//! it, resume its compensation. A start writes a new stream; a command writes with the
+//! version it read and decides again on a conflict, since the driver may append at any time.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::waiters::Waiter;
+use super::{Orchestrator, OrchestratorError, Started, driver};
+use crate::domain::decide::{CommandError, InFlight, cancel, resume};
+use crate::domain::{Event, EventRecord, Execution, ExecutionId, ExecutionStatus, Next, SagaName};
+use crate::store::{Created, IdempotencyKey, StoreError};
+
+impl Orchestrator {
+    /// Starts an execution of the latest version of `saga`, or returns the one an earlier
+    /// trigger with the same idempotency key started.
+    pub async fn start(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        idempotency_key: Option<String>,
+    ) -> Result<Started, OrchestratorError> {
+        Ok(self.start_inner(saga, input, idempotency_key, None).await?.0)
+    }
+
+    /// Like [`start`](Self::start), then waits up to `wait` for the execution to end. Its
+    /// final state comes straight from its driver: nothing is read back from the store.
+    pub async fn start_and_wait(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        idempotency_key: Option<String>,
+        wait: Duration,
+    ) -> Result<(Started, Option<Execution>), OrchestratorError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (started, registered) = self.start_inner(saga, input, idempotency_key, Some(tx)).await?;
+        let ended = if registered {
+            self.await_end(started.id, rx, wait).await?
+        } else {
+            self.wait_terminal(started.id, wait).await?
+        };
+        Ok((started, ended))
+    }
+
+    /// Starts an execution; `waiter` is registered before its driver starts (`true` returned
+    /// when it was: the execution is new).
+    async fn start_inner(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        idempotency_key: Option<String>,
+        waiter: Option<Waiter>,
+    ) -> Result<(Started, bool), OrchestratorError> {
+        let (version, definition) = self.latest_definition(saga).await?;
+        if self.active_drivers() >= self.config.max_active_executions {
+            return Err(OrchestratorError::Busy(self.config.max_active_executions));
+        }
+        let now = self.now_ms();
+        let id = ExecutionId::new();
+        let first = EventRecord {
+            seq: 1,
+            at: now,
+            event: Event::ExecutionStarted {
+                saga: saga.clone(),
+                definition_version: version,
+                input,
+                deadline_unix_ms: definition.deadline_ms.map(|d| now + d),
+                idempotency_key: idempotency_key.clone(),
+            },
+        };
+        // The first step starts in the same write as the execution: one flush fewer on every
+        // execution's path. Its driver then runs that attempt without planning it again.
+        let mut exec = Execution::fold(id, std::slice::from_ref(&first))?;
+        let driver::Plan { batch, next, .. } = driver::plan(&mut exec, &definition, None, now, InFlight::Crashed)?;
+        let first_action = matches!(next, Next::Invoke(_)).then_some(next);
+        let mut records = vec![first];
+        records.extend(batch);
+        let idem = idempotency_key.map(|key| IdempotencyKey { saga: saga.clone(), key });
+        match self.store.create_with(id, saga.clone(), records, idem).await? {
+            Created::New => {
+                tracing::info!(execution_id = %id, %saga, "execution started");
+                crate::metrics::metrics()
+                    .executions_started
+                    .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
+                    .inc();
+                self.publish(&exec, true);
+                let registered = waiter.is_some();
+                if let Some(w) = waiter {
+                    self.waiters.register(id, w);
+                }
+                // The driver starts from the state just written, without reading it back.
+                self.ensure_driver_from(id, Some((exec, first_action)));
+                Ok((Started { id, status: ExecutionStatus::Running, created: true }, registered))
+            }
+            Created::Existing(existing) => {
+                let status = self.store.summary(existing).await?.map_or(ExecutionStatus::Running, |s| s.status);
+                Ok((Started { id: existing, status, created: false }, false))
+            }
+        }
+    }
+
+    /// Stop going forward and compensate what completed.
+    pub async fn cancel(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
+        self.command(id, cancel).await
+    }
+
+    /// Retry the stuck compensation of a failed execution.
+    pub async fn resume(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
+        self.command(id, resume).await
+    }
+
+    /// Appends what `decide_command` answers, re-reading and deciding again on a version
+    /// conflict (the driver may append between our read and our write).
+    async fn command(
+        &self,
+        id: ExecutionId,
+        decide_command: fn(&Execution) -> Result<Vec<Event>, CommandError>,
+    ) -> Result<Execution, OrchestratorError> {
+        loop {
+            let mut exec = self.execution(id).await?;
+            let events = decide_command(&exec)?;
+            let before = exec.status;
+            if events.is_empty() {
+                return Ok(exec);
+            }
+            let records = exec.next_records(events, self.now_ms());
+            match self.store.append(id, exec.version, records.clone()).await {
+                Ok(()) => {
+                    for r in &records {
+                        exec.apply(r)?;
+                    }
+                    self.publish(&exec, exec.status != before);
+                    self.ensure_driver(id);
+                    return Ok(exec);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The definition cache: every definition version this process read or wrote, and the
+//! latest version of each saga, so that neither a trigger nor a driver reads definitions
+//! from the store more than once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Orchestrator, OrchestratorError};
+use crate::domain::definition::parse_definition;
+use crate::domain::{SagaDefinition, SagaName};
+use crate::store::{DefinitionPut, StoredDefinition};
+use crate::sync::lock;
+
+/// Definitions by `(saga, version)`, and the latest of each saga.
+#[derive(Default)]
+pub(super) struct DefinitionCache {
+    versions: Mutex<HashMap<(SagaName, u64), Arc<SagaDefinition>>>,
+    /// The latest version of each saga, so that a trigger reads nothing from the store (only
+    /// this process writes definitions unless the store is shared).
+    latest: Mutex<HashMap<SagaName, (u64, Arc<SagaDefinition>)>>,
+}
+
+impl DefinitionCache {
+    /// Keeps a stored version, as the latest of its saga unless a later one is known.
+    fn remember(&self, saga: &SagaName, version: u64, definition: &SagaDefinition) -> Arc<SagaDefinition> {
+        let d = Arc::new(definition.clone());
+        lock(&self.versions).entry((saga.clone(), version)).or_insert_with(|| d.clone());
+        let mut latest = lock(&self.latest);
+        let entry = latest.entry(saga.clone()).or_insert_with(|| (version, d.clone()));
+        if entry.0 < version {
+            *entry = (version, d.clone());
+        }
+        d
+    }
+
+    /// The latest version of `saga` this process knows.
+    fn latest(&self, saga: &SagaName) -> Option<(u64, Arc<SagaDefinition>)> {
+        lock(&self.latest).get(saga).cloned()
+    }
+
+    /// One version, if known.
+    fn version(&self, saga: &SagaName, version: u64) -> Option<Arc<SagaDefinition>> {
+        lock(&self.versions).get(&(saga.clone(), version)).cloned()
+    }
+
+    /// Keeps one version read from the store (without making it the latest).
+    fn insert_version(&self, saga: SagaName, version: u64, definition: SagaDefinition) -> Arc<SagaDefinition> {
+        let d = Arc::new(definition);
+        lock(&self.versions).insert((saga, version), d.clone());
+        d
+    }
+}
+
+impl Orchestrator {
+    /// Validates and stores a definition.
+    pub async fn put_definition(
+        &self,
+        name: SagaName,
+        json: &[u8],
+    ) -> Result<(StoredDefinition, DefinitionPut), OrchestratorError> {
+        let uploaded = self.store.plugins().await?;
+        let definition = parse_definition(json, &self.config.definition_limits, |r| {
+            uploaded.iter().any(|p| p.name == r.name && p.version == r.version)
+        })?;
+        let (stored, put) = self.store.put_definition(name, definition, self.now_ms()).await?;
+        self.definitions.remember(&stored.name, stored.version, &stored.definition);
+        Ok((stored, put))
+    }
+
+    /// The latest version of a saga: from memory, unless another process may have changed it.
+    pub(super) async fn latest_definition(
+        &self,
+        saga: &SagaName,
+    ) -> Result<(u64, Arc<SagaDefinition>), OrchestratorError> {
+        if !self.config.shared_store
+            && let Some(found) = self.definitions.latest(saga)
+        {
+            return Ok(found);
+        }
+        let stored =
+            self.store.definition(saga, None).await?.ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        let d = self.definitions.remember(&stored.name, stored.version, &stored.definition);
+        Ok((stored.version, d))
+    }
+
+    /// A definition version, from memory or the store.
+    pub async fn definition(&self, saga: &SagaName, version: u64) -> Result<Arc<SagaDefinition>, OrchestratorError> {
+        if let Some(d) = self.definitions.version(saga, version) {
+            return Ok(d);
+        }
+        let stored = self
+            .store
+            .definition(saga, Some(version))
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownSaga(saga.clone()))?;
+        Ok(self.definitions.insert_version(saga.clone(), version, stored.definition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(deadline_ms: u64) -> SagaDefinition {
+        SagaDefinition { deadline_ms: Some(deadline_ms), steps: Vec::new() }
+    }
+
+    #[test]
+    fn the_latest_version_is_the_highest_remembered_whatever_the_order() {
+        let cache = DefinitionCache::default();
+        let saga = SagaName::parse("s").unwrap();
+        assert!(cache.latest(&saga).is_none());
+        cache.remember(&saga, 2, &definition(20));
+        cache.remember(&saga, 1, &definition(10));
+        assert_eq!(cache.latest(&saga).map(|(v, d)| (v, d.deadline_ms)), Some((2, Some(20))));
+        assert_eq!(cache.version(&saga, 1).and_then(|d| d.deadline_ms), Some(10));
+        // A version read by a driver does not become the latest.
+        cache.insert_version(saga.clone(), 3, definition(30));
+        assert_eq!(cache.latest(&saga).map(|(v, _)| v), Some(2));
+        assert_eq!(cache.version(&saga, 3).and_then(|d| d.deadline_ms), Some(30));
+    }
+}

@@ -1,0 +1,321 @@
+//! The commit rules, once for every backend.
+//!
+//! A backend opens a [`Commit`] over what it can read (a [`Snapshot`]), stages writes into it
+//! one after another, and makes the returned [`Mutation`]s durable in one atomic write. Every
+//! rule lives here: expected versions, gapless sequences, read-set checks of plugin state, the
+//! state version clock, idempotency records, status indexes, plugin and definition versions.
+//! Backends keep only IO: reading what a rule asks for, and writing what it answers.
+//!
+//! A staged write either stages all of its mutations or none (its error says why), and later
+//! writes of the same commit see what earlier ones staged, so that a backend can group many
+//! callers' writes into one durable write (group commit) and still check each against the
+//! state the ones before it leave behind.
+
+use std::collections::HashMap;
+
+use super::{
+    Created, DefinitionPut, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StateChanges,
+    StateKey, StateValue, StoreError, StoredDefinition,
+};
+use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
+
+/// What the rules need to read from a backend's committed data.
+pub trait Snapshot {
+    /// The stream's head, or `None` when there is no such stream.
+    fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError>;
+    /// The execution an idempotency key created.
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError>;
+    /// The committed version of a state entry (0: absent).
+    fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError>;
+    /// A plugin's metadata.
+    fn plugin(&mut self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError>;
+    /// The latest stored version of a definition.
+    fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError>;
+}
+
+/// One change a backend must make durable. Applied in order, all in one atomic write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mutation {
+    /// A new stream: index it under its saga.
+    NewStream {
+        /// The stream.
+        id: ExecutionId,
+        /// Its saga.
+        saga: SagaName,
+    },
+    /// Records that continue the stream (numbered right after its current version).
+    Records {
+        /// The stream.
+        id: ExecutionId,
+        /// The records, gapless.
+        records: Vec<EventRecord>,
+    },
+    /// The stream's new head. When `summary.status` differs from `previous` (always for a new
+    /// stream, whose `previous` is `None`), the status index moves.
+    Head {
+        /// The head after this write.
+        summary: ExecutionSummary,
+        /// The status before it.
+        previous: Option<ExecutionStatus>,
+    },
+    /// A trigger's idempotency key now names this execution.
+    Idempotency {
+        /// The key.
+        key: IdempotencyKey,
+        /// The execution it created.
+        id: ExecutionId,
+    },
+    /// Set a state entry at a new version.
+    StateSet {
+        /// The entry.
+        key: StateKey,
+        /// Its value.
+        value: StateValue,
+        /// Its version, from the store-wide clock.
+        version: u64,
+    },
+    /// Delete a state entry.
+    StateDelete {
+        /// The entry.
+        key: StateKey,
+    },
+    /// The state version clock's new value (persist it: versions are never reused).
+    StateClock(u64),
+    /// A new plugin: its metadata, bytes and precompiled artifact.
+    Plugin {
+        /// Metadata.
+        meta: PluginMeta,
+        /// The component's bytes (stored by digest).
+        bytes: Vec<u8>,
+        /// `(key, bytes)` of its precompiled artifact.
+        artifact: Option<(String, Vec<u8>)>,
+    },
+    /// A precompiled artifact.
+    Artifact {
+        /// Its key.
+        key: String,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A new definition version.
+    Definition(StoredDefinition),
+    /// An execution set aside because its stream cannot be read.
+    Quarantine(QuarantineEntry),
+}
+
+/// Checks that `records` continue a stream at `expected` without gaps.
+pub fn check_sequence(expected: u64, records: &[EventRecord]) -> Result<(), StoreError> {
+    let ok = !records.is_empty() && records.iter().zip(expected + 1..).all(|(r, seq)| r.seq == seq);
+    if ok { Ok(()) } else { Err(StoreError::BadSequence(expected + 1)) }
+}
+
+/// Writes being staged into one atomic commit.
+pub struct Commit<S> {
+    snapshot: S,
+    mutations: Vec<Mutation>,
+    heads: HashMap<ExecutionId, ExecutionSummary>,
+    idempotency: HashMap<IdempotencyKey, ExecutionId>,
+    state: HashMap<StateKey, u64>,
+    plugins: HashMap<(PluginName, PluginVersion), PluginMeta>,
+    definitions: HashMap<SagaName, StoredDefinition>,
+    state_clock: u64,
+    clock_moved: bool,
+}
+
+impl<S: Snapshot> Commit<S> {
+    /// A commit over `snapshot`, with the state version clock at `state_clock`.
+    pub fn new(snapshot: S, state_clock: u64) -> Self {
+        Self {
+            snapshot,
+            mutations: Vec::new(),
+            heads: HashMap::new(),
+            idempotency: HashMap::new(),
+            state: HashMap::new(),
+            plugins: HashMap::new(),
+            definitions: HashMap::new(),
+            state_clock,
+            clock_moved: false,
+        }
+    }
+
+    /// The backend's snapshot (for its caches).
+    pub fn snapshot_mut(&mut self) -> &mut S {
+        &mut self.snapshot
+    }
+
+    /// Whether nothing has been staged.
+    pub fn is_empty(&self) -> bool {
+        self.mutations.is_empty()
+    }
+
+    /// Everything staged, in order, ending with the clock when it moved; and the clock.
+    pub fn finish(mut self) -> (Vec<Mutation>, u64) {
+        if self.clock_moved {
+            self.mutations.push(Mutation::StateClock(self.state_clock));
+        }
+        (self.mutations, self.state_clock)
+    }
+
+    fn head(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        match self.heads.get(&id) {
+            Some(s) => Ok(Some(s.clone())),
+            None => self.snapshot.summary(id),
+        }
+    }
+
+    fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
+        match self.state.get(key) {
+            Some(v) => Ok(*v),
+            None => self.snapshot.state_version(key),
+        }
+    }
+
+    /// Creates a stream with `records` (numbered from 1), unless `idem` was used before.
+    pub fn create(
+        &mut self,
+        id: ExecutionId,
+        saga: SagaName,
+        records: Vec<EventRecord>,
+        idem: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        if let Some(key) = &idem {
+            let existing = match self.idempotency.get(key) {
+                Some(id) => Some(*id),
+                None => self.snapshot.idempotency(key)?,
+            };
+            if let Some(existing) = existing {
+                return Ok(Created::Existing(existing));
+            }
+        }
+        check_sequence(0, &records)?;
+        if let Some(existing) = self.head(id)? {
+            return Err(StoreError::Conflict { id, expected: 0, actual: existing.version });
+        }
+        let mut summary = ExecutionSummary::new(id, saga.clone(), &records[0]);
+        summary.advance(&records[1..]);
+        self.mutations.push(Mutation::NewStream { id, saga });
+        if let Some(key) = idem {
+            self.idempotency.insert(key.clone(), id);
+            self.mutations.push(Mutation::Idempotency { key, id });
+        }
+        self.mutations.push(Mutation::Records { id, records });
+        self.heads.insert(id, summary.clone());
+        self.mutations.push(Mutation::Head { summary, previous: None });
+        Ok(Created::New)
+    }
+
+    /// Appends `records` if the stream is at `expected`, with `state`'s writes if every entry
+    /// in its read set is still at the version read.
+    pub fn append(
+        &mut self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: StateChanges,
+    ) -> Result<(), StoreError> {
+        let mut summary = self.head(id)?.ok_or(StoreError::NotFound(id))?;
+        if summary.version != expected {
+            return Err(StoreError::Conflict { id, expected, actual: summary.version });
+        }
+        check_sequence(expected, &records)?;
+        for (key, read) in &state.reads {
+            let now = self.state_version(key)?;
+            if now != *read {
+                return Err(StoreError::StateConflict { key: key.to_string(), read: *read, now });
+            }
+        }
+        for (key, value) in state.writes {
+            match value {
+                Some(value) => {
+                    self.state_clock += 1;
+                    self.clock_moved = true;
+                    self.state.insert(key.clone(), self.state_clock);
+                    self.mutations.push(Mutation::StateSet { key, value, version: self.state_clock });
+                }
+                None => {
+                    self.state.insert(key.clone(), 0);
+                    self.mutations.push(Mutation::StateDelete { key });
+                }
+            }
+        }
+        let previous = Some(summary.status);
+        summary.advance(&records);
+        self.mutations.push(Mutation::Records { id, records });
+        self.heads.insert(id, summary.clone());
+        self.mutations.push(Mutation::Head { summary, previous });
+        Ok(())
+    }
+
+    /// Stores a plugin unless its version exists (same bytes: `Unchanged`; other: `Conflict`).
+    pub fn put_plugin(
+        &mut self,
+        meta: PluginMeta,
+        bytes: Vec<u8>,
+        artifact: Option<(String, Vec<u8>)>,
+    ) -> Result<PluginPut, StoreError> {
+        let key = (meta.name.clone(), meta.version.clone());
+        let existing = match self.plugins.get(&key) {
+            Some(m) => Some(m.clone()),
+            None => self.snapshot.plugin(&key.0, &key.1)?,
+        };
+        if let Some(existing) = existing {
+            return Ok(if existing.digest == meta.digest {
+                PluginPut::Unchanged(existing)
+            } else {
+                PluginPut::Conflict(existing)
+            });
+        }
+        self.plugins.insert(key, meta.clone());
+        self.mutations.push(Mutation::Plugin { meta, bytes, artifact });
+        Ok(PluginPut::Created)
+    }
+
+    /// Stores a precompiled artifact.
+    pub fn put_artifact(&mut self, key: String, bytes: Vec<u8>) {
+        self.mutations.push(Mutation::Artifact { key, bytes });
+    }
+
+    /// Stores `definition` as the next version of `name`, unless identical to the latest.
+    pub fn put_definition(
+        &mut self,
+        name: SagaName,
+        definition: SagaDefinition,
+        at: u64,
+    ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
+        let latest = match self.definitions.get(&name) {
+            Some(d) => Some(d.clone()),
+            None => self.snapshot.latest_definition(&name)?,
+        };
+        let (version, put) = match latest {
+            Some(d) if d.definition == definition => return Ok((d, DefinitionPut::Unchanged)),
+            Some(d) => (d.version + 1, DefinitionPut::Replaced),
+            None => (1, DefinitionPut::Created),
+        };
+        let stored = StoredDefinition { name: name.clone(), version, created_at: at, definition };
+        self.definitions.insert(name, stored.clone());
+        self.mutations.push(Mutation::Definition(stored.clone()));
+        Ok((stored, put))
+    }
+
+    /// Sets an execution aside: recorded with its reason, and (when its head can still be
+    /// read and it was unfinished) listed as `failed`, so that nothing drives it again.
+    pub fn quarantine(&mut self, entry: QuarantineEntry) -> Result<(), StoreError> {
+        let head = match self.head(entry.id) {
+            Ok(head) => head,
+            Err(e) if e.is_permanent() => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(mut summary) = head.filter(|s| !s.status.is_terminal()) {
+            let previous = Some(summary.status);
+            summary.status = ExecutionStatus::Failed;
+            self.heads.insert(summary.id, summary.clone());
+            self.mutations.push(Mutation::Head { summary, previous });
+        }
+        self.mutations.push(Mutation::Quarantine(entry));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "commit_tests.rs"]
+mod tests;

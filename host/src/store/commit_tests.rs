@@ -1,0 +1,326 @@
+//! The commit rules alone, over a model snapshot: given what is committed, when these writes
+//! are staged, then these mutations (or this refusal).
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::Event;
+
+/// Committed data as plain maps; applies mutations the way any backend must.
+#[derive(Default)]
+struct Model {
+    streams: BTreeMap<ExecutionId, Vec<EventRecord>>,
+    heads: BTreeMap<ExecutionId, ExecutionSummary>,
+    idem: HashMap<IdempotencyKey, ExecutionId>,
+    state: BTreeMap<StateKey, u64>,
+    clock: u64,
+    quarantine: Vec<ExecutionId>,
+}
+
+impl Snapshot for &Model {
+    fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        Ok(self.heads.get(&id).cloned())
+    }
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError> {
+        Ok(self.idem.get(key).copied())
+    }
+    fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
+        Ok(self.state.get(key).copied().unwrap_or(0))
+    }
+    fn plugin(&mut self, _: &PluginName, _: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
+        Ok(None)
+    }
+    fn latest_definition(&mut self, _: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
+        Ok(None)
+    }
+}
+
+impl Model {
+    fn apply(&mut self, mutations: Vec<Mutation>, clock: u64) {
+        self.clock = clock;
+        for m in mutations {
+            match m {
+                Mutation::NewStream { id, .. } => assert!(self.streams.insert(id, Vec::new()).is_none()),
+                Mutation::Records { id, records } => self.streams.get_mut(&id).expect("stream").extend(records),
+                Mutation::Head { summary, .. } => {
+                    self.heads.insert(summary.id, summary);
+                }
+                Mutation::Idempotency { key, id } => {
+                    self.idem.insert(key, id);
+                }
+                Mutation::StateSet { key, version, .. } => {
+                    let before = self.state.insert(key, version).unwrap_or(0);
+                    assert!(version > before, "a state version moves forward");
+                }
+                Mutation::StateDelete { key } => {
+                    self.state.remove(&key);
+                }
+                Mutation::StateClock(c) => assert_eq!(c, clock),
+                Mutation::Quarantine(e) => self.quarantine.push(e.id),
+                Mutation::Plugin { .. } | Mutation::Artifact { .. } | Mutation::Definition(_) => {}
+            }
+        }
+    }
+
+    fn stage<T>(&mut self, f: impl FnOnce(&mut Commit<&Model>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut c = Commit::new(&*self, self.clock);
+        let r = f(&mut c);
+        let (mutations, clock) = c.finish();
+        self.apply(mutations, clock);
+        r
+    }
+}
+
+fn saga() -> SagaName {
+    SagaName::parse("s").unwrap()
+}
+
+fn started(seq: u64) -> EventRecord {
+    let event = Event::ExecutionStarted {
+        saga: saga(),
+        definition_version: 1,
+        input: serde_json::Value::Null,
+        deadline_unix_ms: None,
+        idempotency_key: None,
+    };
+    EventRecord { seq, at: seq, event }
+}
+
+fn record(seq: u64) -> EventRecord {
+    EventRecord { seq, at: seq, event: Event::CancelRequested }
+}
+
+fn records(after: u64, n: u64) -> Vec<EventRecord> {
+    (after + 1..=after + n).map(record).collect()
+}
+
+fn key(k: &str) -> StateKey {
+    StateKey::new(PluginName::parse("p").unwrap(), "c", k).unwrap()
+}
+
+fn idem(k: &str) -> IdempotencyKey {
+    IdempotencyKey { saga: saga(), key: k.into() }
+}
+
+#[test]
+fn a_stale_append_is_refused_and_stages_nothing() {
+    let mut m = Model::default();
+    let id = ExecutionId::new();
+    m.stage(|c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    m.stage(|c| c.append(id, 1, records(1, 2), StateChanges::default())).unwrap();
+    let stale = m.stage(|c| c.append(id, 1, records(1, 1), StateChanges::default()));
+    assert_eq!(stale, Err(StoreError::Conflict { id, expected: 1, actual: 3 }));
+    assert_eq!(m.streams[&id].len(), 3);
+    assert_eq!(m.heads[&id].version, 3);
+}
+
+#[test]
+fn gaps_and_empty_appends_are_refused() {
+    let mut m = Model::default();
+    let id = ExecutionId::new();
+    assert_eq!(m.stage(|c| c.create(id, saga(), vec![started(2)], None)), Err(StoreError::BadSequence(1)));
+    m.stage(|c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    assert_eq!(m.stage(|c| c.append(id, 1, vec![record(3)], StateChanges::default())), Err(StoreError::BadSequence(2)));
+    assert_eq!(m.stage(|c| c.append(id, 1, vec![], StateChanges::default())), Err(StoreError::BadSequence(2)));
+    let other = ExecutionId::new();
+    assert_eq!(
+        m.stage(|c| c.append(other, 0, records(0, 1), StateChanges::default())),
+        Err(StoreError::NotFound(other))
+    );
+}
+
+#[test]
+fn an_idempotency_key_returns_the_first_execution_even_within_one_group() {
+    let mut m = Model::default();
+    let (a, b) = (ExecutionId::new(), ExecutionId::new());
+    let both = m.stage(|c| {
+        let first = c.create(a, saga(), vec![started(1)], Some(idem("k")))?;
+        let second = c.create(b, saga(), vec![started(1)], Some(idem("k")))?;
+        Ok((first, second))
+    });
+    assert_eq!(both, Ok((Created::New, Created::Existing(a))));
+    assert!(!m.streams.contains_key(&b));
+    assert_eq!(m.stage(|c| c.create(b, saga(), vec![started(1)], Some(idem("k")))), Ok(Created::Existing(a)));
+}
+
+#[test]
+fn a_read_set_that_moved_refuses_the_whole_append() {
+    let mut m = Model::default();
+    let (a, b) = (ExecutionId::new(), ExecutionId::new());
+    m.stage(|c| c.create(a, saga(), vec![started(1)], None)).unwrap();
+    m.stage(|c| c.create(b, saga(), vec![started(1)], None)).unwrap();
+    let write = |read: u64| StateChanges {
+        reads: vec![(key("x"), read)],
+        writes: vec![(key("x"), Some(StateValue::Json("1".into())))],
+    };
+    // Both read x absent; in one group the first commits, the second sees its write.
+    let both = m.stage(|c| Ok((c.append(a, 1, records(1, 1), write(0)), c.append(b, 1, records(1, 1), write(0)))));
+    let (first, second) = both.unwrap();
+    assert_eq!(first, Ok(()));
+    assert_eq!(second, Err(StoreError::StateConflict { key: key("x").to_string(), read: 0, now: 1 }));
+    assert_eq!((m.heads[&a].version, m.heads[&b].version), (2, 1));
+    assert_eq!(m.state[&key("x")], 1);
+    // Deleting and writing again gives a new version: versions are never reused.
+    let delete = StateChanges { reads: vec![(key("x"), 1)], writes: vec![(key("x"), None)] };
+    m.stage(|c| c.append(b, 1, records(1, 1), delete)).unwrap();
+    m.stage(|c| c.append(a, 2, records(2, 1), write(0))).unwrap();
+    assert_eq!(m.state[&key("x")], 2);
+    assert_eq!(m.clock, 2);
+}
+
+#[test]
+fn status_changes_name_the_previous_status() {
+    let mut m = Model::default();
+    let id = ExecutionId::new();
+    let mut c = Commit::new(&m, 0);
+    c.create(id, saga(), vec![started(1)], None).unwrap();
+    c.append(id, 1, vec![EventRecord { seq: 2, at: 2, event: Event::ExecutionCompleted }], StateChanges::default())
+        .unwrap();
+    let (mutations, _) = c.finish();
+    let heads: Vec<_> = mutations
+        .iter()
+        .filter_map(|m| match m {
+            Mutation::Head { summary, previous } => Some((*previous, summary.status, summary.version)),
+            _ => None,
+        })
+        .collect();
+    use ExecutionStatus::*;
+    assert_eq!(heads, vec![(None, Running, 1), (Some(Running), Completed, 2)]);
+    m.apply(mutations, 0);
+}
+
+#[test]
+fn quarantine_lists_an_unfinished_execution_as_failed() {
+    let mut m = Model::default();
+    let id = ExecutionId::new();
+    m.stage(|c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    m.stage(|c| c.quarantine(QuarantineEntry { id, reason: "bad".into(), at: 5 })).unwrap();
+    assert_eq!(m.heads[&id].status, ExecutionStatus::Failed);
+    assert_eq!(m.heads[&id].version, 1);
+    assert_eq!(m.quarantine, vec![id]);
+}
+
+/// One write of a random interleaving.
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        stream: usize,
+    },
+    /// Append to `stream` at its version minus `stale` (0: current), reading `reads` keys (at
+    /// their current version, or at an outdated one when the flag is set) and writing `writes`
+    /// (set, or delete when the flag is set).
+    Append {
+        stream: usize,
+        stale: u64,
+        n: u64,
+        reads: Vec<(usize, bool)>,
+        writes: Vec<(usize, bool)>,
+    },
+    /// Make the group so far durable and start a new one.
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (0..4usize).prop_map(|stream| Op::Create { stream }),
+        6 => (0..4usize, prop_oneof![3 => Just(0u64), 1 => 1..3u64], 1..4u64,
+              proptest::collection::vec((0..3usize, proptest::bool::weighted(0.1)), 0..3),
+              proptest::collection::vec((0..3usize, any::<bool>()), 0..3))
+            .prop_map(|(stream, stale, n, reads, writes)| Op::Append { stream, stale, n, reads, writes }),
+        2 => Just(Op::Flush),
+    ]
+}
+
+proptest! {
+    /// Any interleaving of creates and appends, grouped any way into commits, keeps every
+    /// stream gapless with its head at its last record; an append is accepted exactly when
+    /// its expected version and its read set are current; state versions never repeat.
+    #[test]
+    fn any_interleaving_keeps_versions_and_sequences_gapless(ops in proptest::collection::vec(op(), 1..80)) {
+        let ids: Vec<ExecutionId> = (0..4).map(|_| ExecutionId::new()).collect();
+        let mut m = Model::default();
+        // The oracle: what each stream's version and each key's version must be.
+        let mut versions: HashMap<usize, u64> = HashMap::new();
+        let mut state: HashMap<usize, u64> = HashMap::new();
+        let mut clock = 0u64;
+        let mut seen_versions = std::collections::HashSet::new();
+        let mut pending: Vec<Op> = Vec::new();
+        for op in ops.into_iter().chain([Op::Flush]) {
+            if !matches!(op, Op::Flush) {
+                pending.push(op);
+                continue;
+            }
+            // Stage the group against the committed model, checking each answer.
+            let mut c = Commit::new(&m, m.clock);
+            for op in pending.drain(..) {
+                match op {
+                    Op::Create { stream } => {
+                        let r = c.create(ids[stream], saga(), vec![started(1)], None);
+                        match versions.entry(stream) {
+                            std::collections::hash_map::Entry::Occupied(_) => {
+                                prop_assert!(matches!(r, Err(StoreError::Conflict { .. })), "{r:?}")
+                            }
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                prop_assert_eq!(r, Ok(Created::New));
+                                v.insert(1);
+                            }
+                        }
+                    }
+                    Op::Append { stream, stale, n, reads, writes } => {
+                        let current = versions.get(&stream).copied();
+                        let expected = current.unwrap_or(0).saturating_sub(stale);
+                        let changes = StateChanges {
+                            reads: reads.iter().map(|(k, outdated)| {
+                                (key(&k.to_string()), state.get(k).copied().unwrap_or(0) + u64::from(*outdated))
+                            }).collect(),
+                            writes: writes.iter().map(|(k, del)| {
+                                (key(&k.to_string()), (!del).then(|| StateValue::Json("0".into())))
+                            }).collect(),
+                        };
+                        let r = c.append(ids[stream], expected, records(expected, n), changes);
+                        match current {
+                            None => prop_assert_eq!(r, Err(StoreError::NotFound(ids[stream]))),
+                            Some(v) if v != expected => prop_assert!(matches!(r, Err(StoreError::Conflict { .. })), "{r:?}"),
+                            Some(_) if reads.iter().any(|r| r.1) => {
+                                prop_assert!(matches!(r, Err(StoreError::StateConflict { .. })), "{r:?}")
+                            }
+                            Some(_) => {
+                                prop_assert_eq!(r, Ok(()));
+                                versions.insert(stream, expected + n);
+                                // Later writes of a key win; deletes set it absent.
+                                for (k, del) in writes {
+                                    if del {
+                                        state.insert(k, 0);
+                                    } else {
+                                        clock += 1;
+                                        state.insert(k, clock);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Op::Flush => unreachable!(),
+                }
+            }
+            let (mutations, new_clock) = c.finish();
+            for mu in &mutations {
+                if let Mutation::StateSet { version, .. } = mu {
+                    prop_assert!(seen_versions.insert(*version), "version {version} reused");
+                }
+            }
+            m.apply(mutations, new_clock);
+            prop_assert_eq!(m.clock, clock);
+        }
+        for (stream, version) in &versions {
+            let id = ids[*stream];
+            let seqs: Vec<u64> = m.streams[&id].iter().map(|r| r.seq).collect();
+            prop_assert_eq!(seqs, (1..=*version).collect::<Vec<_>>());
+            prop_assert_eq!(m.heads[&id].version, *version);
+        }
+        for (k, v) in &state {
+            prop_assert_eq!(m.state.get(&key(&k.to_string())).copied().unwrap_or(0), *v);
+        }
+    }
+}

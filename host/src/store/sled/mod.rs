@@ -1,0 +1,299 @@
+//! The sled backend: one sled tree in a data directory. Reads go straight to sled (on the
+//! blocking pool); every write goes to one writer thread ([`writer`]) that commits whatever
+//! has queued up as one atomic batch with one flush (group commit), after the disk guard
+//! ([`disk_guard`]) has checked that the disk can take it.
+
+mod disk_guard;
+mod reads;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+pub use disk_guard::DEFAULT_RESERVE_BYTES;
+use disk_guard::DiskGuard;
+use reads::{current_summary, decode, decode_write, get, latest_definition, scan_ids};
+use writer::{MAX_GROUP, Write};
+
+use super::keys;
+use super::*;
+
+/// Group-commit statistics, for benchmarks and metrics.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    /// Batches committed (one flush each).
+    pub batches: AtomicU64,
+    /// Writes committed in those batches.
+    pub writes: AtomicU64,
+}
+
+/// The production store: one sled tree in a data directory.
+pub struct SledStore {
+    db: ::sled::Db,
+    tx: mpsc::Sender<Write>,
+    stats: Arc<CommitStats>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir` and starts its writer thread, keeping the
+    /// default free-space reserve.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_reserve(dir, DEFAULT_RESERVE_BYTES)
+    }
+
+    /// Opens the store, refusing writes while less than `reserve_bytes` are free on its disk.
+    pub fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<Self, StoreError> {
+        let db = ::sled::Config::new().path(dir).open().map_err(unavailable)?;
+        let guard = DiskGuard { dir: dir.to_path_buf(), reserve_bytes };
+        let state_clock = match db.get(keys::state_clock()).map_err(unavailable)? {
+            Some(v) => StateValue::stored_version(&v)?,
+            None => 0,
+        };
+        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
+        let stats = Arc::new(CommitStats::default());
+        let (wdb, wstats) = (db.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("sled-writer".into())
+            .spawn(move || writer::run(wdb, rx, &wstats, &guard, state_clock))
+            .map_err(unavailable)?;
+        Ok(Self { db, tx, stats })
+    }
+
+    /// Group-commit counters.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| unavailable("store writer has stopped"))?;
+        rx.await.map_err(|_| unavailable("store writer has stopped"))?
+    }
+
+    async fn read_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&::sled::Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+    }
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn create_with(
+        &self,
+        id: ExecutionId,
+        saga: SagaName,
+        records: Vec<EventRecord>,
+        idem: Option<IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        self.write(|reply| Write::Create { id, saga, records, idem, reply }).await
+    }
+
+    async fn append_with_state(
+        &self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: StateChanges,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Write::Append { id, expected, records, state, reply }).await
+    }
+
+    async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
+        self.read_with(move |db| {
+            let mut records = Vec::new();
+            for kv in db.range(keys::event(id, after.saturating_add(1))..keys::prefix_end(&keys::events_of(id))) {
+                let (_, v) = kv.map_err(unavailable)?;
+                records.extend(decode_write::<EventRecord>(&v)?.into_iter().filter(|r| r.seq > after));
+            }
+            if records.is_empty() && !db.contains_key(keys::summary(id)).map_err(unavailable)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn summary(&self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        self.read_with(move |db| current_summary(db, id)).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let filter = filter.clone();
+        self.read_with(move |db| {
+            let prefix = match (&filter.saga, filter.status) {
+                (Some(saga), _) => keys::saga_index(saga),
+                (None, Some(status)) => keys::status_index(status),
+                (None, None) => keys::summaries(),
+            };
+            let mut out = Vec::new();
+            for id in scan_ids(db, &prefix, filter.after) {
+                if out.len() >= filter.limit {
+                    break;
+                }
+                let Some(s) = current_summary(db, id?)? else {
+                    continue;
+                };
+                if filter.status.is_none_or(|st| st == s.status) {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {
+        self.read_with(|db| {
+            let mut ids = Vec::new();
+            for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
+                for id in scan_ids(db, &keys::status_index(status), None) {
+                    let id = id?;
+                    if !db.contains_key(keys::quarantine(id)).map_err(unavailable)? {
+                        ids.push(id);
+                    }
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError> {
+        self.write(|reply| Write::Quarantine { entry, reply }).await
+    }
+
+    async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.read_with(move |db| get(db, &keys::quarantine(id))).await
+    }
+
+    async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.read_with(|db| {
+            db.scan_prefix(keys::quarantined())
+                .map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v)))
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CatalogStore for SledStore {
+    async fn put_plugin(
+        &self,
+        meta: PluginMeta,
+        bytes: Vec<u8>,
+        artifact: Option<(String, Vec<u8>)>,
+    ) -> Result<PluginPut, StoreError> {
+        self.write(|reply| Write::PutPlugin { meta, bytes, artifact, reply }).await
+    }
+
+    async fn plugin(&self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
+        let key = keys::plugin(name, version);
+        self.read_with(move |db| get(db, &key)).await
+    }
+
+    async fn plugins(&self) -> Result<Vec<PluginMeta>, StoreError> {
+        self.read_with(|db| {
+            db.scan_prefix(keys::plugins()).map(|kv| kv.map_err(unavailable).and_then(|(_, v)| decode(&v))).collect()
+        })
+        .await
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::blob(digest);
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))).await
+    }
+
+    async fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::artifact(key);
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))).await
+    }
+
+    async fn put_artifact(&self, key: String, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.write(|reply| Write::PutArtifact { key, bytes, reply }).await
+    }
+
+    async fn put_definition(
+        &self,
+        name: SagaName,
+        definition: SagaDefinition,
+        at: u64,
+    ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
+        self.write(|reply| Write::PutDefinition { name, definition, at, reply }).await
+    }
+
+    async fn definition(&self, name: &SagaName, version: Option<u64>) -> Result<Option<StoredDefinition>, StoreError> {
+        let name = name.clone();
+        self.read_with(move |db| match version {
+            Some(v) => get(db, &keys::definition(&name, v)),
+            None => latest_definition(db, &name),
+        })
+        .await
+    }
+
+    async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
+        self.read_with(|db| {
+            let mut latest: Vec<StoredDefinition> = Vec::new();
+            for kv in db.scan_prefix(keys::definitions()) {
+                let d: StoredDefinition = decode(&kv.map_err(unavailable)?.1)?;
+                match latest.last_mut() {
+                    Some(last) if last.name == d.name => *last = d,
+                    _ => latest.push(d),
+                }
+            }
+            Ok(latest)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StateStore for SledStore {
+    async fn state_get(&self, key: &StateKey) -> Result<Option<StateEntry>, StoreError> {
+        let key = keys::state(key);
+        self.read_with(move |db| db.get(key).map_err(unavailable)?.map(|v| StateValue::decode(&v)).transpose()).await
+    }
+
+    async fn state_list(
+        &self,
+        plugin: &PluginName,
+        collection: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(StateKey, StateEntry)>, StoreError> {
+        let (plugin, prefix) = (plugin.clone(), prefix.to_owned());
+        let mut scan = keys::state_of(&plugin, collection);
+        if collection.is_some() {
+            scan.extend_from_slice(prefix.as_bytes());
+        }
+        self.read_with(move |db| {
+            let mut out = Vec::new();
+            for kv in db.scan_prefix(scan) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = kv.map_err(unavailable)?;
+                let key = keys::parse_state(&plugin, &k).ok_or_else(|| StoreError::Corrupt("state key".into()))?;
+                if key.key.starts_with(&prefix) {
+                    out.push((key, StateValue::decode(&v)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
