@@ -125,7 +125,11 @@ impl Metrics {
             m.instantiate_seconds.clone(),
         );
         registry.register("instances_in_use", "Plugin instances alive", m.instances_in_use.clone());
-        registry.register("active_executions", "Executions driven by this process", m.active_executions.clone());
+        registry.register(
+            "active_executions",
+            "Unfinished executions this process holds (driven now or parked until a retry or deadline)",
+            m.active_executions.clone(),
+        );
         registry.register(
             "quarantined_executions",
             "Executions set aside because their stored stream cannot be read (GET /v1/quarantine)",
@@ -134,12 +138,86 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// Every metric, in `format`.
+    pub fn render(&self, format: Exposition) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
-        out
+        match format {
+            Exposition::OpenMetrics => out,
+            Exposition::Prometheus => openmetrics_to_prometheus(&out),
+        }
     }
+}
+
+/// The text formats `GET /metrics` answers in (docs/operations.md, "Metrics").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0.0, what `prometheus-client` writes.
+    OpenMetrics,
+    /// Prometheus' text format 0.0.4, for scrapers that do not read OpenMetrics.
+    Prometheus,
+}
+
+impl Exposition {
+    /// The format a scraper's `Accept` header prefers: the Prometheus text format when it ranks
+    /// `text/plain` above OpenMetrics (explicitly or through a wildcard), OpenMetrics otherwise,
+    /// also on a tie and without the header.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let (mut openmetrics, mut text, mut any) = (None::<f32>, None::<f32>, None::<f32>);
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse().unwrap_or(0.0));
+            let slot = match media.as_str() {
+                "application/openmetrics-text" => &mut openmetrics,
+                "text/plain" => &mut text,
+                "*/*" => &mut any,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(q, |best| best.max(q)));
+        }
+        let openmetrics = openmetrics.or(any).unwrap_or(0.0);
+        let text = text.or(any).unwrap_or(0.0);
+        if text > openmetrics { Self::Prometheus } else { Self::OpenMetrics }
+    }
+
+    /// Its `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Rewrites `prometheus-client`'s OpenMetrics text as the Prometheus text format 0.0.4. Samples
+/// stay as they are, so a counter's sample keeps its `_total` in both formats; what differs is
+/// the family a sample belongs to. OpenMetrics names a counter family without `_total`, 0.0.4
+/// names it after its samples, so a counter's `HELP` and `TYPE` lines take the `_total` here;
+/// `# UNIT` and `# EOF` do not exist in 0.0.4 and are dropped.
+fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.find(' ').map_or((rest, ""), |i| rest.split_at(i));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix}{tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The process-wide metrics.
@@ -151,4 +229,111 @@ pub fn metrics() -> &'static Metrics {
 /// Records a duration in a histogram, in seconds.
 pub fn observe(h: &Histogram, d: Duration) {
     h.observe(d.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A fresh set with one sample in every family (the process-wide one is shared by tests).
+    fn filled() -> Metrics {
+        let m = Metrics::new();
+        let saga = SagaLabels { saga: "s".into() };
+        let finished = FinishedLabels { saga: "s".into(), status: "completed".into() };
+        let attempt = AttemptLabels { saga: "s".into(), side: "execute".into() };
+        let failure = FailureLabels { saga: "s".into(), side: "execute".into(), kind: "trap".into() };
+        m.executions_started.get_or_create(&saga).inc();
+        m.executions_finished.get_or_create(&finished).inc();
+        m.execution_seconds.get_or_create(&finished).observe(0.5);
+        m.step_attempts.get_or_create(&attempt).inc();
+        m.step_failures.get_or_create(&failure).inc();
+        m.step_seconds.get_or_create(&attempt).observe(0.01);
+        m.store_batch_writes.observe(3.0);
+        m.instances_in_use.set(2);
+        m
+    }
+
+    /// Family name → type, and every sample name, of a text exposition.
+    fn parse(text: &str) -> (BTreeMap<String, String>, Vec<String>) {
+        let mut types = BTreeMap::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                types.insert(name.to_owned(), kind.to_owned());
+            } else if !line.starts_with('#') {
+                samples.push(line.split(['{', ' ']).next().unwrap().to_owned());
+            }
+        }
+        (types, samples)
+    }
+
+    /// The type of the family a sample belongs to under each format's rules: in OpenMetrics a
+    /// counter family `x` has samples `x_total`; in 0.0.4 a counter is named as its samples.
+    fn family_type<'a>(types: &'a BTreeMap<String, String>, sample: &str, openmetrics: bool) -> Option<&'a str> {
+        let suffixed = |suffix: &str, kind: &str| {
+            let base = sample.strip_suffix(suffix)?;
+            types.get(base).map(String::as_str).filter(|k| *k == kind)
+        };
+        let exact =
+            types.get(sample).map(String::as_str).filter(|k| *k == "gauge" || (!openmetrics && *k == "counter"));
+        exact
+            .or_else(|| if openmetrics { suffixed("_total", "counter") } else { None })
+            .or_else(|| ["_bucket", "_sum", "_count"].into_iter().find_map(|s| suffixed(s, "histogram")))
+    }
+
+    #[test]
+    fn both_formats_have_the_same_samples_each_in_a_family_of_its_type() {
+        let m = filled();
+        let openmetrics = m.render(Exposition::OpenMetrics);
+        let prometheus = m.render(Exposition::Prometheus);
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(!prometheus.contains("# EOF") && !prometheus.contains("# UNIT"), "{prometheus}");
+        let (om_types, om_samples) = parse(&openmetrics);
+        let (prom_types, prom_samples) = parse(&prometheus);
+        assert_eq!(om_samples, prom_samples, "sample names differ");
+        assert!(om_samples.contains(&"sagahost_executions_started_total".to_owned()), "{om_samples:?}");
+        assert_eq!(om_types.get("sagahost_executions_started").map(String::as_str), Some("counter"));
+        assert_eq!(prom_types.get("sagahost_executions_started_total").map(String::as_str), Some("counter"));
+        for sample in &om_samples {
+            let om = family_type(&om_types, sample, true);
+            let prom = family_type(&prom_types, sample, false);
+            assert!(om.is_some(), "OpenMetrics: {sample} belongs to no family of its type");
+            assert_eq!(om, prom, "{sample}: the two formats disagree on its type");
+        }
+        // Every family has its HELP under the same name as its TYPE.
+        for (text, types) in [(&openmetrics, &om_types), (&prometheus, &prom_types)] {
+            for name in types.keys() {
+                assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+            }
+        }
+        assert_eq!(om_types.len(), prom_types.len());
+        assert!(om_types.len() >= 12, "{om_types:?}");
+    }
+
+    #[test]
+    fn the_scraper_chooses_the_format() {
+        use Exposition::{OpenMetrics, Prometheus};
+        let prometheus_3 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+            application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+            text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let cases = [
+            (None, OpenMetrics),
+            (Some("*/*"), OpenMetrics),
+            (Some(prometheus_3), OpenMetrics),
+            (Some("application/openmetrics-text; version=1.0.0"), OpenMetrics),
+            (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), Prometheus),
+            (Some("text/plain; version=0.0.4"), Prometheus),
+            (Some("TEXT/PLAIN"), Prometheus),
+            (Some("application/openmetrics-text;q=0.2, text/plain;q=0.9"), Prometheus),
+            (Some("text/plain, application/openmetrics-text"), OpenMetrics),
+            (Some("application/json"), OpenMetrics),
+            (Some("text/plain;q=0"), OpenMetrics),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(Exposition::negotiate(accept), want, "{accept:?}");
+        }
+    }
 }

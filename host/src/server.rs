@@ -1,5 +1,8 @@
 //! Wiring: store, runtime, orchestrator and HTTP API put together into a running host.
 
+mod activity;
+mod http;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +18,8 @@ use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::runtime::{Limits, PluginCache, Runtime};
 use crate::store::{SledStore, Store};
 
+pub use http::HttpConfig;
+
 /// Everything a host needs to start.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
@@ -26,6 +31,8 @@ pub struct HostConfig {
     pub limits: Limits,
     /// API settings (tokens, body sizes).
     pub api: ApiConfig,
+    /// Connection limits and timeouts.
+    pub http: HttpConfig,
     /// Orchestrator settings.
     pub orchestrator: OrchestratorConfig,
     /// Allow a non-loopback address without an admin token.
@@ -44,6 +51,7 @@ impl HostConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             limits: Limits::default(),
             api: ApiConfig::default(),
+            http: HttpConfig::default(),
             orchestrator: OrchestratorConfig::default(),
             insecure: false,
             shutdown_grace: Duration::from_secs(10),
@@ -57,7 +65,7 @@ pub struct Host {
     orch: Arc<Orchestrator>,
     addr: SocketAddr,
     stop_http: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -82,20 +90,12 @@ impl Host {
             Runtime::new(config.limits.clone()).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
         let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
         let orch = Orchestrator::new(store, plugins, Arc::new(SystemClock), config.orchestrator.clone());
-        let listener =
-            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let listener = http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let app = api::router(AppState { orch: orch.clone(), config: Arc::new(config.api.clone()) });
+        let app = api::router(AppState { orch: orch.clone(), config: Arc::new(config.api.clone()) })
+            .layer(axum::middleware::from_fn_with_state(config.http.body_read_timeout, api::body_read_timeout));
         let (stop_http, stopped) = oneshot::channel::<()>();
-        // No Nagle delay: answers and Server-Sent Events go out as soon as they are written.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { stopped.await.unwrap_or(()) }).await
-        });
+        let server = tokio::spawn(http::serve(listener, app, config.http.clone(), stopped));
         // Recovery runs beside the server: the API answers while executions resume.
         let recovering = orch.clone();
         tokio::spawn(async move {
@@ -129,9 +129,11 @@ impl Host {
             let _ = tx.send(());
         }
         self.orch.shutdown(self.grace).await;
+        // Connections still busy after the grace period (Server-Sent Events, long waits) are
+        // dropped with the server task.
         match tokio::time::timeout(self.grace, &mut self.server).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-            Ok(_) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Ok(Ok(())) => {}
             Err(_) => self.server.abort(),
         }
     }

@@ -29,7 +29,9 @@ impl Telemetry {
 /// (`http://host:4318`); spans go to `{endpoint}/v1/traces` in batches.
 pub fn init(json: bool, default_filter: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
     let (provider, otel) = match otlp_endpoint {
         None => (None, None),

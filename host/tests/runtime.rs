@@ -110,6 +110,7 @@ async fn traps_panics_and_stack_overflows_are_step_failures() {
     let cache = default_cache().await;
     assert_kind(run(&cache, "trap").await, FailureKind::Trap, "trapped");
     assert_kind(run(&cache, "panic").await, FailureKind::Trap, "trapped");
+    assert_kind(run(&cache, "panic").await, FailureKind::Trap, "plugin panicked: testkit was told to panic");
     assert_kind(run(&cache, "stack_overflow").await, FailureKind::Trap, "trapped");
     // The runtime is unharmed.
     assert!(run(&cache, "ok").await.is_ok());

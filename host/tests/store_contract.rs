@@ -197,11 +197,14 @@ async fn one_of_two_writers_wins(store: Arc<dyn Store>) {
 }
 
 async fn idempotency(store: &dyn Store) {
-    let key = |k: &str, s: &str| Some(IdempotencyKey { saga: saga(s), key: k.into() });
+    let key = |k: &str, s: &str| Some(IdempotencyKey { saga: saga(s), key: k.into(), fingerprint: [7; 32] });
     let first = ExecutionId::new();
     assert_eq!(store.create(first, saga("s"), started("s"), key("k1", "s")).await.unwrap(), Created::New);
     let again = store.create(ExecutionId::new(), saga("s"), started("s"), key("k1", "s")).await.unwrap();
     assert_eq!(again, Created::Existing(first));
+    let other_request = Some(IdempotencyKey { saga: saga("s"), key: "k1".into(), fingerprint: [8; 32] });
+    let reused = store.create(ExecutionId::new(), saga("s"), started("s"), other_request).await.unwrap();
+    assert_eq!(reused, Created::KeyReused(first), "the same key with another request is refused");
     let other_saga = store.create(ExecutionId::new(), saga("t"), started("t"), key("k1", "t")).await.unwrap();
     assert_eq!(other_saga, Created::New, "keys are scoped to their saga");
 }

@@ -12,7 +12,7 @@ const HOSTILE: [(&str, &str, &str); 11] = [
     ("loop", "timeout", "time limit"),
     ("oom", "limit", "memory limit of 16 MiB"),
     ("stack_overflow", "trap", "trapped"),
-    ("panic", "trap", "trapped"),
+    ("panic", "trap", "plugin panicked: testkit was told to panic"),
     ("trap", "trap", "trapped"),
     ("huge_output", "limit", "output limit"),
     ("not_json", "trap", "not JSON"),
@@ -80,4 +80,36 @@ async fn adversarial_plugins_in_parallel_with_100_normal_executions() {
     let (status, exec) =
         api.call(reqwest::Method::POST, "/v1/sagas/normal/executions?wait=10000", Some(b"{}".to_vec())).await;
     assert_eq!((status, exec["status"].as_str()), (200, Some("completed")));
+}
+
+/// A plugin's log text (through the SDK and through stderr) cannot forge a line of the host's
+/// log, in either log format: control characters come out escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_text_cannot_forge_log_lines() {
+    for format in ["text", "json"] {
+        let (_tmp, dir) = data_dir();
+        let host = HostProcess::start(&dir, &["--log-format", format]);
+        let api = Api::new(&host.url);
+        api.put_plugin("testkit", wasm("testkit")).await;
+        api.put_saga("talk", &testkit_saga(&["say"], json!({}))).await;
+        let forged = "hello\nERROR sagahost: forged-line\r\u{1b}[2K";
+        let id = api.trigger("talk", &json!({"behaviors": {"say": format!("log_text:{forged}")}}), None).await;
+        assert_eq!(api.wait_terminal(&id).await["status"], "completed");
+        drop(host);
+        let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
+        let mut seen = 0;
+        for line in log.lines() {
+            assert!(!line.starts_with("ERROR sagahost: forged-line"), "{format}: forged line in the log:\n{log}");
+            assert!(!line.contains('\u{1b}') && !line.contains('\r'), "{format}: raw control character in {line:?}");
+            if line.contains("forged-line") {
+                seen += 1;
+                // Each line is a record of its own, attributed to the plugin's attempt.
+                assert!(line.contains(&id), "{format}: an unattributed line: {line:?}");
+                if format == "json" {
+                    serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                }
+            }
+        }
+        assert_eq!(seen, 2, "{format}: one line from the SDK log, one from stderr:\n{log}");
+    }
 }

@@ -3,13 +3,19 @@
 
 mod cli;
 mod crash;
+mod durability;
 mod examples;
 mod external_plugin;
 mod harness;
 mod hostile;
+mod http_errors;
+mod ingress;
 mod quarantine;
+mod raw_http;
 mod recovery;
+mod scraping;
 mod semantics;
+mod slow_clients;
 mod storage;
 mod telemetry;
 mod transfers;

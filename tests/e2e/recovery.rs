@@ -38,7 +38,7 @@ async fn a_host_killed_during_backoff_retries_at_the_recorded_time_after_restart
     let retried = events.iter().find(|e| e["type"] == "step_started" && e["attempt"] == 2).unwrap();
     assert!(retried["at"].as_u64() >= failed["retry_at_unix_ms"].as_u64(), "not before the recorded time");
     // The idempotency key still finds the execution after the restart.
-    assert_eq!(api.trigger("backoff", &json!({}), Some("run-1")).await, id);
+    assert_eq!(api.trigger("backoff", &json!({"behaviors": {"b": "fail_until:2"}}), Some("run-1")).await, id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,8 +126,8 @@ async fn wait_returns_the_terminal_execution_and_keys_deduplicate() {
     assert_eq!(status, 200);
     assert_eq!(exec["status"], "completed");
     let first = api.trigger("quick", &json!({}), Some("k-1")).await;
-    let again = api.trigger("quick", &json!({"different": true}), Some("k-1")).await;
-    assert_eq!(first, again, "same key, same execution");
+    let again = api.trigger("quick", &json!({}), Some("k-1")).await;
+    assert_eq!(first, again, "same key, same input: same execution");
     let (_, list) = api.call(Method::GET, "/v1/executions?saga=quick&limit=10", None).await;
     assert_eq!(list["executions"].as_array().unwrap().len(), 2, "one from wait, one from the key");
 }

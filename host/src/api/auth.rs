@@ -26,7 +26,7 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn check(req: &Request, accepted: &[&String]) -> Result<(), ApiError> {
+pub(super) fn check(req: &Request, accepted: &[&String]) -> Result<(), ApiError> {
     if accepted.is_empty() {
         return Ok(());
     }

@@ -21,7 +21,9 @@ pub struct ErrorBody {
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable code: bad_request, invalid, invalid_plugin, not_found, conflict,
-    /// execution_quarantined, too_large, unauthorized, busy, unavailable, internal
+    /// execution_quarantined, idempotency_key_reused, too_large, unsupported_media_type, unauthorized,
+    /// busy, unavailable, internal, method_not_allowed, request_timeout, uri_too_long,
+    /// headers_too_large
     /// (docs/api.md).
     pub code: String,
     /// For people.
@@ -52,9 +54,15 @@ pub enum ApiError {
     /// The execution's stored stream cannot be read: it is quarantined (docs/operations.md).
     #[error("{0}")]
     Quarantined(String),
+    /// An Idempotency-Key reused with a different request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// Body too large.
     #[error("{0}")]
     TooLarge(String),
+    /// A body of a media type the route does not read (its `Content-Type`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Missing or wrong bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
@@ -67,6 +75,18 @@ pub enum ApiError {
     /// A bug or an unexpected failure.
     #[error("{0}")]
     Internal(String),
+    /// The route exists, but not with this method (the response carries `Allow`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request body did not arrive in full in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request target (path and query) is too long.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request's header section is too large.
+    #[error("{0}")]
+    HeadersTooLarge(String),
 }
 
 impl ApiError {
@@ -78,11 +98,17 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Quarantined(_) => (StatusCode::CONFLICT, "execution_quarantined"),
+            Self::IdempotencyKeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
         }
     }
 }
@@ -141,6 +167,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Store(s) => s.into(),
             OrchestratorError::Fold(f) => Self::Internal(f.to_string()),
             OrchestratorError::Quarantined { .. } => Self::Quarantined(e.to_string()),
+            OrchestratorError::IdempotencyKeyReused(_) => Self::IdempotencyKeyReused(e.to_string()),
         }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::{Accepted, ApiError, AppState, ErrorBody, ExecutionList, extract};
-use crate::domain::{EventRecord, Execution, ExecutionStatus, ExecutionView, SagaName};
+use crate::domain::{EventRecord, Execution, ExecutionId, ExecutionStatus, ExecutionView, SagaName};
 use crate::orchestrator::Orchestrator;
 use crate::store::ListFilter;
 
@@ -38,12 +38,22 @@ pub struct TriggerQuery {
 }
 
 /// `POST /v1/sagas/{name}/executions`.
-#[utoipa::path(post, path = "/v1/sagas/{name}/executions", tag = "executions",
-    params(("name" = String, Path, description = "saga name"), ("wait" = Option<u64>, Query, description = "wait up to this many ms for the end"),
-        ("Idempotency-Key" = Option<String>, Header, description = "the same key for the same saga returns the first execution")),
-    request_body(content = Object, description = "the execution input (any JSON)"),
+#[utoipa::path(post, path = "/v1/sagas/{name}/executions", tag = "executions", operation_id = "triggerExecution",
+    params(("name" = SagaName, Path, description = "saga name"),
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 300000, description = "wait up to this many ms for the end"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256,
+            description = "printable ASCII; the same key and input for the same saga return the first execution")),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "the execution input, any JSON value (`{}` for none); no Content-Type is read as JSON, and so is `application/*+json`"),
     responses((status = 202, body = Accepted, description = "started (or found by its idempotency key)"), (status = 200, body = ExecutionView, description = "with `wait`: ended in time"),
-        (status = 404, body = ErrorBody, description = "unknown saga"), (status = 429, body = ErrorBody, description = "host full; see Retry-After")))]
+        (status = 400, body = ErrorBody, description = "bad saga name, empty body, input not JSON, bad Idempotency-Key, bad or unknown query parameter"),
+        (status = 404, body = ErrorBody, description = "unknown saga"),
+        (status = 409, body = ErrorBody, description = "`execution_quarantined`: the execution of this Idempotency-Key cannot be read"),
+        (status = 413, body = ErrorBody, description = "input over --max-body-kib"),
+        (status = 415, body = ErrorBody, description = "a Content-Type that is not JSON"),
+        (status = 422, body = ErrorBody, description = "`idempotency_key_reused`: the key was used with another request"),
+        (status = 429, body = ErrorBody, description = "`busy`: host full",
+            headers(("Retry-After" = String, description = "seconds to wait: `1`")))))]
 pub async fn trigger(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -53,9 +63,13 @@ pub async fn trigger(
 ) -> Result<Response, ApiError> {
     let saga = extract::name(&name, SagaName::parse)?;
     let query = extract::query(query)?;
+    extract::json_content_type(&headers)?;
     let bytes = extract::body(body)?;
-    let input: Value =
-        if bytes.iter().all(u8::is_ascii_whitespace) { Value::Null } else { extract::json(&bytes, "input")? };
+    // Never stored as null: an empty body is a client that forgot its input.
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("the input is required: send JSON, e.g. {}".into()));
+    }
+    let input: Value = extract::json(&bytes, "input")?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -85,7 +99,11 @@ pub async fn trigger(
 }
 
 /// `GET /v1/executions/{id}`.
-#[utoipa::path(get, path = "/v1/executions/{id}", tag = "executions", params(("id" = String, Path)), responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/executions/{id}", tag = "executions", operation_id = "getExecution",
+    params(("id" = ExecutionId, Path, description = "execution id")),
+    responses((status = 200, body = ExecutionView), (status = 400, body = ErrorBody, description = "a path that does not decode"),
+        (status = 404, body = ErrorBody, description = "no such execution (a malformed id included)"),
+        (status = 409, body = ErrorBody, description = "`execution_quarantined`: its events cannot be read")))]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ExecutionView>, ApiError> {
     let exec = state.orch.execution(extract::execution_id(&id)?).await?;
     Ok(Json(view(&state, &exec).await?))
@@ -101,9 +119,15 @@ pub struct EventsQuery {
     after: u64,
 }
 
-#[utoipa::path(get, path = "/v1/executions/{id}/events", tag = "executions",
-    params(("id" = String, Path), ("follow" = Option<bool>, Query, description = "stream as Server-Sent Events until terminal"), ("after" = Option<u64>, Query, description = "only events with a greater seq")),
-    responses((status = 200, body = Vec<EventRecord>, description = "the events in order (text/event-stream with follow=true)"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/executions/{id}/events", tag = "executions", operation_id = "getExecutionEvents",
+    params(("id" = ExecutionId, Path, description = "execution id"),
+        ("follow" = Option<bool>, Query, description = "stream as Server-Sent Events until terminal"),
+        ("after" = Option<u64>, Query, minimum = 0, description = "only events with a greater seq")),
+    responses((status = 200, description = "the events in order; with follow=true as Server-Sent Events",
+            content((Vec<EventRecord> = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = ErrorBody, description = "bad or unknown query parameter, a path that does not decode"),
+        (status = 404, body = ErrorBody, description = "no such execution (a malformed id included)"),
+        (status = 409, body = ErrorBody, description = "`execution_quarantined`: its events cannot be read")))]
 /// `GET /v1/executions/{id}/events`: a JSON array, or with `follow=true` Server-Sent Events
 /// (existing events first, then live ones, ending with the terminal event).
 pub async fn events(
@@ -178,9 +202,11 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/executions?saga=&status=&limit=&after=`: newest first; `next` is the cursor.
-#[utoipa::path(get, path = "/v1/executions", tag = "executions",
-    params(("saga" = Option<String>, Query), ("status" = Option<ExecutionStatus>, Query), ("limit" = Option<usize>, Query, description = "1-1000, default 50"), ("after" = Option<String>, Query, description = "the previous page's `next`")),
-    responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/executions", tag = "executions", operation_id = "listExecutions",
+    params(("saga" = Option<SagaName>, Query, description = "only this saga"), ("status" = Option<ExecutionStatus>, Query, description = "only this status"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size, default 50"),
+        ("after" = Option<ExecutionId>, Query, description = "the previous page's `next`")),
+    responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody, description = "bad or unknown query parameter")))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -206,7 +232,11 @@ pub async fn list(
 }
 
 /// `POST /v1/executions/{id}/cancel`: 202, or 409 when already terminal.
-#[utoipa::path(post, path = "/v1/executions/{id}/cancel", tag = "executions", params(("id" = String, Path)), responses((status = 202, body = Accepted), (status = 409, body = ErrorBody, description = "already terminal"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", tag = "executions", operation_id = "cancelExecution",
+    params(("id" = ExecutionId, Path, description = "execution id")),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody, description = "a path that does not decode"),
+        (status = 404, body = ErrorBody, description = "no such execution (a malformed id included)"),
+        (status = 409, body = ErrorBody, description = "already ended (`conflict`), or its events cannot be read (`execution_quarantined`)")))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -216,7 +246,11 @@ pub async fn cancel(
 }
 
 /// `POST /v1/executions/{id}/resume`: 202, or 409 unless failed.
-#[utoipa::path(post, path = "/v1/executions/{id}/resume", tag = "executions", params(("id" = String, Path)), responses((status = 202, body = Accepted), (status = 409, body = ErrorBody, description = "not failed"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/executions/{id}/resume", tag = "executions", operation_id = "resumeExecution",
+    params(("id" = ExecutionId, Path, description = "execution id")),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody, description = "a path that does not decode"),
+        (status = 404, body = ErrorBody, description = "no such execution (a malformed id included)"),
+        (status = 409, body = ErrorBody, description = "not `failed` (`conflict`), or its events cannot be read (`execution_quarantined`)")))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -225,7 +259,7 @@ pub async fn resume(
     Ok((StatusCode::ACCEPTED, Json(Accepted { id: exec.id, status: exec.status })))
 }
 
-#[utoipa::path(get, path = "/v1/executions/feed", tag = "executions", responses((status = 200, content_type = "text/event-stream", body = String, description = "`status` events: {id, version, status}")))]
+#[utoipa::path(get, path = "/v1/executions/feed", tag = "executions", operation_id = "followStatusFeed", responses((status = 200, content_type = "text/event-stream", body = String, description = "`status` events: {id, version, status}")))]
 /// `GET /v1/executions/feed`: Server-Sent Events, one `status` event per status change of
 /// any execution (`{id, version, status}`), from now on.
 pub async fn feed(State(state): State<AppState>) -> Response {

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::Query;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
@@ -24,7 +24,9 @@ pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result
 }
 
 /// A JSON body, or a 400 with serde's explanation (line, column, what was expected).
+/// Bounded as docs/api.md says (nesting, numbers): whatever is accepted can be read back.
 pub fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    crate::domain::json::check(bytes).map_err(|e| ApiError::BadRequest(format!("{what} refused: {e}")))?;
     serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("{what} is not valid JSON: {e}")))
 }
 
@@ -36,4 +38,21 @@ pub fn name<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, InvalidId>) -> 
 /// An execution id; a malformed one cannot exist, so it is a 404.
 pub fn execution_id(text: &str) -> Result<ExecutionId, ApiError> {
     text.parse().map_err(|_| ApiError::NotFound(format!("execution {text:?} not found (not an execution id)")))
+}
+
+/// A JSON body's `Content-Type`: none (taken as JSON), `application/json` or any
+/// `application/*+json`, with any parameters; anything else is a 415 (docs/api.md, "Requests").
+pub fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let media = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json = media == "application/json"
+        || media.strip_prefix("application/").is_some_and(|s| s.len() > "+json".len() && s.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {:?} is not JSON: send application/json (or leave the header out)",
+            String::from_utf8_lossy(value.as_bytes())
+        )))
+    }
 }

@@ -4,6 +4,8 @@ mod auth;
 mod error;
 mod executions;
 mod extract;
+mod fallback;
+mod guard;
 mod openapi;
 mod plugins;
 mod quarantine;
@@ -19,6 +21,7 @@ use axum::{Json, Router, middleware};
 use serde_json::json;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use guard::{MAX_HEADER_BYTES, MAX_URI_BYTES, body_read_timeout};
 pub use openapi::{ApiDoc, ROUTES};
 
 use crate::orchestrator::Orchestrator;
@@ -30,6 +33,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Required for triggering and reading executions when set (the admin token works too).
     pub client_token: Option<String>,
+    /// Required for `GET /metrics` when set (the admin token works too); open otherwise.
+    pub metrics_token: Option<String>,
     /// Largest request body outside plugin uploads (definitions, inputs).
     pub max_body_bytes: usize,
     /// Largest plugin upload.
@@ -38,7 +43,13 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { admin_token: None, client_token: None, max_body_bytes: 1 << 20, max_plugin_bytes: 32 << 20 }
+        Self {
+            admin_token: None,
+            client_token: None,
+            metrics_token: None,
+            max_body_bytes: 1 << 20,
+            max_plugin_bytes: 32 << 20,
+        }
     }
 }
 
@@ -96,11 +107,16 @@ pub struct AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let management = Router::new()
+    let (max_body, max_plugin) = (state.config.max_body_bytes, state.config.max_plugin_bytes);
+    // Each route's body limit twice: counted as read (DefaultBodyLimit), and announced
+    // (Content-Length, answered before any of the body is read).
+    let uploads = Router::new()
         .route(
             "/v1/plugins/{name}/{version}",
-            put(plugins::upload).layer(DefaultBodyLimit::max(state.config.max_plugin_bytes)).get(plugins::show),
+            put(plugins::upload).layer(DefaultBodyLimit::max(max_plugin)).get(plugins::show),
         )
+        .route_layer(middleware::from_fn_with_state(max_plugin, guard::announced_body_limit));
+    let management = Router::new()
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/state", get(plugins::state))
         .route("/v1/sagas", get(sagas::list))
@@ -108,6 +124,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/resume", post(executions::resume))
         .route("/v1/quarantine", get(quarantine::list))
+        .route_layer(middleware::from_fn_with_state(max_body, guard::announced_body_limit))
+        .merge(uploads)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     let client = Router::new()
         .route("/v1/sagas/{name}/executions", post(executions::trigger))
@@ -115,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/feed", get(executions::feed))
         .route("/v1/executions/{id}", get(executions::show))
         .route("/v1/executions/{id}/events", get(executions::events))
+        .route_layer(middleware::from_fn_with_state(max_body, guard::announced_body_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
     Router::new()
         .merge(management)
@@ -124,15 +143,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }))
         .route("/ui", get(|| async { axum::response::Html(include_str!("ui.html")) }))
         .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(guard::head_limits))
+        .layer(middleware::from_fn(fallback::json_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: the metrics token (or the admin token) when one is set; the text format the
+/// scraper's `Accept` asks for (docs/operations.md, "Metrics").
+async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.config.metrics_token {
+        auth::check(&req, &[Some(token), state.config.admin_token.as_ref()].into_iter().flatten().collect::<Vec<_>>())?;
+    }
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Exposition::negotiate(accept);
     let m = crate::metrics::metrics();
-    m.active_executions.set(state.orch.active_drivers() as i64);
-    let body = m.render();
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    m.active_executions.set(state.orch.active_executions() as i64);
+    let headers = [(header::CONTENT_TYPE, format.content_type()), (header::VARY, "accept")];
+    Ok((StatusCode::OK, headers, m.render(format)))
 }

@@ -11,12 +11,13 @@ use crate::domain::{PluginName, PluginVersion};
 use crate::store::{PluginMeta, StateItem};
 
 /// `PUT /v1/plugins/{name}/{version}`: 201 new, 200 same bytes again, 409 other bytes.
-#[utoipa::path(put, path = "/v1/plugins/{name}/{version}", tag = "plugins",
-    params(("name" = String, Path, description = "plugin name"), ("version" = String, Path, description = "semver version")),
-    request_body(content = String, content_type = "application/wasm", description = "the component's bytes (wasm32-wasip2)"),
+#[utoipa::path(put, path = "/v1/plugins/{name}/{version}", tag = "plugins", operation_id = "uploadPlugin",
+    params(("name" = PluginName, Path, description = "plugin name"), ("version" = PluginVersion, Path, description = "semver version")),
+    request_body(content = ref("#/components/schemas/WasmComponent"), content_type = "application/wasm",
+        description = "the component's bytes (wasm32-wasip2); the Content-Type is not read"),
     responses((status = 201, body = PluginMeta, description = "stored"), (status = 200, body = PluginMeta, description = "the same bytes were already stored"),
-        (status = 400, body = ErrorBody, description = "not a valid component of the plugin world, with the reason"),
-        (status = 409, body = ErrorBody, description = "other bytes are stored under this version"), (status = 413, body = ErrorBody, description = "too large")))]
+        (status = 400, body = ErrorBody, description = "bad name or version (`bad_request`); not a valid component of the plugin world, with the reason (`invalid_plugin`)"),
+        (status = 409, body = ErrorBody, description = "other bytes are stored under this version"), (status = 413, body = ErrorBody, description = "over --max-plugin-mib")))]
 pub async fn upload(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -35,15 +36,16 @@ pub async fn upload(
 }
 
 /// `GET /v1/plugins`.
-#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, body = PluginList)))]
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", operation_id = "listPlugins", responses((status = 200, body = PluginList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<PluginList>, ApiError> {
     Ok(Json(PluginList { plugins: state.orch.store().plugins().await? }))
 }
 
 /// `GET /v1/plugins/{name}/{version}`.
-#[utoipa::path(get, path = "/v1/plugins/{name}/{version}", tag = "plugins",
-    params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = PluginMeta), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/plugins/{name}/{version}", tag = "plugins", operation_id = "getPlugin",
+    params(("name" = PluginName, Path, description = "plugin name"), ("version" = PluginVersion, Path, description = "semver version")),
+    responses((status = 200, body = PluginMeta), (status = 400, body = ErrorBody, description = "bad name or version"),
+        (status = 404, body = ErrorBody, description = "no such plugin version")))]
 pub async fn show(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -66,12 +68,13 @@ pub struct StateQuery {
 
 /// `GET /v1/plugins/{name}/state?collection=&prefix=&limit=`: the plugin's committed state, by
 /// collection then key (admin).
-#[utoipa::path(get, path = "/v1/plugins/{name}/state", tag = "plugins",
-    params(("name" = String, Path, description = "plugin name (state is shared by its versions)"),
+#[utoipa::path(get, path = "/v1/plugins/{name}/state", tag = "plugins", operation_id = "getPluginState",
+    params(("name" = PluginName, Path, description = "plugin name (state is shared by its versions)"),
         ("collection" = Option<String>, Query, description = "only this collection"),
         ("prefix" = Option<String>, Query, description = "only keys starting with this"),
-        ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
-    responses((status = 200, body = PluginState), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no plugin of that name")))]
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size, default 100")),
+    responses((status = 200, body = PluginState), (status = 400, body = ErrorBody, description = "bad name, bad or unknown query parameter"),
+        (status = 404, body = ErrorBody, description = "no plugin of that name")))]
 pub async fn state(
     State(state): State<AppState>,
     Path(name): Path<String>,

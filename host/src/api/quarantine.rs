@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState};
 use crate::store::QuarantineEntry;
 
 /// Every quarantined execution.
@@ -15,8 +15,8 @@ pub struct QuarantineList {
 }
 
 /// `GET /v1/quarantine` (admin token).
-#[utoipa::path(get, path = "/v1/quarantine", tag = "executions",
-    responses((status = 200, body = QuarantineList), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/quarantine", tag = "executions", operation_id = "listQuarantine",
+    responses((status = 200, body = QuarantineList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<QuarantineList>, ApiError> {
     Ok(Json(QuarantineList { executions: state.orch.store().quarantine_list().await? }))
 }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use clap::builder::BoolishValueParser;
@@ -27,6 +28,9 @@ pub struct ServeArgs {
     /// Address, tokens, request bodies.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// Client connections: limits and timeouts.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// How much work the host takes on.
     #[command(flatten)]
     pub executions: ExecutionArgs,
@@ -61,12 +65,42 @@ pub struct AccessArgs {
     /// Bearer token for triggering and reading executions.
     #[arg(long, env = "SAGAHOST_CLIENT_TOKEN", hide_env_values = true, value_parser = super::token)]
     pub client_token: Option<String>,
+    /// Bearer token for `GET /metrics` (the admin token works too); without it /metrics is open.
+    #[arg(long, env = "SAGAHOST_METRICS_TOKEN", hide_env_values = true, value_parser = super::token)]
+    pub metrics_token: Option<String>,
     /// Allow listening on a non-loopback address without an admin token.
     #[arg(long, env = "SAGAHOST_INSECURE", value_parser = BoolishValueParser::new())]
     pub insecure: bool,
     /// Largest request body other than a plugin upload (definitions, inputs), in KiB.
     #[arg(long, env = "SAGAHOST_MAX_BODY_KIB", default_value_t = defaults().api.max_body_bytes >> 10)]
     pub max_body_kib: usize,
+}
+
+/// Client connections: slow and abusive clients are cut off (docs/operations.md).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connections")]
+pub struct ConnectionArgs {
+    /// Seconds a client has to send a complete request head, from connecting (or from the first
+    /// byte of a later request); past it the connection is closed.
+    #[arg(long, env = "SAGAHOST_HEADER_READ_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..),
+        default_value_t = defaults().http.header_read_timeout.as_secs())]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may stay silent between requests, and a response may wait
+    /// for a client that does not read it; past it the connection is closed.
+    #[arg(long, env = "SAGAHOST_IDLE_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..),
+        default_value_t = defaults().http.idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to send a request body in full after its head; past it the request
+    /// gets 408 and the connection is closed. Responses (Server-Sent Events, `wait`) are not limited.
+    #[arg(long, env = "SAGAHOST_BODY_READ_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..),
+        default_value_t = defaults().http.body_read_timeout.as_secs())]
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once; past it, new connections wait (in the listen backlog) until
+    /// one closes. Each takes a file descriptor.
+    #[arg(long, env = "SAGAHOST_MAX_CONNECTIONS",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
+        default_value_t = defaults().http.max_connections)]
+    pub max_connections: usize,
 }
 
 /// Executions.
@@ -178,7 +212,13 @@ impl ServeArgs {
         config.insecure = a.insecure;
         config.api.admin_token = a.admin_token;
         config.api.client_token = a.client_token;
+        config.api.metrics_token = a.metrics_token;
         config.api.max_body_bytes = bytes(a.max_body_kib, 10);
+        let c = self.connections;
+        config.http.header_read_timeout = Duration::from_secs(c.header_read_timeout_secs);
+        config.http.idle_timeout = Duration::from_secs(c.idle_timeout_secs);
+        config.http.body_read_timeout = Duration::from_secs(c.body_read_timeout_secs);
+        config.http.max_connections = c.max_connections;
         let e = self.executions;
         config.orchestrator.max_active_executions = e.max_active_executions;
         config.orchestrator.max_concurrent_attempts = e.max_concurrent_attempts;
@@ -195,5 +235,31 @@ impl ServeArgs {
         limits.state.max_write_bytes = limits.state.max_write_bytes.max(limits.state.max_value_bytes);
         config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use crate::cli::{Cli, Command};
+
+    fn serve(args: &[&str]) -> Result<super::ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["sagahost", "serve"][..], args].concat())?;
+        let Command::Serve(serve) = cli.command else { panic!("not serve") };
+        Ok(serve)
+    }
+
+    #[test]
+    fn the_metrics_token_is_carried_and_never_blank() {
+        let config = serve(&["--metrics-token", "scrape"]).unwrap().config(false).unwrap();
+        assert_eq!(config.api.metrics_token.as_deref(), Some("scrape"));
+        assert_eq!(serve(&[]).unwrap().config(false).unwrap().api.metrics_token, None);
+        for blank in ["", " ", "\t "] {
+            let err = serve(&["--metrics-token", blank]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{blank:?}");
+            assert!(err.to_string().contains("must not be empty"), "{err}");
+        }
     }
 }

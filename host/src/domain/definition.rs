@@ -190,7 +190,8 @@ pub fn parse_definition(
     limits: &DefinitionLimits,
     plugin_exists: impl Fn(&PluginRef) -> bool,
 ) -> Result<SagaDefinition, DefinitionError> {
-    let doc: DefinitionDoc = serde_json::from_slice(json).map_err(|e| DefinitionError::Malformed(e.to_string()))?;
+    let doc: DefinitionDoc = serde_json::from_slice(json)
+        .map_err(|e| not_an_object(json).unwrap_or_else(|| DefinitionError::Malformed(e.to_string())))?;
     let mut problems = Vec::new();
     let mut check_ms = |what: String, v: Option<i64>, default: u64, max: u64, min: u64| -> u64 {
         match v {
@@ -255,6 +256,22 @@ pub fn parse_definition(
     } else {
         Err(DefinitionError::Invalid(problems))
     }
+}
+
+/// A document that is JSON but not an object (an array of steps, a string) is well-formed and
+/// of the wrong shape: it is refused by naming what it is, rather than with serde's type error.
+fn not_an_object(json: &[u8]) -> Option<DefinitionError> {
+    let what = match serde_json::from_slice::<serde_json::Value>(json).ok()? {
+        serde_json::Value::Object(_) => return None,
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+    };
+    Some(DefinitionError::Invalid(vec![format!(
+        "a definition must be a JSON object with a \"steps\" array (docs/definitions.md), got {what}"
+    )]))
 }
 
 fn parse_ref(
@@ -363,10 +380,27 @@ mod tests {
 
     #[test]
     fn malformed_documents_are_told_apart() {
-        for bad in ["", "[]", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
+        for bad in ["", "{", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
             assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");
         }
         assert!(matches!(parse(r#"{"steps":[]}"#), Err(DefinitionError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_named() {
+        let step = r#"{"name":"a","plugin":"p@1.0.0"}"#;
+        for (doc, what) in [
+            (format!("[{step}]"), "an array"),
+            ("[]".into(), "an array"),
+            (format!("{step:?}"), "a string"),
+            ("42".into(), "a number"),
+            ("true".into(), "a boolean"),
+            (" null ".into(), "null"),
+        ] {
+            let Err(DefinitionError::Invalid(problems)) = parse(&doc) else { panic!("{doc} accepted or malformed") };
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains("must be a JSON object") && problems[0].ends_with(what), "{problems:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod decide;
 pub mod definition;
 pub mod event;
 pub mod ids;
+pub mod json;
 pub mod state;
 pub mod status;
 pub mod view;

@@ -2,9 +2,11 @@
 //! it, resume its compensation. A start writes a new stream; a command writes with the
 //! version it read and decides again on a conflict, since the driver may append at any time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::waiters::Waiter;
 use super::{Orchestrator, OrchestratorError, Started, driver};
@@ -53,11 +55,17 @@ impl Orchestrator {
         waiter: Option<Waiter>,
     ) -> Result<(Started, bool), OrchestratorError> {
         let (version, definition) = self.latest_definition(saga).await?;
-        if self.active_drivers() >= self.config.max_active_executions {
+        if self.active_executions() >= self.config.max_active_executions {
             return Err(OrchestratorError::Busy(self.config.max_active_executions));
         }
         let now = self.now_ms();
         let id = ExecutionId::new();
+        // The key remembers which request it came with (its input, keys sorted).
+        let idem = idempotency_key.clone().map(|key| IdempotencyKey {
+            saga: saga.clone(),
+            key,
+            fingerprint: Sha256::digest(serde_json::to_vec(&input).unwrap_or_default()).into(),
+        });
         let first = EventRecord {
             seq: 1,
             at: now,
@@ -66,7 +74,7 @@ impl Orchestrator {
                 definition_version: version,
                 input,
                 deadline_unix_ms: definition.deadline_ms.map(|d| now + d),
-                idempotency_key: idempotency_key.clone(),
+                idempotency_key,
             },
         };
         // The first step starts in the same write as the execution: one flush fewer on every
@@ -76,38 +84,65 @@ impl Orchestrator {
         let first_action = matches!(next, Next::Invoke(_)).then_some(next);
         let mut records = vec![first];
         records.extend(batch);
-        let idem = idempotency_key.map(|key| IdempotencyKey { saga: saga.clone(), key });
-        match self.store.create_with(id, saga.clone(), records, idem).await? {
-            Created::New => {
-                tracing::info!(execution_id = %id, %saga, "execution started");
-                crate::metrics::metrics()
-                    .executions_started
-                    .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
-                    .inc();
-                self.publish(&exec, true);
-                let registered = waiter.is_some();
-                if let Some(w) = waiter {
-                    self.waiters.register(id, w);
+        let saga = saga.clone();
+        // From the durable write on, nothing may depend on the caller staying: a client that
+        // goes away mid-request must not leave a stored execution without its driver.
+        self.detached(move |me| async move {
+            match me.store.create_with(id, saga.clone(), records, idem).await? {
+                Created::New => {
+                    tracing::info!(execution_id = %id, %saga, "execution started");
+                    crate::metrics::metrics()
+                        .executions_started
+                        .get_or_create(&crate::metrics::SagaLabels { saga: saga.to_string() })
+                        .inc();
+                    me.publish(&exec, true);
+                    let registered = waiter.is_some();
+                    if let Some(w) = waiter {
+                        me.waiters.register(id, w);
+                    }
+                    // The driver starts from the state just written, without reading it back.
+                    me.ensure_driver_from(id, Some((exec, first_action)));
+                    Ok((Started { id, status: ExecutionStatus::Running, created: true }, registered))
                 }
-                // The driver starts from the state just written, without reading it back.
-                self.ensure_driver_from(id, Some((exec, first_action)));
-                Ok((Started { id, status: ExecutionStatus::Running, created: true }, registered))
+                Created::Existing(existing) => {
+                    let status = me.store.summary(existing).await?.map_or(ExecutionStatus::Running, |s| s.status);
+                    Ok((Started { id: existing, status, created: false }, false))
+                }
+                Created::KeyReused(first) => Err(OrchestratorError::IdempotencyKeyReused(first)),
             }
-            Created::Existing(existing) => {
-                let status = self.store.summary(existing).await?.map_or(ExecutionStatus::Running, |s| s.status);
-                Ok((Started { id: existing, status, created: false }, false))
-            }
+        })
+        .await
+    }
+
+    /// Runs `work` in a task of its own and waits for it: if the caller's future is dropped
+    /// (its client went away), the work still finishes, so that what it wrote durably is
+    /// always followed by what must come after (a driver, a cache update).
+    pub(super) async fn detached<T, Fut>(
+        &self,
+        work: impl FnOnce(Arc<Orchestrator>) -> Fut,
+    ) -> Result<T, OrchestratorError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, OrchestratorError>> + Send + 'static,
+    {
+        let me = self.me.upgrade().expect("the orchestrator is alive while it is called");
+        match tokio::spawn(work(me)).await {
+            Ok(result) => result,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(StoreError::Unavailable("the host is stopping".into()).into()),
+            },
         }
     }
 
     /// Stop going forward and compensate what completed.
     pub async fn cancel(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
-        self.command(id, cancel).await
+        self.detached(move |me| async move { me.command(id, cancel).await }).await
     }
 
     /// Retry the stuck compensation of a failed execution.
     pub async fn resume(&self, id: ExecutionId) -> Result<Execution, OrchestratorError> {
-        self.command(id, resume).await
+        self.detached(move |me| async move { me.command(id, resume).await }).await
     }
 
     /// Appends what `decide_command` answers, re-reading and deciding again on a version

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{Orchestrator, OrchestratorError};
+use crate::domain::DefinitionError;
 use crate::domain::definition::parse_definition;
 use crate::domain::{SagaDefinition, SagaName};
 use crate::store::{DefinitionPut, StoredDefinition};
@@ -58,13 +59,20 @@ impl Orchestrator {
         name: SagaName,
         json: &[u8],
     ) -> Result<(StoredDefinition, DefinitionPut), OrchestratorError> {
+        crate::domain::json::check(json).map_err(|e| DefinitionError::Malformed(e.to_string()))?;
         let uploaded = self.store.plugins().await?;
         let definition = parse_definition(json, &self.config.definition_limits, |r| {
             uploaded.iter().any(|p| p.name == r.name && p.version == r.version)
         })?;
-        let (stored, put) = self.store.put_definition(name, definition, self.now_ms()).await?;
-        self.definitions.remember(&stored.name, stored.version, &stored.definition);
-        Ok((stored, put))
+        let at = self.now_ms();
+        // The cache must learn every stored version, even if the caller goes away meanwhile:
+        // triggers read the latest version from it.
+        self.detached(move |me| async move {
+            let (stored, put) = me.store.put_definition(name, definition, at).await?;
+            me.definitions.remember(&stored.name, stored.version, &stored.definition);
+            Ok((stored, put))
+        })
+        .await
     }
 
     /// The latest version of a saga: from memory, unless another process may have changed it.

@@ -223,6 +223,8 @@ impl Driver {
                     if self.orch.drivers.retire(self.id, &self.slot) {
                         return;
                     }
+                    // Someone appended meanwhile: keep driving, so it is not parked.
+                    self.orch.timers.remove(self.id);
                 }
                 Next::SleepUntil(at) => {
                     tokio::select! {
@@ -292,6 +294,9 @@ impl Driver {
                 Err(e) => Err(StepFailure::new(FailureKind::Retryable, e.to_string())),
             };
             let outcome = outcome.and_then(|done| {
+                // A result the host could not read back from its own events is refused.
+                crate::domain::json::check(done.output.as_bytes())
+                    .map_err(|e| StepFailure::new(FailureKind::Limit, format!("plugin result refused: {e}")))?;
                 let value = serde_json::from_str(&done.output).map_err(|e| {
                     StepFailure::new(
                         FailureKind::Trap,

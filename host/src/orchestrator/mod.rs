@@ -97,9 +97,14 @@ pub enum OrchestratorError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The host already drives as many executions as it may.
-    #[error("the host is driving {0} executions, its limit: try again later")]
+    /// The host already holds as many unfinished executions as it may.
+    #[error("the host holds {0} unfinished executions, its limit: try again later")]
     Busy(usize),
+    /// The idempotency key was used before with another request (docs/api.md).
+    #[error(
+        "the Idempotency-Key was already used with a different request, by execution {0}: use a new key for a new request"
+    )]
+    IdempotencyKeyReused(ExecutionId),
     /// The stored stream could not be folded.
     #[error(transparent)]
     Fold(#[from] crate::domain::state::FoldError),

@@ -70,6 +70,12 @@ impl Orchestrator {
         self.drivers.len()
     }
 
+    /// Unfinished executions this process holds: driven now or parked until a time. The
+    /// `--max-active-executions` limit and the `sagahost_active_executions` gauge count these.
+    pub fn active_executions(&self) -> usize {
+        self.drivers.len() + self.parked()
+    }
+
     /// Makes sure a driver runs for `id`, waking it if it exists: exactly one driver per
     /// execution in this process.
     pub(crate) fn ensure_driver(&self, id: ExecutionId) {
@@ -87,6 +93,8 @@ impl Orchestrator {
         if let Some(slot) = self.drivers.claim(id)
             && let Some(me) = self.me.upgrade()
         {
+            // Driven now: no longer parked (each execution is counted once).
+            self.timers.remove(id);
             self.tasks.spawn(driver::drive(me, id, slot, known));
         }
     }

@@ -2,7 +2,7 @@
 //! no task while it waits. It is parked here, and one timer task waits on the injected clock
 //! for the earliest wake-up and restarts that execution's driver then.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -16,11 +16,19 @@ use crate::sync::lock;
 /// A wait longer than this parks the execution (its driver exits) instead of sleeping in it.
 pub const PARK_AFTER_MS: u64 = 2_000;
 
-/// Parked executions, by wake-up time.
+/// Parked executions: each at most once, by wake-up time.
+#[derive(Default)]
+struct Parked {
+    /// `(wake_at_unix_ms, id)`, earliest first.
+    by_time: BTreeSet<(u64, ExecutionId)>,
+    /// Each parked execution's wake-up time.
+    by_id: HashMap<ExecutionId, u64>,
+}
+
+/// The executions parked until a time, and the task that restarts them.
 #[derive(Default)]
 pub(super) struct Timers {
-    /// `(wake_at_unix_ms, id)`, earliest first.
-    parked: Mutex<BTreeSet<(u64, ExecutionId)>>,
+    parked: Mutex<Parked>,
     /// Rung when a new earliest wake-up is parked: the timer task waits for that one now.
     wake: Arc<Notify>,
     /// The timer task is running.
@@ -28,22 +36,35 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    /// Parks `id` until `at`; `true` when that is now the earliest wake-up.
+    /// Parks `id` until `at` (replacing an earlier wake-up of it); `true` when that is now
+    /// the earliest wake-up.
     fn insert(&self, id: ExecutionId, at: u64) -> bool {
         let mut parked = lock(&self.parked);
-        parked.insert((at, id));
-        parked.first().is_some_and(|first| *first == (at, id))
+        if let Some(old) = parked.by_id.insert(id, at) {
+            parked.by_time.remove(&(old, id));
+        }
+        parked.by_time.insert((at, id));
+        parked.by_time.first().is_some_and(|first| *first == (at, id))
+    }
+
+    /// Unparks `id` (a driver runs for it now).
+    pub(super) fn remove(&self, id: ExecutionId) {
+        let mut parked = lock(&self.parked);
+        if let Some(at) = parked.by_id.remove(&id) {
+            parked.by_time.remove(&(at, id));
+        }
     }
 
     /// Unparks and returns, earliest first, every execution due at `now`.
     fn take_due(&self, now: u64) -> Vec<ExecutionId> {
         let mut parked = lock(&self.parked);
         let mut due = Vec::new();
-        while let Some(&(at, id)) = parked.first() {
+        while let Some(&(at, id)) = parked.by_time.first() {
             if at > now {
                 break;
             }
-            parked.pop_first();
+            parked.by_time.pop_first();
+            parked.by_id.remove(&id);
             due.push(id);
         }
         due
@@ -51,11 +72,11 @@ impl Timers {
 
     /// The earliest wake-up.
     fn next_at(&self) -> Option<u64> {
-        lock(&self.parked).first().map(|t| t.0)
+        lock(&self.parked).by_time.first().map(|t| t.0)
     }
 
     fn len(&self) -> usize {
-        lock(&self.parked).len()
+        lock(&self.parked).by_id.len()
     }
 }
 
@@ -130,5 +151,10 @@ mod tests {
         assert_eq!(timers.take_due(99), Vec::<ExecutionId>::new());
         assert_eq!(timers.take_due(200), vec![a, b]);
         assert_eq!((timers.len(), timers.next_at()), (1, Some(300)));
+        // Parking again moves the wake-up; unparking removes it.
+        assert!(timers.insert(c, 50));
+        assert_eq!((timers.len(), timers.next_at()), (1, Some(50)));
+        timers.remove(c);
+        assert_eq!((timers.len(), timers.next_at()), (0, None));
     }
 }

@@ -60,6 +60,8 @@ impl LogSink {
         self.lines_left -= 1;
         self.bytes_left -= message.len();
         let (execution_id, step, side, attempt) = (&self.execution_id, &self.step, self.side, self.attempt);
+        // A plugin's text must not forge log lines: control characters are written escaped.
+        let message = escape_control(message);
         macro_rules! at {
             ($lvl:expr) => {
                 tracing::event!(target: "plugin", $lvl, %execution_id, %step, side, attempt, source, "{message}")
@@ -73,6 +75,63 @@ impl LogSink {
             _ => at!(tracing::Level::TRACE),
         }
         true
+    }
+}
+
+/// `message` with every control character (newline, carriage return, escape, ...) written as
+/// a visible escape (`\n`, `\u{1b}`), so that one call logs exactly one line.
+pub fn escape_control(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The message of a Rust panic the guest printed to stderr before it trapped
+/// (`thread '…' panicked at FILE:LINE:COL:` then the message), bounded in length.
+pub fn panic_message(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text.find("panicked at ")?;
+    let mut lines = text[at..].lines();
+    let location = lines.next()?.trim_end_matches(':');
+    let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note: ")).collect();
+    let mut out = format!("{} ({location})", message.join(" ").trim());
+    if out.len() > 1_024 {
+        let mut end = 1_024;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    Some(escape_control(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("plain"), "plain");
+        assert_eq!(escape_control("a\nERROR forged\r\t\u{1b}[31m"), "a\\nERROR forged\\r\\t\\u{1b}[31m");
+    }
+
+    #[test]
+    fn panic_messages_are_found_in_stderr() {
+        let stderr = b"thread '<unnamed>' panicked at src/lib.rs:121:19:\ntestkit was told to panic\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("testkit was told to panic (panicked at src/lib.rs:121:19)"));
+        assert_eq!(panic_message(b"just a line\n"), None);
     }
 }
 

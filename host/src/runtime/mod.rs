@@ -217,7 +217,15 @@ impl Runtime {
                     self.limits.max_log_lines, self.limits.max_log_bytes
                 ),
             )),
-            Ok(Err(failure)) => Err(failure),
+            // A panicking Rust guest prints its message to stderr before it traps: keep it.
+            Ok(Err(mut failure)) => {
+                if failure.kind == FailureKind::Trap
+                    && let Some(panic) = instance::panic_message(&store.data().stderr.contents())
+                {
+                    failure.message = format!("plugin panicked: {panic}; {}", failure.message);
+                }
+                Err(failure)
+            }
             Ok(Ok(Ok(text))) if text.len() > self.limits.max_output_bytes => Err(StepFailure::new(
                 FailureKind::Limit,
                 format!(

@@ -116,10 +116,12 @@ impl StateSession {
                 self.limits.max_value_bytes
             )));
         }
-        if let Some(StateValue::Json(text)) = &value
-            && let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text)
-        {
-            return Err(StateError::Invalid(format!("value is not JSON: {e}")));
+        if let Some(StateValue::Json(text)) = &value {
+            crate::domain::json::check(text.as_bytes())
+                .map_err(|e| StateError::Invalid(format!("value refused: {e}")))?;
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                return Err(StateError::Invalid(format!("value is not JSON: {e}")));
+            }
         }
         let name = (collection.to_owned(), key.to_owned());
         if !self.writes.contains_key(&name) && self.writes.len() >= self.limits.max_writes {

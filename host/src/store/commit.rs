@@ -19,12 +19,17 @@ use super::{
 };
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
 
+/// What an idempotency key names: the execution it created, and the fingerprint of its request
+/// (`None` for records written before fingerprints were kept: they match any request).
+pub type KeyRecord = (ExecutionId, Option<[u8; 32]>);
+
 /// What the rules need to read from a backend's committed data.
 pub trait Snapshot {
     /// The stream's head, or `None` when there is no such stream.
     fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError>;
-    /// The execution an idempotency key created.
-    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError>;
+    /// The execution an idempotency key created, and the fingerprint of its request (`None`
+    /// for records written before fingerprints were kept: they match any request).
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError>;
     /// The committed version of a state entry (0: absent).
     fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError>;
     /// A plugin's metadata.
@@ -114,7 +119,7 @@ pub struct Commit<S> {
     snapshot: S,
     mutations: Vec<Mutation>,
     heads: HashMap<ExecutionId, ExecutionSummary>,
-    idempotency: HashMap<IdempotencyKey, ExecutionId>,
+    idempotency: HashMap<(SagaName, String), KeyRecord>,
     state: HashMap<StateKey, u64>,
     plugins: HashMap<(PluginName, PluginVersion), PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
@@ -179,12 +184,15 @@ impl<S: Snapshot> Commit<S> {
         idem: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
         if let Some(key) = &idem {
-            let existing = match self.idempotency.get(key) {
-                Some(id) => Some(*id),
+            let existing = match self.idempotency.get(&(key.saga.clone(), key.key.clone())) {
+                Some(found) => Some(*found),
                 None => self.snapshot.idempotency(key)?,
             };
-            if let Some(existing) = existing {
-                return Ok(Created::Existing(existing));
+            if let Some((first, fingerprint)) = existing {
+                return Ok(match fingerprint {
+                    Some(f) if f != key.fingerprint => Created::KeyReused(first),
+                    _ => Created::Existing(first),
+                });
             }
         }
         check_sequence(0, &records)?;
@@ -195,7 +203,7 @@ impl<S: Snapshot> Commit<S> {
         summary.advance(&records[1..]);
         self.mutations.push(Mutation::NewStream { id, saga });
         if let Some(key) = idem {
-            self.idempotency.insert(key.clone(), id);
+            self.idempotency.insert((key.saga.clone(), key.key.clone()), (id, Some(key.fingerprint)));
             self.mutations.push(Mutation::Idempotency { key, id });
         }
         self.mutations.push(Mutation::Records { id, records });

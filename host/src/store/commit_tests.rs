@@ -13,7 +13,7 @@ use crate::domain::Event;
 struct Model {
     streams: BTreeMap<ExecutionId, Vec<EventRecord>>,
     heads: BTreeMap<ExecutionId, ExecutionSummary>,
-    idem: HashMap<IdempotencyKey, ExecutionId>,
+    idem: HashMap<String, (ExecutionId, [u8; 32])>,
     state: BTreeMap<StateKey, u64>,
     clock: u64,
     quarantine: Vec<ExecutionId>,
@@ -23,8 +23,8 @@ impl Snapshot for &Model {
     fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
         Ok(self.heads.get(&id).cloned())
     }
-    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError> {
-        Ok(self.idem.get(key).copied())
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.idem.get(&key.key).map(|(id, f)| (*id, Some(*f))))
     }
     fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
         Ok(self.state.get(key).copied().unwrap_or(0))
@@ -48,7 +48,7 @@ impl Model {
                     self.heads.insert(summary.id, summary);
                 }
                 Mutation::Idempotency { key, id } => {
-                    self.idem.insert(key, id);
+                    self.idem.insert(key.key, (id, key.fingerprint));
                 }
                 Mutation::StateSet { key, version, .. } => {
                     let before = self.state.insert(key, version).unwrap_or(0);
@@ -101,7 +101,11 @@ fn key(k: &str) -> StateKey {
 }
 
 fn idem(k: &str) -> IdempotencyKey {
-    IdempotencyKey { saga: saga(), key: k.into() }
+    idem_for(k, 1)
+}
+
+fn idem_for(k: &str, request: u8) -> IdempotencyKey {
+    IdempotencyKey { saga: saga(), key: k.into(), fingerprint: [request; 32] }
 }
 
 #[test]
@@ -143,6 +147,9 @@ fn an_idempotency_key_returns_the_first_execution_even_within_one_group() {
     assert_eq!(both, Ok((Created::New, Created::Existing(a))));
     assert!(!m.streams.contains_key(&b));
     assert_eq!(m.stage(|c| c.create(b, saga(), vec![started(1)], Some(idem("k")))), Ok(Created::Existing(a)));
+    // The same key with another request: refused, naming the first execution, nothing created.
+    assert_eq!(m.stage(|c| c.create(b, saga(), vec![started(1)], Some(idem_for("k", 2)))), Ok(Created::KeyReused(a)));
+    assert!(!m.streams.contains_key(&b));
 }
 
 #[test]

@@ -6,14 +6,14 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::commit::{Commit, Mutation, Snapshot};
+use super::commit::{Commit, KeyRecord, Mutation, Snapshot};
 use super::*;
 
 #[derive(Default)]
 struct Inner {
     streams: HashMap<ExecutionId, Vec<EventRecord>>,
     summaries: BTreeMap<ExecutionId, ExecutionSummary>,
-    idempotency: HashMap<IdempotencyKey, ExecutionId>,
+    idempotency: HashMap<(SagaName, String), (ExecutionId, [u8; 32])>,
     plugins: BTreeMap<(PluginName, PluginVersion), PluginMeta>,
     blobs: HashMap<String, Vec<u8>>,
     artifacts: HashMap<String, Vec<u8>>,
@@ -28,8 +28,8 @@ impl Snapshot for &mut Inner {
         Ok(self.summaries.get(&id).cloned())
     }
 
-    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError> {
-        Ok(self.idempotency.get(key).copied())
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.idempotency.get(&(key.saga.clone(), key.key.clone())).map(|(id, f)| (*id, Some(*f))))
     }
 
     fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
@@ -72,7 +72,7 @@ impl Inner {
                 self.summaries.insert(summary.id, summary);
             }
             Mutation::Idempotency { key, id } => {
-                self.idempotency.insert(key, id);
+                self.idempotency.insert((key.saga, key.key), (id, key.fingerprint));
             }
             Mutation::StateSet { key, value, version } => {
                 self.state.insert(key, StateEntry { value, version });

@@ -123,13 +123,17 @@ impl ExecutionSummary {
     }
 }
 
-/// A trigger's idempotency key, scoped to its saga.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A trigger's idempotency key, scoped to its saga, with the fingerprint of the request it
+/// came with: the same key with another request is refused instead of answered with the
+/// first execution (docs/api.md, "Idempotency-Key").
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyKey {
     /// The saga triggered.
     pub saga: SagaName,
     /// The client's key.
     pub key: String,
+    /// SHA-256 of the request the key came with (its input, as stored).
+    pub fingerprint: [u8; 32],
 }
 
 /// What `create` did.
@@ -137,8 +141,11 @@ pub struct IdempotencyKey {
 pub enum Created {
     /// A new stream was created.
     New,
-    /// The idempotency key was already used: here is the first execution.
+    /// The idempotency key was already used with the same request: here is the first execution.
     Existing(ExecutionId),
+    /// The idempotency key was already used with another request (by this execution):
+    /// nothing was created.
+    KeyReused(ExecutionId),
 }
 
 /// Which executions to list (newest first).

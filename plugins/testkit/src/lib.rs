@@ -139,6 +139,16 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Resu
             scratch.fill(0xAB);
             Ok(json!({ "dirty_bytes": dirty_bytes, "generation": generation }).to_string())
         }
+        "deep_result" => {
+            let depth: usize = arg.parse().unwrap_or(0);
+            Ok(format!("{}1{}", "[".repeat(depth), "]".repeat(depth)))
+        }
+        "big_number" => Ok("{\"n\": 12345678901234567890123}".into()),
+        "log_text" => {
+            saga_guest::info!("{arg}");
+            eprintln!("{arg}");
+            ok()
+        }
         "log_flood" => {
             for i in 0..100_000 {
                 saga_guest::info!("flood line {i}");

@@ -556,8 +556,17 @@ impl Config {
     fn open_file(&self) -> Result<File> {
         let blob_dir: PathBuf = self.get_path().join("blobs");
 
+        // sagahost change 3: every directory created here, from the first one
+        // that already existed down to `blobs`, gets its entry synced below.
+        let mut created = vec![];
+        let mut missing = Some(blob_dir.as_path());
+        while let Some(dir) = missing.filter(|d| !d.exists()) {
+            created.push(dir.to_path_buf());
+            missing = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        }
+
         if !blob_dir.exists() {
-            fs::create_dir_all(blob_dir)?;
+            fs::create_dir_all(&blob_dir)?;
         }
 
         self.verify_config()?;
@@ -573,7 +582,31 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = self.try_lock(options.open(&self.db_path())?)?;
+
+        // sagahost change 3: the entries of `db`, `conf` and `blobs` (and of
+        // any directory created above) are durable before the first write is
+        // acknowledged: fsyncing a file does not persist its name. The data
+        // directory's own entry too, on every open: its creator may be the
+        // embedding program, just before (one fsync, and only where the parent
+        // may be opened for reading).
+        if !self.temporary {
+            let path = self.get_path();
+            sync_dir(&path)?;
+            for dir in &created {
+                sync_dir(dir.parent().unwrap_or_else(|| Path::new(".")))?;
+            }
+            let parent = path.parent().unwrap_or_else(|| Path::new(""));
+            match sync_dir(parent) {
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => warn!(
+                    "cannot fsync {:?}, the parent of the data directory: {}",
+                    parent, e
+                ),
+                other => other?,
+            }
+        }
+
+        Ok(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -678,6 +711,11 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // sagahost change 3: `conf` describes the log's format (segment size,
+        // compression); make it durable before anything is written to the log.
+        if !self.temporary {
+            f.sync_all()?;
+        }
         Ok(())
     }
 
@@ -854,6 +892,20 @@ impl RunningConfig {
 
         Ok(snap_dir.read_dir()?.filter_map(filter).collect())
     }
+}
+
+/// sagahost change 3: makes the entries of a directory (files created, renamed
+/// or removed in it) durable. A no-op off Unix, where a directory cannot be
+/// opened and fsynced like this.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn crate_version() -> (usize, usize) {

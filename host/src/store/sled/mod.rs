@@ -2,6 +2,9 @@
 //! blocking pool); every write goes to one writer thread ([`writer`]) that commits whatever
 //! has queued up as one atomic batch with one flush (group commit), after the disk guard
 //! ([`disk_guard`]) has checked that the disk can take it.
+//!
+//! sled's flush ends with `fdatasync` of its log (vendored change 3, `vendor/README.md`), so a
+//! write is answered only once it would survive a power loss (docs/operations.md#durability).
 
 mod disk_guard;
 mod reads;

@@ -14,7 +14,7 @@ use super::disk_guard::DiskGuard;
 use super::reads::{current_summary, encode, get, latest_definition};
 use super::{CommitStats, unavailable};
 use crate::domain::{EventRecord, ExecutionId, PluginName, PluginVersion, SagaDefinition, SagaName};
-use crate::store::commit::{Commit, Mutation, Snapshot};
+use crate::store::commit::{Commit, KeyRecord, Mutation, Snapshot};
 use crate::store::{
     Created, DefinitionPut, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StateChanges,
     StateKey, StateValue, StoreError, StoredDefinition, keys,
@@ -84,12 +84,19 @@ impl Snapshot for SledSnapshot<'_> {
         Ok(found)
     }
 
-    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<ExecutionId>, StoreError> {
+    /// `id ‖ fingerprint`, or only `id` for records written before fingerprints were kept.
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
         let Some(v) = self.db.get(keys::idempotency(&key.saga, &key.key)).map_err(unavailable)? else {
             return Ok(None);
         };
-        let bytes: [u8; 16] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt("idempotency value".into()))?;
-        Ok(Some(ExecutionId::from_bytes(bytes)))
+        let corrupt = || StoreError::Corrupt("idempotency value".into());
+        let id = ExecutionId::from_bytes(v.get(..16).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+        let fingerprint = match v.len() {
+            16 => None,
+            48 => Some(v[16..].try_into().map_err(|_| corrupt())?),
+            _ => return Err(corrupt()),
+        };
+        Ok(Some((id, fingerprint)))
     }
 
     fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
@@ -173,7 +180,9 @@ impl Batch {
                     self.put(keys::summary(summary.id), encode(summary));
                 }
             }
-            Mutation::Idempotency { key, id } => self.put(keys::idempotency(&key.saga, &key.key), id.as_bytes()),
+            Mutation::Idempotency { key, id } => {
+                self.put(keys::idempotency(&key.saga, &key.key), [&id.as_bytes()[..], &key.fingerprint].concat())
+            }
             Mutation::StateSet { key, value, version } => self.put(keys::state(key), value.encode(*version)),
             Mutation::StateDelete { key } => self.batch.remove(keys::state(key)),
             Mutation::StateClock(clock) => self.put(keys::state_clock(), &clock.to_be_bytes()),

@@ -729,28 +729,17 @@ impl IoBufs {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
+                // sagahost change 3 (vendor/README.md): this is the point after
+                // which the buffer counts as stable (`mark_interval` below), and
+                // `flush` returns once everything reserved is stable, so it must
+                // be a real data sync. Upstream used `sync_file_range` on Linux,
+                // which neither flushes the device's write cache nor persists the
+                // file size an append past the end changes, so acknowledged
+                // writes could be lost on power loss. `fdatasync` does both: it
+                // issues a cache flush and persists the metadata needed to read
+                // the data back, including the size (fdatasync(2)).
                 #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
+                f.sync_data()?;
 
                 #[cfg(not(target_os = "linux"))]
                 f.sync_all()?;

@@ -560,6 +560,8 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     io_fail!(config, "snap write mv");
     std::fs::rename(&path_1, &path_2)?;
     io_fail!(config, "snap write mv post");
+    // sagahost change 3: make the rename durable before older snapshots go.
+    crate::config::sync_dir(parent)?;
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
 
