@@ -234,3 +234,27 @@ async fn a_long_backoff_parks_the_execution_and_the_timer_or_a_cancel_wakes_it()
     let retried = events.iter().find(|e| e["type"] == "step_started" && e["attempt"] == 2).unwrap();
     assert!(retried["at"].as_u64() >= failed["retry_at_unix_ms"].as_u64());
 }
+
+/// Following an ended execution from past its last event ends at once (it used to wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_an_ended_execution_past_its_end_closes_at_once() {
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    api.put_saga("quick", &testkit_saga(&["a"], json!({}))).await;
+    let id = api.trigger("quick", &json!({}), None).await;
+    let last = api.wait_terminal(&id).await["version"].as_u64().unwrap();
+    for after in [last, last + 5] {
+        let url = format!("{}/v1/executions/{id}/events?follow=true&after={after}", host.url);
+        let resp = tokio::time::timeout(Duration::from_secs(5), reqwest::get(&url)).await.unwrap().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = tokio::time::timeout(Duration::from_secs(5), resp.text()).await.expect("the stream ends").unwrap();
+        assert!(!body.contains("data:"), "{body}");
+    }
+    // From before its end, the stream still delivers the rest and ends with the terminal event.
+    let url = format!("{}/v1/executions/{id}/events?follow=true&after={}", host.url, last - 1);
+    let body =
+        tokio::time::timeout(Duration::from_secs(5), reqwest::get(&url).await.unwrap().text()).await.unwrap().unwrap();
+    assert!(body.contains("execution_completed"), "{body}");
+}

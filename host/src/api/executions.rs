@@ -143,7 +143,9 @@ pub async fn events(
     // Subscribe before the first read, so that nothing recorded in between is missed.
     let notices = state.orch.subscribe();
     let first = state.orch.events(id, query.after).await?;
-    Ok(Sse::new(follow(state.orch.clone(), id, first, notices, query.after))
+    // Nothing left to send of an ended execution: end at once instead of waiting forever.
+    let ended = first.is_empty() && state.orch.store().summary(id).await?.is_some_and(|s| s.status.is_terminal());
+    Ok(Sse::new(follow(state.orch.clone(), id, first, notices, query.after, ended))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
@@ -158,6 +160,7 @@ fn follow(
     first: Vec<EventRecord>,
     notices: broadcast::Receiver<crate::orchestrator::Notice>,
     after: u64,
+    ended: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     struct S {
         orch: std::sync::Arc<Orchestrator>,
@@ -167,7 +170,7 @@ fn follow(
         last: u64,
         done: bool,
     }
-    let s = S { orch, id, pending: first.into(), notices, last: after, done: false };
+    let s = S { orch, id, pending: first.into(), notices, last: after, done: ended };
     futures::stream::unfold(s, |mut s| async move {
         loop {
             if let Some(r) = s.pending.pop_front() {
