@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::http::HttpGrant;
 use super::ids::{PluginRef, StepName};
 
 /// How a step's failure affects the saga.
@@ -69,6 +70,24 @@ pub struct StepDefinition {
     pub compensation_retry: RetryPolicy,
     /// What a failure of this step does to the saga.
     pub on_failure: OnFailure,
+    /// Origins `execute` may call over HTTP (docs/definitions.md); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub allow_http: Vec<HttpGrant>,
+    /// Origins `compensate` may call; `None`: the same as `allow_http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub compensate_allow_http: Option<Vec<HttpGrant>>,
+}
+
+impl StepDefinition {
+    /// The origins the given side may call.
+    pub fn http_grants(&self, compensating: bool) -> &[HttpGrant] {
+        match (&self.compensate_allow_http, compensating) {
+            (Some(grants), true) => grants,
+            _ => &self.allow_http,
+        }
+    }
 }
 
 /// A validated saga definition, with every default filled in.
@@ -164,6 +183,10 @@ struct StepDoc {
     compensation_retry: Option<RetryDoc>,
     #[serde(default)]
     on_failure: Option<OnFailure>,
+    #[serde(default)]
+    allow_http: Vec<String>,
+    #[serde(default)]
+    compensate_allow_http: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +248,9 @@ pub fn parse_definition(
             Some(None) => None,
             Some(Some(c)) => parse_ref(&format!("{at}.compensation"), c, &plugin_exists, &mut later),
         };
+        let allow_http = grants(&format!("{at}.allow_http"), &s.allow_http, &mut later);
+        let compensate_allow_http =
+            s.compensate_allow_http.as_ref().map(|g| grants(&format!("{at}.compensate_allow_http"), g, &mut later));
         if let (Some(name), Some(plugin)) = (name, plugin) {
             steps.push(StepDefinition {
                 name,
@@ -234,6 +260,8 @@ pub fn parse_definition(
                 retry,
                 compensation_retry,
                 on_failure: s.on_failure.unwrap_or(OnFailure::Compensate),
+                allow_http,
+                compensate_allow_http,
             });
         }
     }
@@ -274,6 +302,18 @@ fn parse_ref(
         }
         Ok(r) => Some(r),
     }
+}
+
+fn grants(at: &str, texts: &[String], problems: &mut Vec<String>) -> Vec<HttpGrant> {
+    let mut out = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match HttpGrant::parse(text) {
+            Ok(g) if !out.contains(&g) => out.push(g),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{at}[{i}]: {text:?}: {e}")),
+        }
+    }
+    out
 }
 
 fn retry_policy(
@@ -367,6 +407,29 @@ mod tests {
             assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");
         }
         assert!(matches!(parse(r#"{"steps":[]}"#), Err(DefinitionError::Invalid(_))));
+    }
+
+    #[test]
+    fn http_grants_are_parsed_and_compensation_defaults_to_execute() {
+        let d = parse(
+            r#"{"steps":[{"name":"a","plugin":"p@1.0.0","allow_http":["https://X.example.com","http://127.0.0.1:9400"]},
+                {"name":"b","plugin":"p@1.0.0","allow_http":["https://a.example.com"],"compensate_allow_http":[]}]}"#,
+        )
+        .unwrap();
+        let shown = |g: &[HttpGrant]| g.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(d.steps[0].http_grants(false)), ["https://x.example.com", "http://127.0.0.1:9400"]);
+        assert_eq!(shown(d.steps[0].http_grants(true)), shown(d.steps[0].http_grants(false)));
+        assert!(d.steps[1].http_grants(true).is_empty());
+        let stored = serde_json::to_value(&d.steps[0]).unwrap();
+        assert_eq!(stored["allow_http"][0], "https://x.example.com");
+        assert!(
+            serde_json::to_value(&parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"}]}"#).unwrap().steps[0])
+                .unwrap()
+                .get("allow_http")
+                .is_none()
+        );
+        let err = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","allow_http":["ftp://x.com"]}]}"#).unwrap_err();
+        assert!(err.to_string().contains("steps[0].allow_http[0]"), "{err}");
     }
 
     #[test]
