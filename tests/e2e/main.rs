@@ -7,6 +7,7 @@ mod examples;
 mod external_plugin;
 mod harness;
 mod hostile;
+mod outbound_http;
 mod quarantine;
 mod recovery;
 mod semantics;

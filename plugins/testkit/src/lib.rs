@@ -8,7 +8,12 @@
 //! Behaviours: `ok`, `permanent`, `retryable`, `fail_until:N` (retryable before attempt N),
 //! `sleep:MS`, `loop`, `trap`, `panic`, `oom`, `stack_overflow`, `huge_output`, `not_json`,
 //! `log_flood`, `read_file`, `read_env`, `open_socket`, `residue` (reports whether static memory
-//! still holds what an earlier instance wrote there, then writes it).
+//! still holds what an earlier instance wrote there, then writes it),
+//! `http:<METHOD>:<url>` (calls `url` through `wasi:http`; answers `{"status", "body",
+//! "headers"}`, a retryable error on a 5xx status or when the host refuses the request, with
+//! the `ErrorCode` in its message). `"http_headers": {"<step>": {"name": "value"}}` in the input
+//! adds request headers, `"http_body": {"<step>": "text"}` a request body, `"http_repeat":
+//! {"<step>": N}` makes the call N times in a row (the answer is the last one's).
 //!
 //! State: `{"state": {"<step>": [op, ...]}}` (and `"compensation_state"`) runs state operations
 //! before the behaviour; their results are in the answer's `"state"`. Ops: `{"get": [c, k]}`,
@@ -89,7 +94,7 @@ fn state_ops(input: &str, table: &str, step: &str) -> Vec<Value> {
     v["input"][table][step].as_array().map(|ops| ops.iter().map(state_op).collect()).unwrap_or_default()
 }
 
-fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Result<String, StepError> {
+fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: &Value) -> Result<String, StepError> {
     let ok = || {
         Ok(json!({
             "step": ctx.step, "side": side, "attempt": ctx.attempt,
@@ -155,21 +160,70 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Resu
             Ok(json!({ "open_socket": format!("{:?}", std::net::TcpStream::connect("127.0.0.1:1").map(|_| ())) })
                 .to_string())
         }
+        "http" => http_call(ctx, arg, input),
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
     }
+}
+
+/// `http:<METHOD>:<url>`, `http_repeat` times.
+fn http_call(ctx: &StepContext, arg: &str, input: &Value) -> Result<String, StepError> {
+    let times = input["input"]["http_repeat"][&ctx.step].as_u64().unwrap_or(1).max(1);
+    for _ in 1..times {
+        http_once(ctx, arg, input)?;
+    }
+    http_once(ctx, arg, input)
+}
+
+/// One request through `wasi:http/outgoing-handler`.
+fn http_once(ctx: &StepContext, arg: &str, input: &Value) -> Result<String, StepError> {
+    let (method, url) = arg.split_once(':').unwrap_or(("GET", arg));
+    let method = match method {
+        "GET" => waki::Method::Get,
+        "POST" => waki::Method::Post,
+        "PUT" => waki::Method::Put,
+        "DELETE" => waki::Method::Delete,
+        other => waki::Method::Other(other.to_string()),
+    };
+    let mut request = waki::Client::new().request(method, url);
+    if let Some(headers) = input["input"]["http_headers"][&ctx.step].as_object() {
+        for (name, value) in headers {
+            if let Ok(name) = waki::header::HeaderName::from_bytes(name.as_bytes()) {
+                request = request.header(name, value.as_str().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(body) = input["input"]["http_body"][&ctx.step].as_str() {
+        request = request.body(body.as_bytes().to_vec());
+    }
+    let response = request.send().map_err(|e| {
+        // On stderr too: the host replaces the answer when it refused the request itself.
+        eprintln!("testkit http request failed: {e:?}");
+        StepError::Retryable(format!("http request failed: {e:?}"))
+    })?;
+    let status = response.status_code();
+    let headers: serde_json::Map<String, Value> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .collect();
+    let body = response.body().map_err(|e| StepError::Retryable(format!("http body failed: {e:?}")))?;
+    if status >= 500 {
+        return Err(StepError::Retryable(format!("upstream answered {status}")));
+    }
+    Ok(json!({ "status": status, "body": String::from_utf8_lossy(&body), "headers": headers }).to_string())
 }
 
 impl Guest for Testkit {
     fn execute(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "behaviors", &ctx.step);
         let state = state_ops(&input, "state", &ctx.step);
-        act(&ctx, "execute", &b, state)
+        act(&ctx, "execute", &b, state, &serde_json::from_str(&input).unwrap_or(Value::Null))
     }
 
     fn compensate(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "compensations", &ctx.step);
         let state = state_ops(&input, "compensation_state", &ctx.step);
-        act(&ctx, "compensate", &b, state)
+        act(&ctx, "compensate", &b, state, &serde_json::from_str(&input).unwrap_or(Value::Null))
     }
 }
 
