@@ -49,6 +49,7 @@ async fn attempt(http: HttpLimits, grants: &[&str], input: Value) -> Attempted {
         timeout: Duration::from_secs(10),
         input: json!({ "input": input, "results": {} }).to_string(),
         state: None,
+        config: Default::default(),
         http: HttpAccess { grants: grants.iter().map(|g| HttpGrant::parse(g).unwrap()).collect(), traceparent: None },
     };
     cache.runtime().invoke_recorded(&pre, call).await

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)] // tests report their seeds, figures and skips on stdout (captured by the harness)
 
 mod cli;
+mod config;
 mod crash;
 mod examples;
 mod external_plugin;

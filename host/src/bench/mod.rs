@@ -132,6 +132,7 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
                 timeout: Duration::from_secs(5),
                 input: "{}".into(),
                 state: None,
+                config: Default::default(),
                 http: Default::default(),
             };
             runtime.invoke(&pre, call).await.map(drop).map_err(|f| anyhow::anyhow!(f.message))

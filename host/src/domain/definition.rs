@@ -4,7 +4,7 @@
 //! deserialized first (a syntax or type error is reported as malformed), then every
 //! semantic rule is checked and all violations are listed together.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -78,6 +78,9 @@ pub struct StepDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub compensate_allow_http: Option<Vec<HttpGrant>>,
+    /// Named values its plugins read through `wasi:config/store` (execute and compensate).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
 }
 
 impl StepDefinition {
@@ -187,6 +190,8 @@ struct StepDoc {
     allow_http: Vec<String>,
     #[serde(default)]
     compensate_allow_http: Option<Vec<String>>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +256,7 @@ pub fn parse_definition(
         let allow_http = grants(&format!("{at}.allow_http"), &s.allow_http, &mut later);
         let compensate_allow_http =
             s.compensate_allow_http.as_ref().map(|g| grants(&format!("{at}.compensate_allow_http"), g, &mut later));
+        check_config(&format!("{at}.config"), &s.config, &mut later);
         if let (Some(name), Some(plugin)) = (name, plugin) {
             steps.push(StepDefinition {
                 name,
@@ -262,6 +268,7 @@ pub fn parse_definition(
                 on_failure: s.on_failure.unwrap_or(OnFailure::Compensate),
                 allow_http,
                 compensate_allow_http,
+                config: s.config.clone(),
             });
         }
     }
@@ -301,6 +308,26 @@ fn parse_ref(
             Some(r)
         }
         Ok(r) => Some(r),
+    }
+}
+
+/// Most named values in a step's `config`, and the largest value.
+const MAX_CONFIG_ENTRIES: usize = 64;
+const MAX_CONFIG_VALUE_BYTES: usize = 16 << 10;
+
+fn check_config(at: &str, config: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    if config.len() > MAX_CONFIG_ENTRIES {
+        problems.push(format!("{at} has at most {MAX_CONFIG_ENTRIES} entries, got {}", config.len()));
+    }
+    for (name, value) in config {
+        let name_ok = (1..=128).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !name_ok {
+            problems.push(format!("{at}: name {name:?} is not 1-128 characters of A-Z a-z 0-9 _ - ."));
+        }
+        if value.len() > MAX_CONFIG_VALUE_BYTES {
+            problems.push(format!("{at}.{name} is longer than {MAX_CONFIG_VALUE_BYTES} bytes"));
+        }
     }
 }
 
@@ -359,83 +386,5 @@ fn retry_policy(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(json: &str) -> Result<SagaDefinition, DefinitionError> {
-        parse_definition(json.as_bytes(), &DefinitionLimits::default(), |r| r.name.as_str() != "missing")
-    }
-
-    #[test]
-    fn defaults_are_filled_in() {
-        let d = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"},{"name":"b","plugin":"p@1.0.0","compensation":null,"on_failure":"continue"}]}"#)
-            .unwrap();
-        assert_eq!(d.deadline_ms, None);
-        assert_eq!(d.steps[0].compensation.as_ref().unwrap().to_string(), "p@1.0.0");
-        assert_eq!(d.steps[0].retry, RetryPolicy::step_default());
-        assert_eq!(d.steps[0].timeout_ms, DEFAULT_TIMEOUT_MS);
-        assert_eq!(d.steps[1].compensation, None);
-        assert_eq!(d.steps[1].on_failure, OnFailure::Continue);
-    }
-
-    #[test]
-    fn every_problem_is_listed() {
-        let err = parse(
-            r#"{"deadline_ms":0,"steps":[
-                {"name":"a","plugin":"missing@1.0.0","timeout_ms":-5,"retry":{"max_attempts":0,"multiplier":0.5}},
-                {"name":"a","plugin":"nover"}]}"#,
-        )
-        .unwrap_err();
-        let DefinitionError::Invalid(problems) = err else { panic!("{err:?}") };
-        let all = problems.join("\n");
-        for needle in [
-            "deadline_ms",
-            "steps[0].timeout_ms",
-            "steps[0].retry.max_attempts",
-            "steps[0].retry.multiplier",
-            "missing@1.0.0 has not been uploaded",
-            "steps[1].plugin",
-            "\"a\" is used more than once",
-        ] {
-            assert!(all.contains(needle), "{needle:?} not in {all}");
-        }
-    }
-
-    #[test]
-    fn malformed_documents_are_told_apart() {
-        for bad in ["", "[]", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
-            assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");
-        }
-        assert!(matches!(parse(r#"{"steps":[]}"#), Err(DefinitionError::Invalid(_))));
-    }
-
-    #[test]
-    fn http_grants_are_parsed_and_compensation_defaults_to_execute() {
-        let d = parse(
-            r#"{"steps":[{"name":"a","plugin":"p@1.0.0","allow_http":["https://X.example.com","http://127.0.0.1:9400"]},
-                {"name":"b","plugin":"p@1.0.0","allow_http":["https://a.example.com"],"compensate_allow_http":[]}]}"#,
-        )
-        .unwrap();
-        let shown = |g: &[HttpGrant]| g.iter().map(ToString::to_string).collect::<Vec<_>>();
-        assert_eq!(shown(d.steps[0].http_grants(false)), ["https://x.example.com", "http://127.0.0.1:9400"]);
-        assert_eq!(shown(d.steps[0].http_grants(true)), shown(d.steps[0].http_grants(false)));
-        assert!(d.steps[1].http_grants(true).is_empty());
-        let stored = serde_json::to_value(&d.steps[0]).unwrap();
-        assert_eq!(stored["allow_http"][0], "https://x.example.com");
-        assert!(
-            serde_json::to_value(&parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"}]}"#).unwrap().steps[0])
-                .unwrap()
-                .get("allow_http")
-                .is_none()
-        );
-        let err = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","allow_http":["ftp://x.com"]}]}"#).unwrap_err();
-        assert!(err.to_string().contains("steps[0].allow_http[0]"), "{err}");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 500 };
-        let waits: Vec<u64> = (1..=5).map(|a| p.backoff_ms(a)).collect();
-        assert_eq!(waits, [100, 200, 400, 500, 500]);
-    }
-}
+#[path = "definition_tests.rs"]
+mod tests;

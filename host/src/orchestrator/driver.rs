@@ -289,6 +289,7 @@ impl Driver {
             input: step_input(exec, def, inv).to_string(),
             state: Some(StateScope { plugin: plugin.name.clone(), store: self.orch.store.clone() }),
             http: HttpAccess::default(),
+            config: sdef.config.clone(),
         };
         let span = tracing::info_span!("attempt", step = %inv.step, side = inv.side.as_str(), attempt = inv.attempt, plugin = %plugin);
         let call = Call {

@@ -94,6 +94,7 @@ pub struct StepData {
     /// The attempt's outbound HTTP: its grants, limits and journal.
     pub http: HttpSession,
     http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    config: wasmtime_wasi_config::WasiConfigVariables,
     log_bytes: usize,
 }
 
@@ -121,8 +122,19 @@ impl StepData {
             state,
             http,
             http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            config: Default::default(),
             log_bytes,
         }
+    }
+
+    /// The named values `wasi:config/store` answers (the step definition's `config`).
+    pub fn set_config<'a>(&mut self, values: impl Iterator<Item = (&'a String, &'a String)>) {
+        self.config = values.map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    }
+
+    /// The `wasi:config/store` view of this attempt.
+    pub fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
+        wasmtime_wasi_config::WasiConfig::from(&self.config)
     }
 
     /// Whether the guest wrote more than its log budget (through `log` or stdout/stderr).

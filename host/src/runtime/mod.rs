@@ -8,6 +8,7 @@ mod instance;
 mod plugins;
 mod state;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +89,8 @@ pub struct Call {
     pub state: Option<StateScope>,
     /// What the attempt may reach over HTTP (default: nothing).
     pub http: HttpAccess,
+    /// Named values the plugin reads through `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
 }
 
 /// A successful attempt: its result and the state changes to commit with it.
@@ -145,6 +148,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |data: &mut StepData| data.config())?;
         bindings::add_to_linker(&mut linker)?;
         let outbound = http::Outbound::new(limits.http.clone()).map_err(wasmtime::Error::msg)?;
         let ticker = engine::EpochTicker::start(&engine);
@@ -220,7 +224,8 @@ impl Runtime {
             exceeded: false,
         };
         let state = state::StateSession::new(call.state.clone(), self.limits.state.clone());
-        let data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state, http);
+        let mut data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state, http);
+        data.set_config(call.config.iter());
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limiter);
         store.set_epoch_deadline(1);

@@ -13,7 +13,9 @@
 //! "headers"}`, a retryable error on a 5xx status or when the host refuses the request, with
 //! the `ErrorCode` in its message). `"http_headers": {"<step>": {"name": "value"}}` in the input
 //! adds request headers, `"http_body": {"<step>": "text"}` a request body, `"http_repeat":
-//! {"<step>": N}` makes the call N times in a row (the answer is the last one's).
+//! {"<step>": N}` makes the call N times in a row (the answer is the last one's);
+//! `config:<name>` answers `{"config": value-or-null}` read through `wasi:config/store`
+//! (`config:` alone: every value, as an object).
 //!
 //! State: `{"state": {"<step>": [op, ...]}}` (and `"compensation_state"`) runs state operations
 //! before the behaviour; their results are in the answer's `"state"`. Ops: `{"get": [c, k]}`,
@@ -161,8 +163,25 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: 
                 .to_string())
         }
         "http" => http_call(ctx, arg, input),
+        "config" => read_config(arg),
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
     }
+}
+
+mod config_store {
+    wit_bindgen::generate!({ path: "wit", world: "config-reader", generate_all });
+}
+
+/// `config:<name>`: one named value, or all of them.
+fn read_config(name: &str) -> Result<String, StepError> {
+    use config_store::wasi::config::store;
+    let value = if name.is_empty() {
+        store::get_all().map(|all| Value::Object(all.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
+    } else {
+        store::get(name).map(|v| v.map_or(Value::Null, Value::String))
+    };
+    let value = value.map_err(|e| StepError::Retryable(format!("wasi:config/store failed: {e:?}")))?;
+    Ok(json!({ "config": value }).to_string())
 }
 
 /// `http:<METHOD>:<url>`, `http_repeat` times.
