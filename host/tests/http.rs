@@ -195,3 +195,16 @@ fn an_unreadable_or_empty_ca_bundle_stops_the_runtime() {
         assert!(err.to_string().contains("CA bundle"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_concurrency_limit_fail_the_attempt() {
+    let (base, hits) = server().await;
+    let limits = HttpLimits { max_concurrent: 2, ..HttpLimits::default() };
+    // All three are started before any is awaited: the third finds both slots taken.
+    let done = attempt(limits, &[&base], json!({"behaviors": {"step": format!("http_parallel:3:{base}/ok")}})).await;
+    let failure = done.result.expect_err("the third request is one too many");
+    assert_eq!(failure.kind, FailureKind::Limit);
+    assert!(failure.message.contains("concurrency limit of 2"), "{}", failure.message);
+    assert_eq!(done.http.len(), 3);
+    assert!(hits.load(Ordering::SeqCst) <= 2);
+}

@@ -14,6 +14,8 @@
 //! the `ErrorCode` in its message). `"http_headers": {"<step>": {"name": "value"}}` in the input
 //! adds request headers, `"http_body": {"<step>": "text"}` a request body, `"http_repeat":
 //! {"<step>": N}` makes the call N times in a row (the answer is the last one's);
+//! `http_parallel:<N>:<url>` starts N GET requests at once through the raw bindings and answers
+//! their statuses (or error codes) once all have ended;
 //! `config:<name>` answers `{"config": value-or-null}` read through `wasi:config/store`
 //! (`config:` alone: every value, as an object).
 //!
@@ -164,6 +166,7 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: 
         }
         "http" => http_call(ctx, arg, input),
         "config" => read_config(arg),
+        "http_parallel" => http_parallel(arg),
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
     }
 }
@@ -182,6 +185,38 @@ fn read_config(name: &str) -> Result<String, StepError> {
     };
     let value = value.map_err(|e| StepError::Retryable(format!("wasi:config/store failed: {e:?}")))?;
     Ok(json!({ "config": value }).to_string())
+}
+
+/// `http_parallel:<N>:<url>`: N requests in flight at once (`handle` N times, then wait).
+fn http_parallel(arg: &str) -> Result<String, StepError> {
+    use waki::bindings::wasi::http::{outgoing_handler, types};
+    let (n, url) = arg.split_once(':').unwrap_or(("2", arg));
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let mut pending = Vec::new();
+    for _ in 0..n.parse::<u32>().unwrap_or(2) {
+        let request = types::OutgoingRequest::new(types::Fields::new());
+        let scheme = if scheme == "https" { types::Scheme::Https } else { types::Scheme::Http };
+        let _ = request.set_scheme(Some(&scheme));
+        let _ = request.set_authority(Some(authority));
+        let _ = request.set_path_with_query(Some(path));
+        pending.push(outgoing_handler::handle(request, None));
+    }
+    let outcomes: Vec<Value> = pending
+        .into_iter()
+        .map(|started| match started {
+            Err(code) => json!(format!("{code:?}")),
+            Ok(future) => {
+                future.subscribe().block();
+                match future.get() {
+                    Some(Ok(Ok(response))) => json!(response.status()),
+                    Some(Ok(Err(code))) => json!(format!("{code:?}")),
+                    other => json!(format!("{other:?}")),
+                }
+            }
+        })
+        .collect();
+    Ok(json!({ "parallel": outcomes }).to_string())
 }
 
 /// `http:<METHOD>:<url>`, `http_repeat` times.
