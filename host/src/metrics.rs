@@ -47,6 +47,15 @@ pub struct FailureLabels {
     pub kind: String,
 }
 
+/// Labels of a plugin's outbound HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The URL's host (with its port when not the scheme's default).
+    pub host: String,
+    /// The response status, or `error` when there was none (refused, failed, timed out).
+    pub status: String,
+}
+
 fn seconds_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -73,6 +82,8 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Wasm instantiation time.
     pub instantiate_seconds: Histogram,
+    /// Plugins' outbound HTTP requests, by host and status.
+    pub http_requests: Family<HttpLabels, Counter>,
     /// Plugin instances alive now.
     pub instances_in_use: Gauge,
     /// Executions driven by this process now.
@@ -94,6 +105,7 @@ impl Metrics {
             store_batch_writes: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             store_commit_seconds: seconds_histogram(),
             instantiate_seconds: seconds_histogram(),
+            http_requests: Family::default(),
             instances_in_use: Gauge::default(),
             active_executions: Gauge::default(),
             quarantined_executions: Gauge::default(),
@@ -123,6 +135,11 @@ impl Metrics {
             "wasm_instantiate_duration_seconds",
             "Fresh plugin instance creation",
             m.instantiate_seconds.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "Plugins' outbound HTTP requests, by host and status (error: no response)",
+            m.http_requests.clone(),
         );
         registry.register("instances_in_use", "Plugin instances alive", m.instances_in_use.clone());
         registry.register(

@@ -39,6 +39,8 @@ fn call(behavior: &str, side: Side, timeout_ms: u64) -> Call {
         timeout: Duration::from_millis(timeout_ms),
         input: json!({ "input": { table: { "step": behavior } }, "results": {} }).to_string(),
         state: None,
+        config: Default::default(),
+        http: Default::default(),
     }
 }
 

@@ -60,6 +60,8 @@ async fn attempt(
         input: json!({ "input": { "state": { "step": ops }, "behaviors": { "step": behavior } }, "results": {} })
             .to_string(),
         state: Some(StateScope { plugin: name(plugin), store: store.clone() }),
+        config: Default::default(),
+        http: Default::default(),
     };
     let Completed { output, state } = cache.runtime().invoke(&pre, call).await?;
     let out: Value = serde_json::from_str(&output).unwrap();
@@ -214,6 +216,8 @@ async fn without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_ru
         timeout: Duration::from_secs(2),
         input: json!({ "input": input, "results": {} }).to_string(),
         state: None,
+        config: Default::default(),
+        http: Default::default(),
     };
     let out = cache.runtime().invoke(&pre, call(json!({"state": {"step": [{"get": ["c", "k"]}]}}))).await.unwrap();
     assert!(out.output.contains("Unavailable"), "{}", out.output);

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)] // tests report their seeds, figures and skips on stdout (captured by the harness)
 
 mod cli;
+mod config;
 mod crash;
 mod durability;
 mod examples;
@@ -10,6 +11,7 @@ mod harness;
 mod hostile;
 mod http_errors;
 mod ingress;
+mod outbound_http;
 mod quarantine;
 mod raw_http;
 mod recovery;

@@ -154,6 +154,11 @@ fn nullable(schema: impl Into<RefOr<Schema>>) -> RefOr<Schema> {
     OneOfBuilder::new().item(schema).item(ObjectBuilder::new().schema_type(Type::Null)).into()
 }
 
+/// A list of outbound HTTP grants (docs/definitions.md).
+fn grants(description: &str) -> ArrayBuilder {
+    ArrayBuilder::new().items(string().description(Some("scheme://host[:port]"))).description(Some(description))
+}
+
 /// Closed objects: an unknown field is refused (400), so the document says so.
 fn closed(object: ObjectBuilder) -> RefOr<Schema> {
     object.schema_type(Type::Object).additional_properties(Some(AdditionalProperties::FreeForm(false))).into()
@@ -208,6 +213,19 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
         .property("retry", nullable(Ref::from_schema_name("RetryRequest")))
         .property("compensation_retry", nullable(Ref::from_schema_name("RetryRequest")))
         .property("on_failure", nullable(Ref::from_schema_name("OnFailure")))
+        .property("allow_http", grants("origins `execute` may call over HTTP: scheme://host[:port], a leading *. for subdomains; none by default"))
+        .property(
+            "compensate_allow_http",
+            nullable(grants("origins `compensate` may call; absent or null: the same as allow_http")),
+        )
+        .property(
+            "config",
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(AdditionalProperties::RefOr(string().max_length(Some(16 << 10)).into())))
+                .max_properties(Some(64))
+                .description(Some("named values the step's plugins read through wasi:config/store (not secret)")),
+        )
         .required("name")
         .required("plugin");
     let steps = ArrayBuilder::new()

@@ -132,6 +132,8 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
                 timeout: Duration::from_secs(5),
                 input: "{}".into(),
                 state: None,
+                config: Default::default(),
+                http: Default::default(),
             };
             runtime.invoke(&pre, call).await.map(drop).map_err(|f| anyhow::anyhow!(f.message))
         }
@@ -176,6 +178,7 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
                 step: StepName::parse("reserve_seat").map_err(anyhow::Error::msg)?,
                 attempt: 1,
                 result: json!({"seat": "A12", "state": "SEAT_RESERVED", "pad": "x".repeat(64)}),
+                http: Vec::new(),
             };
             store.append(*id, v, vec![EventRecord { seq: v + 1, at: 1_700_000_000_000, event }]).await?;
             version.store(v + 1, Ordering::Relaxed);

@@ -162,6 +162,14 @@ impl Render for EventRecord {
             | Event::ExecutionCompensated
             | Event::ResumeRequested => {}
         }
+        for c in self.event.http_calls() {
+            let outcome =
+                c.status.map_or_else(|| c.error.clone().unwrap_or_else(|| "no response".into()), |s| s.to_string());
+            line.push_str(&format!(
+                "\n        http {} {}://{}{}  {outcome}  {} ms  sent {} B  received {} B",
+                c.method, c.scheme, c.host, c.path, c.duration_ms, c.request_bytes, c.response_bytes
+            ));
+        }
         line
     }
 }
@@ -281,5 +289,15 @@ mod tests {
             "step": "pay", "attempt": 2, "error": {"kind": "timeout", "message": "slow"}, "retry_at_unix_ms": null}))
         .unwrap();
         assert_eq!(rec.render(), "   4  00:00:01.000  step_failed  pay#2  timeout: slow");
+        let rec: EventRecord =
+            serde_json::from_value(serde_json::json!({"seq": 5, "at": 1_000, "type": "step_completed",
+            "step": "pay", "attempt": 3, "result": {}, "http": [{"method": "POST", "scheme": "https",
+            "host": "pay.example.com", "path": "/charge", "status": 201, "duration_ms": 12, "request_bytes": 20,
+            "response_bytes": 7}]}))
+            .unwrap();
+        assert_eq!(
+            rec.render(),
+            "   5  00:00:01.000  step_completed  pay#3\n        http POST https://pay.example.com/charge  201  12 ms  sent 20 B  received 7 B"
+        );
     }
 }

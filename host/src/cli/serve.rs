@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Plugins' durable state.
     #[command(flatten)]
     pub state: StateArgs,
+    /// Plugins' outbound HTTP.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// The embedded store.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -151,6 +154,30 @@ pub struct StateArgs {
     pub max_state_writes: usize,
 }
 
+/// Outbound HTTP limits (docs/plugins.md, "Outbound HTTP").
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Outbound HTTP limits")]
+pub struct HttpArgs {
+    /// Outbound HTTP requests a plugin may make per attempt.
+    #[arg(long, env = "SAGAHOST_MAX_HTTP_REQUESTS", default_value_t = defaults().limits.http.max_requests)]
+    pub max_http_requests: u32,
+    /// Largest outbound request body, in KiB.
+    #[arg(long, env = "SAGAHOST_MAX_HTTP_REQUEST_BODY_KIB", default_value_t = defaults().limits.http.max_request_body_bytes >> 10)]
+    pub max_http_request_body_kib: u64,
+    /// Largest response body a plugin may receive, in KiB.
+    #[arg(long, env = "SAGAHOST_MAX_HTTP_RESPONSE_BODY_KIB", default_value_t = defaults().limits.http.max_response_body_bytes >> 10)]
+    pub max_http_response_body_kib: u64,
+    /// Time one outbound request may take, connection to the end of its response body, in ms.
+    #[arg(long, env = "SAGAHOST_HTTP_REQUEST_TIMEOUT_MS", default_value_t = defaults().limits.http.request_timeout.as_millis() as u64)]
+    pub http_request_timeout_ms: u64,
+    /// Outbound requests a plugin may have in flight at once, per attempt.
+    #[arg(long, env = "SAGAHOST_MAX_HTTP_CONCURRENT", default_value_t = defaults().limits.http.max_concurrent)]
+    pub max_http_concurrent: u32,
+    /// PEM file of root certificates trusted for HTTPS besides the platform's.
+    #[arg(long, env = "SAGAHOST_HTTP_CA_BUNDLE")]
+    pub http_ca_bundle: Option<PathBuf>,
+}
+
 /// Store.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Store")]
@@ -233,6 +260,13 @@ impl ServeArgs {
         limits.state.max_writes = self.state.max_state_writes;
         // A value larger than the per-attempt write budget could never be written.
         limits.state.max_write_bytes = limits.state.max_write_bytes.max(limits.state.max_value_bytes);
+        let (h, http) = (self.http, &mut config.limits.http);
+        http.max_requests = h.max_http_requests;
+        http.max_request_body_bytes = h.max_http_request_body_kib.saturating_mul(1 << 10);
+        http.max_response_body_bytes = h.max_http_response_body_kib.saturating_mul(1 << 10);
+        http.request_timeout = std::time::Duration::from_millis(h.http_request_timeout_ms);
+        http.max_concurrent = h.max_http_concurrent;
+        http.ca_bundle = h.http_ca_bundle;
         config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
         Ok(config)
     }

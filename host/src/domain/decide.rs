@@ -202,15 +202,17 @@ pub fn record_outcome(
     }
     let (step, attempt) = (inv.step.clone(), inv.attempt);
     Some(match (inv.side, outcome) {
-        (Side::Execute, Ok(result)) => Event::StepCompleted { step, attempt, result },
-        (Side::Compensate, Ok(result)) => Event::CompensationStepCompleted { step, attempt, result },
+        (Side::Execute, Ok(result)) => Event::StepCompleted { step, attempt, result, http: Vec::new() },
+        (Side::Compensate, Ok(result)) => Event::CompensationStepCompleted { step, attempt, result, http: Vec::new() },
         (side, Err(error)) => {
             let used = attempt.saturating_sub(attempts.budget_base);
             let retry_at_unix_ms =
                 (error.kind.is_retryable() && used < policy.max_attempts).then(|| now + policy.backoff_ms(used));
             match side {
-                Side::Execute => Event::StepFailed { step, attempt, error, retry_at_unix_ms },
-                Side::Compensate => Event::CompensationStepFailed { step, attempt, error, retry_at_unix_ms },
+                Side::Execute => Event::StepFailed { step, attempt, error, retry_at_unix_ms, http: Vec::new() },
+                Side::Compensate => {
+                    Event::CompensationStepFailed { step, attempt, error, retry_at_unix_ms, http: Vec::new() }
+                }
             }
         }
     })

@@ -4,10 +4,11 @@
 //! deserialized first (a syntax or type error is reported as malformed), then every
 //! semantic rule is checked and all violations are listed together.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::http::HttpGrant;
 use super::ids::{PluginRef, StepName};
 
 /// How a step's failure affects the saga.
@@ -69,6 +70,27 @@ pub struct StepDefinition {
     pub compensation_retry: RetryPolicy,
     /// What a failure of this step does to the saga.
     pub on_failure: OnFailure,
+    /// Origins `execute` may call over HTTP (docs/definitions.md); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub allow_http: Vec<HttpGrant>,
+    /// Origins `compensate` may call; `None`: the same as `allow_http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub compensate_allow_http: Option<Vec<HttpGrant>>,
+    /// Named values its plugins read through `wasi:config/store` (execute and compensate).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl StepDefinition {
+    /// The origins the given side may call.
+    pub fn http_grants(&self, compensating: bool) -> &[HttpGrant] {
+        match (&self.compensate_allow_http, compensating) {
+            (Some(grants), true) => grants,
+            _ => &self.allow_http,
+        }
+    }
 }
 
 /// A validated saga definition, with every default filled in.
@@ -164,6 +186,12 @@ struct StepDoc {
     compensation_retry: Option<RetryDoc>,
     #[serde(default)]
     on_failure: Option<OnFailure>,
+    #[serde(default)]
+    allow_http: Vec<String>,
+    #[serde(default)]
+    compensate_allow_http: Option<Vec<String>>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +254,10 @@ pub fn parse_definition(
             Some(None) => None,
             Some(Some(c)) => parse_ref(&format!("{at}.compensation"), c, &plugin_exists, &mut later),
         };
+        let allow_http = grants(&format!("{at}.allow_http"), &s.allow_http, &mut later);
+        let compensate_allow_http =
+            s.compensate_allow_http.as_ref().map(|g| grants(&format!("{at}.compensate_allow_http"), g, &mut later));
+        check_config(&format!("{at}.config"), &s.config, &mut later);
         if let (Some(name), Some(plugin)) = (name, plugin) {
             steps.push(StepDefinition {
                 name,
@@ -235,6 +267,9 @@ pub fn parse_definition(
                 retry,
                 compensation_retry,
                 on_failure: s.on_failure.unwrap_or(OnFailure::Compensate),
+                allow_http,
+                compensate_allow_http,
+                config: s.config.clone(),
             });
         }
     }
@@ -293,6 +328,38 @@ fn parse_ref(
     }
 }
 
+/// Most named values in a step's `config`, and the largest value.
+const MAX_CONFIG_ENTRIES: usize = 64;
+const MAX_CONFIG_VALUE_BYTES: usize = 16 << 10;
+
+fn check_config(at: &str, config: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    if config.len() > MAX_CONFIG_ENTRIES {
+        problems.push(format!("{at} has at most {MAX_CONFIG_ENTRIES} entries, got {}", config.len()));
+    }
+    for (name, value) in config {
+        let name_ok = (1..=128).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !name_ok {
+            problems.push(format!("{at}: name {name:?} is not 1-128 characters of A-Z a-z 0-9 _ - ."));
+        }
+        if value.len() > MAX_CONFIG_VALUE_BYTES {
+            problems.push(format!("{at}.{name} is longer than {MAX_CONFIG_VALUE_BYTES} bytes"));
+        }
+    }
+}
+
+fn grants(at: &str, texts: &[String], problems: &mut Vec<String>) -> Vec<HttpGrant> {
+    let mut out = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match HttpGrant::parse(text) {
+            Ok(g) if !out.contains(&g) => out.push(g),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{at}[{i}]: {text:?}: {e}")),
+        }
+    }
+    out
+}
+
 fn retry_policy(
     at: &str,
     doc: Option<&RetryDoc>,
@@ -336,77 +403,5 @@ fn retry_policy(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(json: &str) -> Result<SagaDefinition, DefinitionError> {
-        parse_definition(json.as_bytes(), &DefinitionLimits::default(), |r| r.name.as_str() != "missing")
-    }
-
-    #[test]
-    fn defaults_are_filled_in() {
-        let d = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"},{"name":"b","plugin":"p@1.0.0","compensation":null,"on_failure":"continue"}]}"#)
-            .unwrap();
-        assert_eq!(d.deadline_ms, None);
-        assert_eq!(d.steps[0].compensation.as_ref().unwrap().to_string(), "p@1.0.0");
-        assert_eq!(d.steps[0].retry, RetryPolicy::step_default());
-        assert_eq!(d.steps[0].timeout_ms, DEFAULT_TIMEOUT_MS);
-        assert_eq!(d.steps[1].compensation, None);
-        assert_eq!(d.steps[1].on_failure, OnFailure::Continue);
-    }
-
-    #[test]
-    fn every_problem_is_listed() {
-        let err = parse(
-            r#"{"deadline_ms":0,"steps":[
-                {"name":"a","plugin":"missing@1.0.0","timeout_ms":-5,"retry":{"max_attempts":0,"multiplier":0.5}},
-                {"name":"a","plugin":"nover"}]}"#,
-        )
-        .unwrap_err();
-        let DefinitionError::Invalid(problems) = err else { panic!("{err:?}") };
-        let all = problems.join("\n");
-        for needle in [
-            "deadline_ms",
-            "steps[0].timeout_ms",
-            "steps[0].retry.max_attempts",
-            "steps[0].retry.multiplier",
-            "missing@1.0.0 has not been uploaded",
-            "steps[1].plugin",
-            "\"a\" is used more than once",
-        ] {
-            assert!(all.contains(needle), "{needle:?} not in {all}");
-        }
-    }
-
-    #[test]
-    fn malformed_documents_are_told_apart() {
-        for bad in ["", "{", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
-            assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");
-        }
-        assert!(matches!(parse(r#"{"steps":[]}"#), Err(DefinitionError::Invalid(_))));
-    }
-
-    #[test]
-    fn a_document_that_is_not_an_object_is_named() {
-        let step = r#"{"name":"a","plugin":"p@1.0.0"}"#;
-        for (doc, what) in [
-            (format!("[{step}]"), "an array"),
-            ("[]".into(), "an array"),
-            (format!("{step:?}"), "a string"),
-            ("42".into(), "a number"),
-            ("true".into(), "a boolean"),
-            (" null ".into(), "null"),
-        ] {
-            let Err(DefinitionError::Invalid(problems)) = parse(&doc) else { panic!("{doc} accepted or malformed") };
-            assert_eq!(problems.len(), 1, "{problems:?}");
-            assert!(problems[0].contains("must be a JSON object") && problems[0].ends_with(what), "{problems:?}");
-        }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 500 };
-        let waits: Vec<u64> = (1..=5).map(|a| p.backoff_ms(a)).collect();
-        assert_eq!(waits, [100, 200, 400, 500, 500]);
-    }
-}
+#[path = "definition_tests.rs"]
+mod tests;

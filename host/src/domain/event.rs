@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::http::HttpCall;
 use super::ids::{SagaName, StepName};
 use super::status::ExecutionStatus;
 
@@ -18,8 +19,11 @@ pub enum FailureKind {
     Timeout,
     /// The guest trapped (panic, unreachable, stack overflow, ...).
     Trap,
-    /// The guest exceeded a resource limit (memory, output size, ...).
+    /// The guest exceeded a resource limit (memory, output size, outbound requests, ...).
     Limit,
+    /// The guest tried something its step's definition does not grant (an outbound request to
+    /// an origin or address not in `allow_http`). Not retried: only a new definition helps.
+    Permission,
     /// State the attempt read changed before its commit (another execution committed first):
     /// none of its writes were kept. Retried under the step's policy.
     Conflict,
@@ -34,7 +38,7 @@ impl FailureKind {
     /// Whether the step may have taken effect despite failing: the guest was cut off
     /// rather than answering, so the step must be compensated too.
     pub fn outcome_unknown(self) -> bool {
-        matches!(self, Self::Timeout | Self::Trap | Self::Limit)
+        matches!(self, Self::Timeout | Self::Trap | Self::Limit | Self::Permission)
     }
 
     /// The kind's name as it appears in events and metrics.
@@ -46,6 +50,7 @@ impl FailureKind {
             Self::Trap => "trap",
             Self::Limit => "limit",
             Self::Conflict => "conflict",
+            Self::Permission => "permission",
         }
     }
 }
@@ -99,6 +104,9 @@ pub enum Event {
         attempt: u32,
         /// The plugin's answer.
         result: Value,
+        /// Outbound HTTP requests the attempt made; omitted when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        http: Vec<HttpCall>,
     },
     /// An attempt failed.
     StepFailed {
@@ -110,6 +118,9 @@ pub enum Event {
         error: StepFailure,
         /// When the next attempt runs; `None` when giving up.
         retry_at_unix_ms: Option<u64>,
+        /// Outbound HTTP requests the attempt made; omitted when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        http: Vec<HttpCall>,
     },
     /// Every step is done.
     ExecutionCompleted,
@@ -137,6 +148,9 @@ pub enum Event {
         attempt: u32,
         /// The plugin's answer.
         result: Value,
+        /// Outbound HTTP requests the attempt made; omitted when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        http: Vec<HttpCall>,
     },
     /// A compensation attempt failed.
     CompensationStepFailed {
@@ -148,6 +162,9 @@ pub enum Event {
         error: StepFailure,
         /// When the next attempt runs; `None` when giving up.
         retry_at_unix_ms: Option<u64>,
+        /// Outbound HTTP requests the attempt made; omitted when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        http: Vec<HttpCall>,
     },
     /// Every needed compensation is done.
     ExecutionCompensated,
@@ -178,6 +195,30 @@ impl Event {
             Self::ExecutionCompensated => "execution_compensated",
             Self::ExecutionFailed { .. } => "execution_failed",
             Self::ResumeRequested => "resume_requested",
+        }
+    }
+
+    /// The same event carrying the outbound requests its attempt made (an attempt's outcome
+    /// event; any other event is returned as it is).
+    pub fn with_http(mut self, calls: Vec<HttpCall>) -> Self {
+        match &mut self {
+            Self::StepCompleted { http, .. }
+            | Self::StepFailed { http, .. }
+            | Self::CompensationStepCompleted { http, .. }
+            | Self::CompensationStepFailed { http, .. } => *http = calls,
+            _ => {}
+        }
+        self
+    }
+
+    /// The outbound requests an attempt's outcome event records.
+    pub fn http_calls(&self) -> &[HttpCall] {
+        match self {
+            Self::StepCompleted { http, .. }
+            | Self::StepFailed { http, .. }
+            | Self::CompensationStepCompleted { http, .. }
+            | Self::CompensationStepFailed { http, .. } => http,
+            _ => &[],
         }
     }
 
@@ -222,6 +263,7 @@ mod tests {
                 attempt: 2,
                 error: StepFailure::new(FailureKind::Timeout, "took too long"),
                 retry_at_unix_ms: None,
+                http: Vec::new(),
             },
         };
         let json = serde_json::to_value(&rec).unwrap();

@@ -6,6 +6,7 @@
 pub mod decide;
 pub mod definition;
 pub mod event;
+pub mod http;
 pub mod ids;
 pub mod json;
 pub mod state;
@@ -18,6 +19,7 @@ mod tests;
 pub use decide::{Invocation, Next, Side, decide, record_outcome};
 pub use definition::{DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition};
 pub use event::{Event, EventRecord, FailureKind, StepFailure};
+pub use http::{HttpCall, HttpGrant};
 pub use ids::{ExecutionId, InvalidId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
 pub use state::Execution;
 pub use status::ExecutionStatus;

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::event::{Event, EventRecord, StepFailure};
+use super::http::HttpCall;
 use super::ids::{ExecutionId, SagaName, StepName};
 use super::status::ExecutionStatus;
 
@@ -46,6 +47,8 @@ pub struct Attempts {
     pub started_at: u64,
     /// When it completed or gave up.
     pub finished_at: Option<u64>,
+    /// Outbound HTTP requests of the latest attempt that ended.
+    pub last_http: Vec<HttpCall>,
 }
 
 impl Attempts {
@@ -57,6 +60,7 @@ impl Attempts {
             last_error: None,
             started_at: at,
             finished_at: None,
+            last_http: Vec::new(),
         }
     }
 
@@ -65,12 +69,14 @@ impl Attempts {
         self.attempts = self.attempts.max(attempt);
     }
 
-    fn complete(&mut self, result: Value, at: u64) {
+    fn complete(&mut self, result: Value, at: u64, http: &[HttpCall]) {
+        self.last_http = http.to_vec();
         self.phase = Phase::Completed { result };
         self.finished_at = Some(at);
     }
 
-    fn fail(&mut self, error: StepFailure, retry_at: Option<u64>, at: u64) {
+    fn fail(&mut self, error: StepFailure, retry_at: Option<u64>, at: u64, http: &[HttpCall]) {
+        self.last_http = http.to_vec();
         self.last_error = Some(error);
         match retry_at {
             Some(retry_at) => self.phase = Phase::Waiting { retry_at },
@@ -230,14 +236,16 @@ impl Execution {
                     compensation: None,
                 }),
             },
-            Event::StepCompleted { step, result, .. } => {
-                self.step_mut(step).ok_or_else(|| err(missing(step)))?.execute.complete(result.clone(), at)
-            }
+            Event::StepCompleted { step, result, .. } => self
+                .step_mut(step)
+                .ok_or_else(|| err(missing(step)))?
+                .execute
+                .complete(result.clone(), at, r.event.http_calls()),
             Event::StepFailed { step, error, retry_at_unix_ms, .. } => self
                 .step_mut(step)
                 .ok_or_else(|| err(missing(step)))?
                 .execute
-                .fail(error.clone(), *retry_at_unix_ms, at),
+                .fail(error.clone(), *retry_at_unix_ms, at, r.event.http_calls()),
             Event::ExecutionCompleted => {}
             Event::CancelRequested => self.cancel_requested = true,
             Event::DeadlineExceeded => self.deadline_exceeded = true,
@@ -249,13 +257,14 @@ impl Execution {
                     None => s.compensation = Some(Attempts::started(*attempt, at)),
                 }
             }
-            Event::CompensationStepCompleted { step, result, .. } => {
-                self.compensation_mut(step).ok_or_else(|| err(missing(step)))?.complete(result.clone(), at)
-            }
+            Event::CompensationStepCompleted { step, result, .. } => self
+                .compensation_mut(step)
+                .ok_or_else(|| err(missing(step)))?
+                .complete(result.clone(), at, r.event.http_calls()),
             Event::CompensationStepFailed { step, error, retry_at_unix_ms, .. } => self
                 .compensation_mut(step)
                 .ok_or_else(|| err(missing(step)))?
-                .fail(error.clone(), *retry_at_unix_ms, at),
+                .fail(error.clone(), *retry_at_unix_ms, at, r.event.http_calls()),
             Event::ExecutionCompensated => {}
             Event::ExecutionFailed { reason } => self.failure_reason = Some(reason.clone()),
             Event::ResumeRequested => {

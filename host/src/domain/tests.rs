@@ -247,7 +247,7 @@ fn cancel_stops_going_forward_and_compensates_what_completed() {
     let exec = given(vec![
         started(None),
         Event::StepStarted { step: step("one"), attempt: 1 },
-        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1) },
+        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1), http: Vec::new() },
     ]);
     assert_eq!(cancel(&exec).unwrap(), [Event::CancelRequested]);
     let mut exec = exec;
@@ -269,13 +269,14 @@ fn deadline_bounds_backoff_and_starts_compensation() {
     let exec = given(vec![
         started(Some(T0 + 2_000)),
         Event::StepStarted { step: step("a"), attempt: 1 },
-        Event::StepCompleted { step: step("a"), attempt: 1, result: json!(1) },
+        Event::StepCompleted { step: step("a"), attempt: 1, result: json!(1), http: Vec::new() },
         Event::StepStarted { step: step("b"), attempt: 1 },
         Event::StepFailed {
             step: step("b"),
             attempt: 1,
             error: StepFailure::new(FailureKind::Retryable, "later"),
             retry_at_unix_ms: Some(T0 + 30_000),
+            http: Vec::new(),
         },
     ]);
     assert_eq!(decide(&exec, &d, T0 + 5), Next::SleepUntil(T0 + 2_000), "wake at the deadline, not the retry");
@@ -300,7 +301,7 @@ fn an_outcome_for_an_attempt_no_longer_in_flight_is_not_recorded() {
     let exec = given(vec![
         started(None),
         Event::StepStarted { step: step("one"), attempt: 1 },
-        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1) },
+        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1), http: Vec::new() },
     ]);
     let inv = Invocation { side: Side::Execute, index: 0, step: step("one"), attempt: 1 };
     assert_eq!(record_outcome(&exec, &d, &inv, Ok(json!(2)), T0), None);

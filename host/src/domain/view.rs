@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::definition::SagaDefinition;
 use super::event::StepFailure;
+use super::http::HttpCall;
 use super::ids::{ExecutionId, SagaName, StepName};
 use super::state::{Attempts, Execution, Phase};
 use super::status::ExecutionStatus;
@@ -44,6 +45,9 @@ pub struct AttemptsView {
     pub started_at: u64,
     /// When it completed or gave up.
     pub finished_at: Option<u64>,
+    /// Outbound HTTP requests of the latest attempt that ended; omitted when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpCall>,
 }
 
 impl From<&Attempts> for AttemptsView {
@@ -58,6 +62,7 @@ impl From<&Attempts> for AttemptsView {
             },
             started_at: a.started_at,
             finished_at: a.finished_at,
+            http: a.last_http.clone(),
         }
     }
 }

@@ -18,11 +18,11 @@ use super::registry::DriverSlot;
 use super::{Orchestrator, OrchestratorError};
 use crate::domain::decide::{InFlight, attempt_deadline, decide_with, step_input};
 use crate::domain::{
-    Event, EventRecord, Execution, ExecutionId, FailureKind, Invocation, Next, SagaDefinition, Side, StepFailure,
-    record_outcome,
+    Event, EventRecord, Execution, ExecutionId, FailureKind, HttpCall, Invocation, Next, SagaDefinition, Side,
+    StepFailure, record_outcome,
 };
-use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, metrics, observe};
-use crate::runtime::{Call, StateScope};
+use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, HttpLabels, metrics, observe};
+use crate::runtime::{Call, HttpAccess, StateScope};
 use crate::store::{StateChanges, StoreError};
 
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
@@ -50,6 +50,8 @@ pub(super) struct Outcome {
     result: Result<Value, StepFailure>,
     /// State the attempt read and wrote: committed with its completion event, or not at all.
     state: StateChanges,
+    /// Outbound requests the attempt made, recorded with its outcome event.
+    http: Vec<HttpCall>,
 }
 
 /// Applies `events` to the in-memory state and adds them to the batch being planned.
@@ -87,6 +89,7 @@ pub(super) fn plan(
     if let Some(o) = outcome
         && let Some(event) = record_outcome(exec, def, &o.inv, o.result.clone(), now)
     {
+        let event = event.with_http(o.http.clone());
         completes = matches!(event, Event::StepCompleted { .. } | Event::CompensationStepCompleted { .. });
         stage(exec, &mut batch, vec![event], now)?;
     }
@@ -234,11 +237,12 @@ impl Driver {
                     }
                 }
                 Next::Invoke(inv) => {
-                    let (result, state) = match self.invoke(&current, &def, &inv).await {
+                    let (result, http) = self.invoke(&current, &def, &inv).await;
+                    let (result, state) = match result {
                         Ok((value, state)) => (Ok(value), state),
                         Err(f) => (Err(f), StateChanges::default()),
                     };
-                    outcome = Some(Outcome { inv, result, state });
+                    outcome = Some(Outcome { inv, result, state, http });
                     exec = Some(current);
                 }
                 Next::Record(_) => unreachable!("plan records every decision"),
@@ -259,13 +263,14 @@ impl Driver {
         exec
     }
 
-    /// Runs one attempt (its start is already durable) and returns its outcome.
+    /// Runs one attempt (its start is already durable) and returns its outcome and the
+    /// outbound requests it made.
     async fn invoke(
         &self,
         exec: &Execution,
         def: &SagaDefinition,
         inv: &Invocation,
-    ) -> Result<(Value, StateChanges), StepFailure> {
+    ) -> (Result<(Value, StateChanges), StepFailure>, Vec<HttpCall>) {
         let sdef = &def.steps[inv.index];
         let plugin = match inv.side {
             Side::Execute => &sdef.plugin,
@@ -285,13 +290,30 @@ impl Driver {
             timeout: Duration::from_millis(deadline.saturating_sub(now)),
             input: step_input(exec, def, inv).to_string(),
             state: Some(StateScope { plugin: plugin.name.clone(), store: self.orch.store.clone() }),
+            http: HttpAccess::default(),
+            config: sdef.config.clone(),
         };
         let span = tracing::info_span!("attempt", step = %inv.step, side = inv.side.as_str(), attempt = inv.attempt, plugin = %plugin);
+        let call = Call {
+            http: HttpAccess {
+                grants: sdef.http_grants(inv.side == Side::Compensate).to_vec(),
+                traceparent: Some(super::trace::traceparent(
+                    &span,
+                    &call.execution_id,
+                    &call.idempotency_key,
+                    inv.attempt,
+                )),
+            },
+            ..call
+        };
         let started = std::time::Instant::now();
         async {
-            let outcome = match self.orch.plugins.get(plugin).await {
-                Ok(pre) => self.orch.plugins.runtime().invoke(&pre, call).await,
-                Err(e) => Err(StepFailure::new(FailureKind::Retryable, e.to_string())),
+            let (outcome, http) = match self.orch.plugins.get(plugin).await {
+                Ok(pre) => {
+                    let attempted = self.orch.plugins.runtime().invoke_recorded(&pre, call).await;
+                    (attempted.result, attempted.http)
+                }
+                Err(e) => (Err(StepFailure::new(FailureKind::Retryable, e.to_string())), Vec::new()),
             };
             let outcome = outcome.and_then(|done| {
                 // A result the host could not read back from its own events is refused.
@@ -319,7 +341,11 @@ impl Driver {
                     m.step_failures.get_or_create(&FailureLabels { saga, side, kind: f.kind.as_str().into() }).inc();
                 }
             }
-            outcome
+            for c in &http {
+                let status = c.status.map_or_else(|| "error".to_string(), |s| s.to_string());
+                m.http_requests.get_or_create(&HttpLabels { host: c.host.clone(), status }).inc();
+            }
+            (outcome, http)
         }
         .instrument(span)
         .await

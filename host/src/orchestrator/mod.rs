@@ -18,6 +18,7 @@ mod driver;
 mod quarantine;
 mod registry;
 mod timers;
+mod trace;
 mod waiters;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,6 +7,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{current, v0_1};
+use super::http::HttpSession;
 use super::state::StateSession;
 
 /// Refuses memory growth past the configured size and remembers it did, so that the
@@ -149,13 +150,24 @@ pub struct StepData {
     pub stderr: MemoryOutputPipe,
     /// The attempt's view of its plugin's durable state.
     pub state: StateSession,
+    /// The attempt's outbound HTTP: its grants, limits and journal.
+    pub http: HttpSession,
+    http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    config: wasmtime_wasi_config::WasiConfigVariables,
     log_bytes: usize,
 }
 
 impl StepData {
     /// A fresh sandbox: no preopened directories, no environment, no arguments, no network;
-    /// clocks and randomness only. stdout and stderr are captured, bounded by `log_bytes`.
-    pub fn new(log: LogSink, max_memory_bytes: usize, log_bytes: usize, state: StateSession) -> Self {
+    /// clocks and randomness only; outbound HTTP only as `http` grants. stdout and stderr are
+    /// captured, bounded by `log_bytes`.
+    pub fn new(
+        log: LogSink,
+        max_memory_bytes: usize,
+        log_bytes: usize,
+        state: StateSession,
+        http: HttpSession,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(log_bytes);
         let stderr = MemoryOutputPipe::new(log_bytes);
         let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
@@ -167,8 +179,21 @@ impl StepData {
             stdout,
             stderr,
             state,
+            http,
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            config: Default::default(),
             log_bytes,
         }
+    }
+
+    /// The named values `wasi:config/store` answers (the step definition's `config`).
+    pub fn set_config<'a>(&mut self, values: impl Iterator<Item = (&'a String, &'a String)>) {
+        self.config = values.map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    }
+
+    /// The `wasi:config/store` view of this attempt.
+    pub fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
+        wasmtime_wasi_config::WasiConfig::from(&self.config)
     }
 
     /// Whether the guest wrote more than its log budget (through `log` or stdout/stderr).
@@ -197,6 +222,12 @@ impl StepData {
 impl WasiView for StepData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StepData {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView { ctx: &mut self.http_ctx, table: &mut self.table, hooks: &mut self.http }
     }
 }
 

@@ -3,21 +3,24 @@
 
 pub mod bindings;
 mod engine;
+pub mod http;
 mod instance;
 mod plugins;
 mod state;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use crate::domain::{FailureKind, Side, StepFailure};
+use crate::domain::{FailureKind, HttpCall, Side, StepFailure};
 use crate::store::StateChanges;
 
 pub use bindings::PluginPre;
 pub use engine::EPOCH_TICK;
+pub use http::{HttpAccess, HttpLimits};
 pub use instance::StepData;
 pub use plugins::{LoadError, PluginCache, UploadError, digest_of};
 pub use state::{StateLimits, StateScope};
@@ -41,6 +44,8 @@ pub struct Limits {
     pub max_instances: u32,
     /// Bounds on an attempt's use of durable state.
     pub state: StateLimits,
+    /// Bounds on an attempt's outbound HTTP.
+    pub http: HttpLimits,
 }
 
 impl Default for Limits {
@@ -54,6 +59,7 @@ impl Default for Limits {
             max_plugin_bytes: 32 << 20,
             max_instances: 256,
             state: StateLimits::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -81,6 +87,10 @@ pub struct Call {
     pub input: String,
     /// The plugin's state namespace (`None`: state calls answer `unavailable`).
     pub state: Option<StateScope>,
+    /// What the attempt may reach over HTTP (default: nothing).
+    pub http: HttpAccess,
+    /// Named values the plugin reads through `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
 }
 
 /// A successful attempt: its result and the state changes to commit with it.
@@ -90,6 +100,15 @@ pub struct Completed {
     pub output: String,
     /// What it read and wrote.
     pub state: StateChanges,
+}
+
+/// An attempt's outcome with the outbound requests it made, whatever the outcome.
+#[derive(Debug)]
+pub struct Attempted {
+    /// Success or failure, as [`Runtime::invoke`] answers.
+    pub result: Result<Completed, StepFailure>,
+    /// Outbound HTTP requests, in the order they were made.
+    pub http: Vec<HttpCall>,
 }
 
 /// Why bytes are not a runnable plugin.
@@ -118,6 +137,7 @@ pub struct Runtime {
     /// One permit per pool slot: an attempt waits for a slot instead of failing to
     /// instantiate when more attempts run at once than the pool holds.
     instances: tokio::sync::Semaphore,
+    outbound: http::Outbound,
     _ticker: engine::EpochTicker,
 }
 
@@ -127,10 +147,13 @@ impl Runtime {
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |data: &mut StepData| data.config())?;
         bindings::add_to_linker(&mut linker)?;
+        let outbound = http::Outbound::new(limits.http.clone()).map_err(wasmtime::Error::msg)?;
         let ticker = engine::EpochTicker::start(&engine);
         let instances = tokio::sync::Semaphore::new(limits.max_instances as usize);
-        Ok(Arc::new(Self { engine, linker, limits, instances, _ticker: ticker }))
+        Ok(Arc::new(Self { engine, linker, limits, instances, outbound, _ticker: ticker }))
     }
 
     /// The configured limits.
@@ -171,6 +194,25 @@ impl Runtime {
     /// Runs one attempt in a fresh instance. Every failure, including traps, timeouts and
     /// exceeded limits, comes back as a [`StepFailure`]; nothing here panics the host.
     pub async fn invoke(&self, pre: &PluginPre, call: Call) -> Result<Completed, StepFailure> {
+        self.invoke_recorded(pre, call).await.result
+    }
+
+    /// [`Runtime::invoke`], with the attempt's outbound requests. A broken grant or HTTP limit
+    /// decides the outcome whatever the plugin answered: the plugin may have caught the error.
+    pub async fn invoke_recorded(&self, pre: &PluginPre, call: Call) -> Attempted {
+        let session = self.outbound.session(call.http.clone(), &call.idempotency_key);
+        let journal = session.journal_handle();
+        let result = self.run_attempt(pre, call, session).await;
+        let (http, violation) = journal.take();
+        Attempted { result: violation.map_or(result, Err), http }
+    }
+
+    async fn run_attempt(
+        &self,
+        pre: &PluginPre,
+        call: Call,
+        http: http::HttpSession,
+    ) -> Result<Completed, StepFailure> {
         let _slot = self.instances.acquire().await.expect("the instance semaphore is never closed");
         let log = instance::LogSink {
             execution_id: call.execution_id.clone(),
@@ -182,7 +224,8 @@ impl Runtime {
             exceeded: false,
         };
         let state = state::StateSession::new(call.state.clone(), self.limits.state.clone());
-        let data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state);
+        let mut data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state, http);
+        data.set_config(call.config.iter());
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limiter);
         store.set_epoch_deadline(1);

@@ -8,7 +8,16 @@
 //! Behaviours: `ok`, `permanent`, `retryable`, `fail_until:N` (retryable before attempt N),
 //! `sleep:MS`, `loop`, `trap`, `panic`, `oom`, `stack_overflow`, `huge_output`, `not_json`,
 //! `log_flood`, `read_file`, `read_env`, `open_socket`, `residue` (reports whether static memory
-//! still holds what an earlier instance wrote there, then writes it).
+//! still holds what an earlier instance wrote there, then writes it),
+//! `http:<METHOD>:<url>` (calls `url` through `wasi:http`; answers `{"status", "body",
+//! "headers"}`, a retryable error on a 5xx status or when the host refuses the request, with
+//! the `ErrorCode` in its message). `"http_headers": {"<step>": {"name": "value"}}` in the input
+//! adds request headers, `"http_body": {"<step>": "text"}` a request body, `"http_repeat":
+//! {"<step>": N}` makes the call N times in a row (the answer is the last one's);
+//! `http_parallel:<N>:<url>` starts N GET requests at once through the raw bindings and answers
+//! their statuses (or error codes) once all have ended;
+//! `config:<name>` answers `{"config": value-or-null}` read through `wasi:config/store`
+//! (`config:` alone: every value, as an object).
 //!
 //! State: `{"state": {"<step>": [op, ...]}}` (and `"compensation_state"`) runs state operations
 //! before the behaviour; their results are in the answer's `"state"`. Ops: `{"get": [c, k]}`,
@@ -89,7 +98,7 @@ fn state_ops(input: &str, table: &str, step: &str) -> Vec<Value> {
     v["input"][table][step].as_array().map(|ops| ops.iter().map(state_op).collect()).unwrap_or_default()
 }
 
-fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Result<String, StepError> {
+fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: &Value) -> Result<String, StepError> {
     let ok = || {
         Ok(json!({
             "step": ctx.step, "side": side, "attempt": ctx.attempt,
@@ -165,21 +174,120 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>) -> Resu
             Ok(json!({ "open_socket": format!("{:?}", std::net::TcpStream::connect("127.0.0.1:1").map(|_| ())) })
                 .to_string())
         }
+        "http" => http_call(ctx, arg, input),
+        "config" => read_config(arg),
+        "http_parallel" => http_parallel(arg),
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
     }
+}
+
+mod config_store {
+    wit_bindgen::generate!({ path: "wit", world: "config-reader", generate_all });
+}
+
+/// `config:<name>`: one named value, or all of them.
+fn read_config(name: &str) -> Result<String, StepError> {
+    use config_store::wasi::config::store;
+    let value = if name.is_empty() {
+        store::get_all().map(|all| Value::Object(all.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
+    } else {
+        store::get(name).map(|v| v.map_or(Value::Null, Value::String))
+    };
+    let value = value.map_err(|e| StepError::Retryable(format!("wasi:config/store failed: {e:?}")))?;
+    Ok(json!({ "config": value }).to_string())
+}
+
+/// `http_parallel:<N>:<url>`: N requests in flight at once (`handle` N times, then wait).
+fn http_parallel(arg: &str) -> Result<String, StepError> {
+    use waki::bindings::wasi::http::{outgoing_handler, types};
+    let (n, url) = arg.split_once(':').unwrap_or(("2", arg));
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let mut pending = Vec::new();
+    for _ in 0..n.parse::<u32>().unwrap_or(2) {
+        let request = types::OutgoingRequest::new(types::Fields::new());
+        let scheme = if scheme == "https" { types::Scheme::Https } else { types::Scheme::Http };
+        let _ = request.set_scheme(Some(&scheme));
+        let _ = request.set_authority(Some(authority));
+        let _ = request.set_path_with_query(Some(path));
+        pending.push(outgoing_handler::handle(request, None));
+    }
+    let outcomes: Vec<Value> = pending
+        .into_iter()
+        .map(|started| match started {
+            Err(code) => json!(format!("{code:?}")),
+            Ok(future) => {
+                future.subscribe().block();
+                match future.get() {
+                    Some(Ok(Ok(response))) => json!(response.status()),
+                    Some(Ok(Err(code))) => json!(format!("{code:?}")),
+                    other => json!(format!("{other:?}")),
+                }
+            }
+        })
+        .collect();
+    Ok(json!({ "parallel": outcomes }).to_string())
+}
+
+/// `http:<METHOD>:<url>`, `http_repeat` times.
+fn http_call(ctx: &StepContext, arg: &str, input: &Value) -> Result<String, StepError> {
+    let times = input["input"]["http_repeat"][&ctx.step].as_u64().unwrap_or(1).max(1);
+    for _ in 1..times {
+        http_once(ctx, arg, input)?;
+    }
+    http_once(ctx, arg, input)
+}
+
+/// One request through `wasi:http/outgoing-handler`.
+fn http_once(ctx: &StepContext, arg: &str, input: &Value) -> Result<String, StepError> {
+    let (method, url) = arg.split_once(':').unwrap_or(("GET", arg));
+    let method = match method {
+        "GET" => waki::Method::Get,
+        "POST" => waki::Method::Post,
+        "PUT" => waki::Method::Put,
+        "DELETE" => waki::Method::Delete,
+        other => waki::Method::Other(other.to_string()),
+    };
+    let mut request = waki::Client::new().request(method, url);
+    if let Some(headers) = input["input"]["http_headers"][&ctx.step].as_object() {
+        for (name, value) in headers {
+            if let Ok(name) = waki::header::HeaderName::from_bytes(name.as_bytes()) {
+                request = request.header(name, value.as_str().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(body) = input["input"]["http_body"][&ctx.step].as_str() {
+        request = request.body(body.as_bytes().to_vec());
+    }
+    let response = request.send().map_err(|e| {
+        // On stderr too: the host replaces the answer when it refused the request itself.
+        eprintln!("testkit http request failed: {e:?}");
+        StepError::Retryable(format!("http request failed: {e:?}"))
+    })?;
+    let status = response.status_code();
+    let headers: serde_json::Map<String, Value> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .collect();
+    let body = response.body().map_err(|e| StepError::Retryable(format!("http body failed: {e:?}")))?;
+    if status >= 500 {
+        return Err(StepError::Retryable(format!("upstream answered {status}")));
+    }
+    Ok(json!({ "status": status, "body": String::from_utf8_lossy(&body), "headers": headers }).to_string())
 }
 
 impl Guest for Testkit {
     fn execute(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "behaviors", &ctx.step);
         let state = state_ops(&input, "state", &ctx.step);
-        act(&ctx, "execute", &b, state)
+        act(&ctx, "execute", &b, state, &serde_json::from_str(&input).unwrap_or(Value::Null))
     }
 
     fn compensate(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "compensations", &ctx.step);
         let state = state_ops(&input, "compensation_state", &ctx.step);
-        act(&ctx, "compensate", &b, state)
+        act(&ctx, "compensate", &b, state, &serde_json::from_str(&input).unwrap_or(Value::Null))
     }
 }
 

@@ -1,0 +1,110 @@
+//! Parsing and validation of definitions.
+
+use super::*;
+
+fn parse(json: &str) -> Result<SagaDefinition, DefinitionError> {
+    parse_definition(json.as_bytes(), &DefinitionLimits::default(), |r| r.name.as_str() != "missing")
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let d = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"},{"name":"b","plugin":"p@1.0.0","compensation":null,"on_failure":"continue"}]}"#)
+        .unwrap();
+    assert_eq!(d.deadline_ms, None);
+    assert_eq!(d.steps[0].compensation.as_ref().unwrap().to_string(), "p@1.0.0");
+    assert_eq!(d.steps[0].retry, RetryPolicy::step_default());
+    assert_eq!(d.steps[0].timeout_ms, DEFAULT_TIMEOUT_MS);
+    assert_eq!(d.steps[1].compensation, None);
+    assert_eq!(d.steps[1].on_failure, OnFailure::Continue);
+}
+
+#[test]
+fn every_problem_is_listed() {
+    let err = parse(
+        r#"{"deadline_ms":0,"steps":[
+            {"name":"a","plugin":"missing@1.0.0","timeout_ms":-5,"retry":{"max_attempts":0,"multiplier":0.5}},
+            {"name":"a","plugin":"nover"}]}"#,
+    )
+    .unwrap_err();
+    let DefinitionError::Invalid(problems) = err else { panic!("{err:?}") };
+    let all = problems.join("\n");
+    for needle in [
+        "deadline_ms",
+        "steps[0].timeout_ms",
+        "steps[0].retry.max_attempts",
+        "steps[0].retry.multiplier",
+        "missing@1.0.0 has not been uploaded",
+        "steps[1].plugin",
+        "\"a\" is used more than once",
+    ] {
+        assert!(all.contains(needle), "{needle:?} not in {all}");
+    }
+}
+
+#[test]
+fn malformed_documents_are_told_apart() {
+    for bad in ["", "{", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
+        assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");
+    }
+    assert!(matches!(parse(r#"{"steps":[]}"#), Err(DefinitionError::Invalid(_))));
+}
+
+#[test]
+fn http_grants_are_parsed_and_compensation_defaults_to_execute() {
+    let d = parse(
+        r#"{"steps":[{"name":"a","plugin":"p@1.0.0","allow_http":["https://X.example.com","http://127.0.0.1:9400"]},
+            {"name":"b","plugin":"p@1.0.0","allow_http":["https://a.example.com"],"compensate_allow_http":[]}]}"#,
+    )
+    .unwrap();
+    let shown = |g: &[HttpGrant]| g.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(shown(d.steps[0].http_grants(false)), ["https://x.example.com", "http://127.0.0.1:9400"]);
+    assert_eq!(shown(d.steps[0].http_grants(true)), shown(d.steps[0].http_grants(false)));
+    assert!(d.steps[1].http_grants(true).is_empty());
+    let stored = serde_json::to_value(&d.steps[0]).unwrap();
+    assert_eq!(stored["allow_http"][0], "https://x.example.com");
+    assert!(
+        serde_json::to_value(&parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"}]}"#).unwrap().steps[0])
+            .unwrap()
+            .get("allow_http")
+            .is_none()
+    );
+    let err = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","allow_http":["ftp://x.com"]}]}"#).unwrap_err();
+    assert!(err.to_string().contains("steps[0].allow_http[0]"), "{err}");
+}
+
+#[test]
+fn config_is_named_values() {
+    let d =
+        parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","config":{"gateway_url":"https://gw.example"}}]}"#).unwrap();
+    assert_eq!(d.steps[0].config["gateway_url"], "https://gw.example");
+    let err = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","config":{"bad name":"x"}}]}"#).unwrap_err();
+    assert!(err.to_string().contains("steps[0].config"), "{err}");
+    assert!(matches!(
+        parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","config":{"n":1}}]}"#),
+        Err(DefinitionError::Malformed(_))
+    ));
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 500 };
+    let waits: Vec<u64> = (1..=5).map(|a| p.backoff_ms(a)).collect();
+    assert_eq!(waits, [100, 200, 400, 500, 500]);
+}
+
+#[test]
+fn a_document_that_is_not_an_object_is_named() {
+    let step = r#"{"name":"a","plugin":"p@1.0.0"}"#;
+    for (doc, what) in [
+        (format!("[{step}]"), "an array"),
+        ("[]".into(), "an array"),
+        (format!("{step:?}"), "a string"),
+        ("42".into(), "a number"),
+        ("true".into(), "a boolean"),
+        (" null ".into(), "null"),
+    ] {
+        let Err(DefinitionError::Invalid(problems)) = parse(&doc) else { panic!("{doc} accepted or malformed") };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("must be a JSON object") && problems[0].ends_with(what), "{problems:?}");
+    }
+}
