@@ -42,6 +42,10 @@
 //! export_step!(Payment);
 //! ```
 //!
+//! Beyond the step itself: [`state`] is the plugin's durable key-value state, committed with
+//! the step; `http` (the cargo feature `http`, on by default) is a typed client for the
+//! outbound HTTP calls the step's `allow_http` grants, mapping failures to [`StepError`].
+//!
 //! Keep the `.wasm` small with this release profile in the plugin's `Cargo.toml`
 //! (a few dozen KB instead of megabytes):
 //!
@@ -59,6 +63,8 @@
 
 use std::fmt;
 
+#[cfg(feature = "http")]
+pub mod http;
 pub mod state;
 
 use serde::de::DeserializeOwned;

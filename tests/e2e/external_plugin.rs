@@ -44,7 +44,8 @@ export_step!(Greeter);
 
 /// The crate a plugin author would have: `sagahost new-plugin`'s layout, their own code.
 fn scaffold(dir: &Path) {
-    sagahost::cli::new_plugin("greeter", dir, &sagahost::cli::default_sdk_path()).unwrap();
+    sagahost::cli::new_plugin("greeter", dir, &sagahost::cli::default_sdk_path(), sagahost::cli::Template::State)
+        .unwrap();
     std::fs::write(dir.join("src/lib.rs"), LIB).unwrap();
     // Reuse the lock file of the project's plugins so the same dependency versions are chosen.
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/Cargo.lock"), dir.join("Cargo.lock")).unwrap();

@@ -16,6 +16,7 @@ mod quarantine;
 mod raw_http;
 mod recovery;
 mod scraping;
+mod sdk_http;
 mod semantics;
 mod slow_clients;
 mod storage;

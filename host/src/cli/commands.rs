@@ -135,6 +135,9 @@ pub enum ClientCommand {
         /// Path of the guest SDK crate.
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// A step that calls an HTTP API (saga_guest::http) instead of one keeping state.
+        #[arg(long)]
+        http: bool,
     },
 }
 

@@ -23,7 +23,7 @@ pub use client::{ApiFailure, Client, ClientError, ListQuery, Put, StateQuery, Tr
 pub use commands::{ClientCommand, Connection, PluginCommand, SagaCommand, default_url};
 pub use render::Render;
 pub use run::run;
-pub use scaffold::{build_plugin, default_sdk_path, new_plugin};
+pub use scaffold::{HTTP_EXAMPLE_API, Template, build_plugin, default_sdk_path, new_plugin};
 pub use serve::{
     AccessArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN, ExecutionArgs, MisplacedToken, SandboxArgs, ServeArgs, StateArgs,
     StoreArgs, TelemetryArgs,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::client::{Client, ListQuery, StateQuery, Trigger, Triggered};
 use super::commands::{ClientCommand, Connection, PluginCommand, SagaCommand};
 use super::render::Render;
-use super::scaffold::{build_plugin, default_sdk_path, new_plugin};
+use super::scaffold::{HTTP_EXAMPLE_API, Template, build_plugin, default_sdk_path, new_plugin};
 use crate::domain::ExecutionStatus;
 
 /// Longest `--wait` the host accepts.
@@ -140,14 +140,20 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
             let s = Session::new(conn)?;
             s.show(Some("resume requested".into()), &s.client.resume(id).await?)?;
         }
-        ClientCommand::NewPlugin { name, dir, sdk } => {
+        ClientCommand::NewPlugin { name, dir, sdk, http } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            new_plugin(&name, &dir, &sdk.unwrap_or_else(default_sdk_path))?;
+            let template = if http { Template::Http } else { Template::State };
+            new_plugin(&name, &dir, &sdk.unwrap_or_else(default_sdk_path), template)?;
             println!("created plugin crate {name} in {}", dir.display());
             println!("next:");
             println!("  sagahost plugin push {name} 0.1.0 {}", dir.display());
             println!("  sagahost saga apply {name} {}", dir.join("saga.json").display());
-            println!("  sagahost run {name} --input '{{\"amount\": 42}}' --wait");
+            if http {
+                println!("  # an API answering POST /charges with {{\"id\": ...}} must listen on {HTTP_EXAMPLE_API}");
+                println!("  sagahost run {name} --input '{{\"amount\": 42, \"api\": \"{HTTP_EXAMPLE_API}\"}}' --wait");
+            } else {
+                println!("  sagahost run {name} --input '{{\"amount\": 42}}' --wait");
+            }
         }
     }
     Ok(0)

@@ -1,4 +1,5 @@
-//! The plugin author's short path: `new-plugin` writes a ready-to-build crate, and
+//! The plugin author's short path: `new-plugin` writes a ready-to-build crate (a step keeping
+//! durable state, or with `--http` one calling an HTTP API), and
 //! `plugin push` of a crate directory builds it for `wasm32-wasip2` first.
 
 use std::path::{Path, PathBuf};
@@ -78,8 +79,99 @@ impl Step for MyStep {
 export_step!(MyStep);
 "#;
 
+const HTTP_LIB_RS: &str = r#"//! A saga step plugin that calls an HTTP API. `execute` creates a charge; `compensate`
+//! deletes it. The API's origin must be granted in the step's `allow_http` (saga.json).
+
+use std::time::Duration;
+
+use saga_guest::http;
+use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
+use serde::{Deserialize, Serialize};
+
+/// The execution input this step reads.
+#[derive(Deserialize)]
+struct Input {
+    amount: u64,
+    /// Where the API is, e.g. "http://127.0.0.1:9400".
+    api: String,
+}
+
+/// What the step sends.
+#[derive(Serialize)]
+struct NewCharge<'a> {
+    amount: u64,
+    reference: &'a str,
+}
+
+/// What the API answers (other fields are ignored).
+#[derive(Deserialize)]
+struct Charge {
+    id: String,
+}
+
+/// What the step records as its result.
+#[derive(Serialize, Deserialize)]
+struct Done {
+    charge_id: String,
+    state: String,
+}
+
+struct MyStep;
+
+impl Step for MyStep {
+    type Input = Input;
+    type Output = Done;
+    type Undone = Done;
+
+    fn execute(ctx: &Context, step: StepInput<Input>) -> Result<Done, StepError> {
+        if step.input.amount == 0 {
+            return Err(StepError::permanent("amount must be positive"));
+        }
+        // 5xx, 429, connection failures and the timeout are retryable (the step's retry policy
+        // runs it again); other 4xx and an answer that does not decode are permanent. The host
+        // adds an Idempotency-Key header, the same on every attempt, so the API can de-duplicate.
+        let charge: Charge = http::post(&format!("{}/charges", step.input.api))
+            .timeout(Duration::from_secs(5))
+            .json(&NewCharge { amount: step.input.amount, reference: &ctx.idempotency_key })
+            .send_json()?;
+        saga_guest::info!("charged {} as {}", step.input.amount, charge.id);
+        Ok(Done { charge_id: charge.id, state: "CHARGED".into() })
+    }
+
+    fn compensate(_ctx: &Context, undo: Compensation<Input, Done>) -> Result<Done, StepError> {
+        // undo.result is None when execute's outcome is unknown (it timed out or trapped): the
+        // charge may exist, but we do not know its id. A real API would be asked by reference.
+        let Some(done) = undo.result else {
+            return Ok(Done { charge_id: String::new(), state: "NOTHING_TO_UNDO".into() });
+        };
+        let response = http::delete(&format!("{}/charges/{}", undo.input.api, done.charge_id))
+            .timeout(Duration::from_secs(5))
+            .send()?;
+        // Overriding the default mapping: a charge that is already gone is undone.
+        if response.status() != 404 {
+            response.error_for_status()?;
+        }
+        Ok(Done { charge_id: done.charge_id, state: "REFUNDED".into() })
+    }
+}
+
+export_step!(MyStep);
+"#;
+
+/// What the scaffolded step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Template {
+    /// Keeps a running total in the plugin's durable state.
+    State,
+    /// Calls an HTTP API with `saga_guest::http` (granted in `saga.json`).
+    Http,
+}
+
+/// The origin the HTTP template's `saga.json` grants and its example input names.
+pub const HTTP_EXAMPLE_API: &str = "http://127.0.0.1:9400";
+
 /// Writes a new plugin crate called `name` into `dir`.
-pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
+pub fn new_plugin(name: &str, dir: &Path, sdk: &Path, template: Template) -> anyhow::Result<()> {
     crate::domain::ids::check_name("plugin name", name)?;
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
@@ -112,12 +204,16 @@ panic = "abort"
         sdk = sdk.display().to_string()
     );
     std::fs::write(dir.join("Cargo.toml"), manifest)?;
-    std::fs::write(dir.join("src/lib.rs"), LIB_RS)?;
+    let (lib, grant, timeout_ms) = match template {
+        Template::State => (LIB_RS, String::new(), 2000),
+        Template::Http => (HTTP_LIB_RS, format!(r#" "allow_http": ["{HTTP_EXAMPLE_API}"],"#), 10000),
+    };
+    std::fs::write(dir.join("src/lib.rs"), lib)?;
     let saga = format!(
         r#"{{
   "deadline_ms": 60000,
   "steps": [
-    {{ "name": "{name}", "plugin": "{name}@0.1.0", "timeout_ms": 2000,
+    {{ "name": "{name}", "plugin": "{name}@0.1.0", "timeout_ms": {timeout_ms},{grant}
       "retry": {{ "max_attempts": 3, "initial_backoff_ms": 500, "multiplier": 2.0, "max_backoff_ms": 5000 }} }}
   ]
 }}

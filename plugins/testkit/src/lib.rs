@@ -16,6 +16,10 @@
 //! {"<step>": N}` makes the call N times in a row (the answer is the last one's);
 //! `http_parallel:<N>:<url>` starts N GET requests at once through the raw bindings and answers
 //! their statuses (or error codes) once all have ended;
+//! `sdk_http:<url>` POSTs `{"step", "attempt"}` as JSON to `url` with the SDK's client
+//! (`saga_guest::http`) and answers `{"api": <the JSON response>}`; failures map to retryable or
+//! permanent as the SDK does (5xx, 429, connection: retryable; other 4xx: permanent);
+//! `"sdk_http_timeout_ms": {"<step>": N}` sets the request's timeout (default 5,000);
 //! `config:<name>` answers `{"config": value-or-null}` read through `wasi:config/store`
 //! (`config:` alone: every value, as an object).
 //!
@@ -29,6 +33,8 @@ use saga_guest::bindings::exports::saga::plugin::step::Guest;
 use saga_guest::bindings::saga::plugin::state::{self, Value as Stored};
 use saga_guest::bindings::saga::plugin::types::{StepContext, StepError};
 use saga_guest::serde_json::{self, Value, json};
+
+mod sdk_http;
 
 struct Testkit;
 
@@ -175,6 +181,7 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: 
                 .to_string())
         }
         "http" => http_call(ctx, arg, input),
+        "sdk_http" => sdk_http::call(ctx, arg, input),
         "config" => read_config(arg),
         "http_parallel" => http_parallel(arg),
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
