@@ -1,31 +1,17 @@
 //! The HTTP API without a socket (`Router::oneshot`): every bad input gets the status and
 //! JSON error it deserves, and the happy paths answer as docs/api.md says.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use sagahost::api::{ApiConfig, AppState, router};
-use sagahost::clock::SystemClock;
-use sagahost::orchestrator::{Orchestrator, OrchestratorConfig};
-use sagahost::runtime::{Limits, PluginCache, Runtime};
-use sagahost::store::{MemoryStore, Store};
+use sagahost::api::ApiConfig;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
+mod common;
 
-fn app_with(config: ApiConfig) -> Router {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime =
-        Runtime::new(Limits { max_instances: 16, max_plugin_bytes: config.max_plugin_bytes, ..Limits::default() })
-            .unwrap();
-    let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
-    let orch = Orchestrator::new(store, plugins, Arc::new(SystemClock), OrchestratorConfig::default());
-    router(AppState { orch, config: Arc::new(config) })
-}
+use common::{app_with, wasm};
 
 fn app() -> Router {
     app_with(ApiConfig::default())
@@ -48,10 +34,6 @@ async fn send(
     let value =
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
-}
-
-fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{PLUGIN_DIR}/{name}.wasm")).unwrap()
 }
 
 fn assert_error(resp: &(StatusCode, Value), status: StatusCode, code: &str, needle: &str) {

@@ -10,6 +10,7 @@ mod disk_guard;
 mod reads;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -161,11 +162,13 @@ impl EventStore for SledStore {
 
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {
         self.read_with(|db| {
+            // One scan of the (short) quarantine list, not one lookup per unfinished execution.
+            let quarantined = scan_ids(db, &keys::quarantined(), None).collect::<Result<HashSet<_>, _>>()?;
             let mut ids = Vec::new();
             for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
                 for id in scan_ids(db, &keys::status_index(status), None) {
                     let id = id?;
-                    if !db.contains_key(keys::quarantine(id)).map_err(unavailable)? {
+                    if !quarantined.contains(&id) {
                         ids.push(id);
                     }
                 }
