@@ -4,6 +4,7 @@
 //! - [`domain`]: definitions, events, the state fold and `decide` — pure, time passed in;
 //! - [`store`]: event streams with optimistic concurrency and group commit (sled), the catalog;
 //! - [`runtime`]: wasmtime engine, plugin validation and cache, sandboxed attempts with limits;
+//! - [`secrets`]: operator-stored values steps read by name, sealed at rest, redacted;
 //! - [`orchestrator`]: drives executions (load → decide → invoke → append), timers, recovery;
 //! - [`api`]: the HTTP API, thin handlers over the orchestrator;
 //! - [`server`]: wiring of all of the above into a running host; [`demo`]: the example sagas.
@@ -17,6 +18,7 @@ pub mod domain;
 pub mod metrics;
 pub mod orchestrator;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub(crate) mod sync;

@@ -78,6 +78,12 @@ impl Host {
                 config.listen
             );
         }
+        if config.api.client_token.is_some() && config.api.admin_token.is_none() && !config.insecure {
+            bail!(
+                "refusing to start with a client token but no admin token: the management routes (plugins, sagas, \
+                 secrets, cancel, resume) would be open to anyone; set --admin-token too, or pass --insecure"
+            );
+        }
         config.api.max_plugin_bytes = config.limits.max_plugin_bytes;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -90,6 +96,17 @@ impl Host {
             Runtime::new(config.limits.clone()).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
         let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
         let orch = Orchestrator::new(store, plugins, Arc::new(SystemClock), config.orchestrator.clone());
+        // A secret that does not open must stop the host now, not fail steps one by one.
+        let secrets = orch.secrets().open_all().await.context("checking the stored secrets")?;
+        if secrets.resealed > 0 {
+            tracing::info!(count = secrets.resealed, "secrets stored in clear are now sealed with the secret key");
+        }
+        if secrets.plain > 0 {
+            tracing::warn!(
+                count = secrets.plain,
+                "secrets are stored in clear: start the host with a secret key to seal them (docs/secrets.md)"
+            );
+        }
         let listener = http::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let app = api::router(AppState { orch: orch.clone(), config: Arc::new(config.api.clone()) })

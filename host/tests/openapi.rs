@@ -283,6 +283,7 @@ fn variants(path: &str, method: &str, has_body: bool) -> Vec<Variant> {
     let with = |extra: Vec<(&'static str, String)>| [admin(), extra].concat();
     let good_body: Vec<u8> = match (method, path) {
         ("put", "/v1/plugins/{name}/{version}") => wasm("testkit"),
+        ("put", "/v1/secrets/{name}") => json!({"value": "a-long-enough-value"}).to_string().into_bytes(),
         ("put", _) => json!({"steps": [{"name": "a", "plugin": "testkit@1.0.0"}]}).to_string().into_bytes(),
         ("post", "/v1/sagas/{name}/executions") => b"{}".to_vec(),
         _ => Vec::new(),

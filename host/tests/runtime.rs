@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sagahost::domain::{FailureKind, PluginName, PluginRef, PluginVersion, Side, StepFailure};
-use sagahost::runtime::{Call, Limits, PluginCache, Runtime, UploadError};
+use sagahost::runtime::{Call, Limits, PluginCache, Runtime, StepConfig, UploadError};
+use sagahost::secrets::SecretValue;
 use sagahost::store::{MemoryStore, SledStore, Store};
 use serde_json::{Value, json};
 
@@ -70,6 +71,31 @@ async fn execute_and_compensate_see_the_context() {
     let pre = cache.get(&testkit_ref()).await.unwrap();
     let undo = cache.runtime().invoke(&pre, call("ok", Side::Compensate, 2_000)).await.unwrap();
     assert!(undo.output.contains("\"side\":\"compensate\""));
+}
+
+/// A value that spans lines and holds quotes (JSON-escaped in the result) is still redacted.
+#[tokio::test]
+async fn secret_values_are_redacted_from_results_and_failure_messages() {
+    let cache = default_cache().await;
+    let pre = cache.get(&testkit_ref()).await.unwrap();
+    let secret = "-----BEGIN KEY-----\nAbC \"quoted\" 123\n-----END KEY-----";
+    let with_secret = |behavior: &str| Call {
+        config: StepConfig {
+            values: [("plain".to_owned(), "not secret".to_owned())].into(),
+            secrets: vec![("tls_key".into(), SecretValue::from(secret.to_owned()))],
+        },
+        ..call(behavior, Side::Execute, 2_000)
+    };
+    let done = cache.runtime().invoke(&pre, with_secret("leak:tls_key")).await.unwrap();
+    assert!(!done.output.contains("AbC"), "{}", done.output);
+    let out: Value = serde_json::from_str(&done.output).unwrap();
+    assert_eq!(out["echo"], "[REDACTED:tls_key]");
+    assert_eq!(out["sentence"], "the key is [REDACTED:tls_key].");
+    assert_eq!(out["[REDACTED:tls_key]"], "as a key");
+    let plain = cache.runtime().invoke(&pre, with_secret("config:plain")).await.unwrap();
+    assert_eq!(plain.output, r#"{"config":"not secret"}"#, "config values beside secrets, untouched");
+    let failed = cache.runtime().invoke(&pre, with_secret("leak_fail:tls_key")).await.unwrap_err();
+    assert_eq!(failed.message, "refusing, the value is [REDACTED:tls_key]");
 }
 
 /// Pooled slots are reused (and only the pages a guest dirtied may be reset): no attempt may

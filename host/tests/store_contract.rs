@@ -118,6 +118,12 @@ macro_rules! contract {
                 let (store, _guard) = $make;
                 quarantine(&*store).await;
             }
+
+            #[tokio::test]
+            async fn secret_records_are_stored_replaced_listed_and_deleted() {
+                let (store, _guard) = $make;
+                secret_records(store).await;
+            }
         }
     };
 }
@@ -426,6 +432,22 @@ async fn one_of_two_state_writers_wins(store: Arc<dyn Store>) {
     let loser = if ra.is_ok() { (b, rb) } else { (a, ra) };
     assert!(matches!(loser.1, Err(StoreError::StateConflict { .. })));
     assert_eq!(store.read(loser.0, 0).await.unwrap().len(), 1, "the loser's events were not stored");
+}
+
+async fn secret_records(store: Arc<dyn Store>) {
+    assert!(store.secret_put("b".into(), vec![1, 2]).await.unwrap(), "new");
+    assert!(!store.secret_put("b".into(), vec![3]).await.unwrap(), "replaced");
+    assert!(store.secret_put("a".into(), vec![0; 40]).await.unwrap());
+    assert_eq!(store.secret("b").await.unwrap(), Some(vec![3]));
+    assert_eq!(store.secret("c").await.unwrap(), None);
+    assert_eq!(store.secrets().await.unwrap(), vec![("a".into(), vec![0; 40]), ("b".into(), vec![3])]);
+    // Concurrent puts of one new name: exactly one is told it created it.
+    let (x, y) = tokio::join!(store.secret_put("n".into(), vec![1]), store.secret_put("n".into(), vec![2]));
+    assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|c| **c).count(), 1);
+    assert!(store.secret_delete("b".into()).await.unwrap());
+    assert!(!store.secret_delete("b".into()).await.unwrap(), "already gone");
+    assert_eq!(store.secret("b").await.unwrap(), None);
+    assert_eq!(store.secrets().await.unwrap().len(), 2);
 }
 
 #[tokio::test]

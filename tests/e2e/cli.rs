@@ -228,3 +228,35 @@ fn bench_measures_the_raw_limits_and_the_host_and_prints_the_ratio() {
     let table = run(false);
     assert!(table.contains("raw limits") && table.trim_end().lines().last().unwrap().starts_with("ratio: "), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_put_from_standard_input_and_listed_without_values() {
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &[]);
+    let value = "cli-secret-value-9a8b7c";
+    let mut put = Command::new(env!("CARGO_BIN_EXE_sagahost"))
+        .args(["secret", "put", "gateway_key"])
+        .env("SAGAHOST_URL", &host.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), format!("{value}\n").as_bytes()).unwrap();
+    let out = put.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("secret gateway_key stored (in clear at rest"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(value));
+
+    let out = sagahost(&host.url, &["secret", "list"]);
+    assert!(out.status.success() && stdout(&out).contains("gateway_key") && !stdout(&out).contains(value), "{out:?}");
+    let out = sagahost(&host.url, &["secret", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["secrets"][0]["name"], "gateway_key");
+
+    let out = sagahost(&host.url, &["secret", "delete", "gateway_key"]);
+    assert!(out.status.success() && stdout(&out).contains("secret gateway_key deleted"), "{out:?}");
+    let out = sagahost(&host.url, &["secret", "delete", "gateway_key"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not stored"), "{out:?}");
+}

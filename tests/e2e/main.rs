@@ -17,6 +17,7 @@ mod raw_http;
 mod recovery;
 mod scraping;
 mod sdk_http;
+mod secrets;
 mod semantics;
 mod slow_clients;
 mod storage;

@@ -154,6 +154,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::secrets::SecretError> for ApiError {
+    fn from(e: crate::secrets::SecretError) -> Self {
+        use crate::secrets::SecretError;
+        match e {
+            SecretError::BadName(_) | SecretError::BadValue => Self::BadRequest(e.to_string()),
+            SecretError::Missing(_) => Self::NotFound(e.to_string()),
+            SecretError::TooMany => Self::Conflict(e.to_string()),
+            SecretError::Store(s) => s.into(),
+            SecretError::NoKey(_) | SecretError::WrongKey(_) | SecretError::Corrupt(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<OrchestratorError> for ApiError {
     fn from(e: OrchestratorError) -> Self {
         match e {
@@ -168,6 +181,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Fold(f) => Self::Internal(f.to_string()),
             OrchestratorError::Quarantined { .. } => Self::Quarantined(e.to_string()),
             OrchestratorError::IdempotencyKeyReused(_) => Self::IdempotencyKeyReused(e.to_string()),
+            OrchestratorError::Secret(s) => s.into(),
         }
     }
 }

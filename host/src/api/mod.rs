@@ -10,6 +10,7 @@ mod openapi;
 mod plugins;
 mod quarantine;
 mod sagas;
+mod secrets;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use serde_json::json;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use guard::{MAX_HEADER_BYTES, MAX_URI_BYTES, body_read_timeout};
 pub use openapi::{ApiDoc, ROUTES};
+pub use secrets::{SecretList, SecretRequest};
 
 use crate::orchestrator::Orchestrator;
 
@@ -124,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/resume", post(executions::resume))
         .route("/v1/quarantine", get(quarantine::list))
+        .route("/v1/secrets", get(secrets::list))
+        .route("/v1/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route_layer(middleware::from_fn_with_state(max_body, guard::announced_body_limit))
         .merge(uploads)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));

@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr};
 
-use super::{executions, plugins, quarantine, sagas};
+use super::{executions, plugins, quarantine, sagas, secrets};
 use crate::domain::DefinitionLimits;
 
 /// Every route of the API: (method, path). The router, the document and the test that
@@ -33,6 +33,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/executions/{id}/cancel"),
     ("post", "/v1/executions/{id}/resume"),
     ("get", "/v1/quarantine"),
+    ("get", "/v1/secrets"),
+    ("put", "/v1/secrets/{name}"),
+    ("delete", "/v1/secrets/{name}"),
 ];
 
 /// The routes a client token opens (docs/api.md, "Tokens"); the others need the admin token.
@@ -63,9 +66,10 @@ const MULTIPLIER_RANGE: (f64, f64) = (1.0, 100.0);
         sagas::put, sagas::show, sagas::list,
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
         executions::cancel, executions::resume, quarantine::list,
+        secrets::put, secrets::list, secrets::delete,
     ),
     modifiers(&Conventions),
-    tags((name = "plugins"), (name = "sagas"), (name = "executions"))
+    tags((name = "plugins"), (name = "sagas"), (name = "executions"), (name = "secrets"))
 )]
 pub struct ApiDoc;
 
@@ -225,6 +229,17 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
                 .additional_properties(Some(AdditionalProperties::RefOr(string().max_length(Some(16 << 10)).into())))
                 .max_properties(Some(64))
                 .description(Some("named values the step's plugins read through wasi:config/store (not secret)")),
+        )
+        .property(
+            "secrets",
+            ArrayBuilder::new()
+                .items(string().min_length(Some(1)).max_length(Some(128)).pattern(Some(r"^[A-Za-z0-9_.-]+$")))
+                .max_items(Some(64))
+                .unique_items(true)
+                .description(Some(
+                    "names of stored secrets (PUT /v1/secrets/{name}) the step's plugins read through \
+                     wasi:config/store; each must be stored when the definition is, and must not also be a config name",
+                )),
         )
         .required("name")
         .required("plugin");

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::sse;
-use crate::api::{Accepted, ErrorBody, ErrorDetail, ExecutionList, PluginList, PluginState, SagaList};
+use crate::api::{Accepted, ErrorBody, ErrorDetail, ExecutionList, PluginList, PluginState, SagaList, SecretList};
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, ExecutionView, PluginName, PluginVersion, SagaName};
+use crate::secrets::SecretInfo;
 use crate::store::{PluginMeta, StoredDefinition};
 
 /// An error answer of the host: its status and the API's error body.
@@ -238,6 +239,25 @@ impl Client {
         query.extend(q.limit.map(|l| ("limit", l.to_string())));
         query.extend(q.after.map(|a| ("after", a.to_string())));
         self.get(&["v1", "executions"], &query).await
+    }
+
+    /// `PUT /v1/secrets/{name}`.
+    pub async fn put_secret(&self, name: &str, value: &str) -> Result<Put<SecretInfo>, ClientError> {
+        let url = self.url(&["v1", "secrets", name], &[]);
+        let req = self.request(Method::PUT, &url).json(&serde_json::json!({ "value": value }));
+        let (status, value) = self.call(req, &url).await?;
+        Ok(Put { value, created: status == StatusCode::CREATED })
+    }
+
+    /// `GET /v1/secrets`.
+    pub async fn secrets(&self) -> Result<SecretList, ClientError> {
+        self.get(&["v1", "secrets"], &[]).await
+    }
+
+    /// `DELETE /v1/secrets/{name}`.
+    pub async fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "secrets", name], &[]);
+        self.fetch(self.request(Method::DELETE, &url), &url).await.map(drop)
     }
 
     /// `POST /v1/executions/{id}/cancel`.

@@ -51,6 +51,15 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: SagaCommand,
     },
+    /// Store, list and delete secrets (values are written, never read back).
+    Secret {
+        /// How to reach the host.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Start an execution of a saga.
     Run {
         /// How to reach the host.
@@ -201,6 +210,28 @@ pub enum SagaCommand {
         /// Saga name.
         #[arg(value_parser = SagaName::parse)]
         name: SagaName,
+    },
+}
+
+/// `secret …`.
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Store a secret (or replace its value). The value is read from standard input (one
+    /// trailing newline removed) or from a file, never from the command line, where other local
+    /// users could see it.
+    Put {
+        /// Secret name.
+        name: String,
+        /// Read the value from this file (as is) instead of standard input.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// List secrets: names and when they were stored, never values.
+    List,
+    /// Delete a secret.
+    Delete {
+        /// Secret name.
+        name: String,
     },
 }
 

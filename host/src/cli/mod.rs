@@ -20,12 +20,12 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::{ApiFailure, Client, ClientError, ListQuery, Put, StateQuery, Trigger, Triggered};
-pub use commands::{ClientCommand, Connection, PluginCommand, SagaCommand, default_url};
+pub use commands::{ClientCommand, Connection, PluginCommand, SagaCommand, SecretCommand, default_url};
 pub use render::Render;
 pub use run::run;
 pub use scaffold::{HTTP_EXAMPLE_API, Template, build_plugin, default_sdk_path, new_plugin};
 pub use serve::{
-    AccessArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN, ExecutionArgs, MisplacedToken, SandboxArgs, ServeArgs, StateArgs,
+    AccessArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN, ExecutionArgs, SandboxArgs, ServeArgs, ServeFlagError, StateArgs,
     StoreArgs, TelemetryArgs,
 };
 
@@ -149,7 +149,7 @@ mod tests {
         for args in [&["sagahost", "serve", "--token", "x"][..], &["sagahost", "serve", "--token"]] {
             let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else { panic!() };
             let err = serve.config(false).unwrap_err();
-            assert_eq!(err, MisplacedToken::Flag);
+            assert_eq!(err, ServeFlagError::Flag);
             assert!(err.to_string().contains("--admin-token") && err.to_string().contains("--client-token"));
         }
         let Command::Serve(serve) = Cli::try_parse_from(["sagahost", "serve"]).unwrap().command else { panic!() };

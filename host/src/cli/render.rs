@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 
-use crate::api::{Accepted, ExecutionList, PluginList, PluginState, SagaList};
+use crate::api::{Accepted, ExecutionList, PluginList, PluginState, SagaList, SecretList};
 use crate::domain::{Event, EventRecord, ExecutionView, StepFailure};
+use crate::secrets::SecretInfo;
 use crate::store::{PluginMeta, StateItem, StoredDefinition};
 
 /// Text for people.
@@ -81,6 +82,24 @@ impl Render for PluginMeta {
         ]
         .join("\n")
     }
+}
+
+impl Render for SecretList {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self.secrets.iter().map(secret_row).collect();
+        table(&["name", "updated", "at rest"], &rows)
+    }
+}
+
+impl Render for SecretInfo {
+    fn render(&self) -> String {
+        table(&["name", "updated", "at rest"], &[secret_row(self)])
+    }
+}
+
+fn secret_row(s: &SecretInfo) -> Vec<String> {
+    let at_rest = if s.encrypted { "encrypted" } else { "in clear" };
+    vec![s.name.clone(), date_time(s.updated_at), at_rest.into()]
 }
 
 impl Render for SagaList {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::client::{Client, ListQuery, StateQuery, Trigger, Triggered};
-use super::commands::{ClientCommand, Connection, PluginCommand, SagaCommand};
+use super::commands::{ClientCommand, Connection, PluginCommand, SagaCommand, SecretCommand};
 use super::render::Render;
 use super::scaffold::{HTTP_EXAMPLE_API, Template, build_plugin, default_sdk_path, new_plugin};
 use crate::domain::ExecutionStatus;
@@ -81,6 +81,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
     match cmd {
         ClientCommand::Plugin { conn, command } => plugin(&Session::new(conn)?, command).await?,
         ClientCommand::Saga { conn, command } => saga(&Session::new(conn)?, command).await?,
+        ClientCommand::Secret { conn, command } => secret(&Session::new(conn)?, command).await?,
         ClientCommand::Run { conn, saga, input, input_file, wait, idempotency_key } => {
             let s = Session::new(conn)?;
             let input = match (input, input_file) {
@@ -172,6 +173,38 @@ async fn plugin(s: &Session, command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::State { name, collection, prefix, limit } => {
             let query = StateQuery { collection, prefix, limit: Some(limit) };
             s.show(None, &s.client.plugin_state(&name, &query).await?)
+        }
+    }
+}
+
+async fn secret(s: &Session, command: SecretCommand) -> anyhow::Result<()> {
+    match command {
+        SecretCommand::Put { name, from_file } => {
+            let value = match from_file {
+                Some(f) => {
+                    String::from_utf8(read(&f)?).with_context(|| format!("{} is not UTF-8 text", f.display()))?
+                }
+                None => {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                        .context("reading the value from standard input")?;
+                    let trimmed = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t));
+                    trimmed.map(str::to_owned).unwrap_or(text)
+                }
+            };
+            let put = s.client.put_secret(&name, &value).await?;
+            let what = if put.created { "stored" } else { "replaced" };
+            let sealed =
+                if put.value.encrypted { "encrypted at rest" } else { "in clear at rest: the host has no secret key" };
+            s.show(Some(format!("secret {name} {what} ({sealed})")), &put.value)
+        }
+        SecretCommand::List => s.show(None, &s.client.secrets().await?),
+        SecretCommand::Delete { name } => {
+            s.client.delete_secret(&name).await?;
+            if !s.json {
+                println!("secret {name} deleted");
+            }
+            Ok(())
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
+use crate::secrets::SealKey;
 use crate::server::HostConfig;
 
 /// Where `serve` listens unless told otherwise (and where the client commands look for it).
@@ -188,6 +189,14 @@ pub struct StoreArgs {
     /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
     #[arg(long, env = "SAGAHOST_MIN_FREE_MIB", default_value_t = defaults().store_reserve_bytes >> 20)]
     pub min_free_mib: u64,
+    /// File holding the key that seals secrets at rest: 64 hexadecimal characters (32 random
+    /// bytes, e.g. from `openssl rand -hex 32`). Without a key, secrets are stored in clear.
+    #[arg(long, env = "SAGAHOST_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The key itself, as in --secret-key-file; prefer the file or the variable: a flag's
+    /// value is visible to every local user in the process list.
+    #[arg(long, env = "SAGAHOST_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 /// Telemetry.
@@ -200,9 +209,10 @@ pub struct TelemetryArgs {
     pub otlp_endpoint: Option<String>,
 }
 
-/// Flags that would leave a host unprotected while its operator believes it protected.
+/// Flags `serve` refuses: some would leave a host unprotected while its operator believes it
+/// protected.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MisplacedToken {
+pub enum ServeFlagError {
     /// `serve --token`.
     #[error(
         "`serve` has no --token (that is the client commands' flag): use --admin-token for the \
@@ -216,6 +226,20 @@ pub enum MisplacedToken {
          set SAGAHOST_ADMIN_TOKEN (or --admin-token) to require a token, or unset SAGAHOST_TOKEN"
     )]
     ClientEnvironment,
+    /// The secret key could not be read or is not a key.
+    #[error("secret key: {0}")]
+    SecretKey(String),
+}
+
+/// The key from `--secret-key-file` or `--secret-key`; errors never quote what was read.
+fn secret_key(file: Option<PathBuf>, text: Option<String>) -> Result<Option<SealKey>, ServeFlagError> {
+    let text = match (file, text) {
+        (Some(path), _) => std::fs::read_to_string(&path)
+            .map_err(|e| ServeFlagError::SecretKey(format!("cannot read {}: {e}", path.display())))?,
+        (None, Some(text)) => text,
+        (None, None) => return Ok(None),
+    };
+    SealKey::parse(&text).map(Some).map_err(|e| ServeFlagError::SecretKey(e.to_string()))
 }
 
 /// `units` of `2^shift` bytes, in bytes (saturating: a limit too large to hold is no limit).
@@ -226,13 +250,13 @@ fn bytes(units: usize, shift: u32) -> usize {
 impl ServeArgs {
     /// The host configuration these flags describe. `client_token_in_env`: whether
     /// `SAGAHOST_TOKEN` is set, which `serve` refuses unless an admin token is given too.
-    pub fn config(self, client_token_in_env: bool) -> Result<HostConfig, MisplacedToken> {
+    pub fn config(self, client_token_in_env: bool) -> Result<HostConfig, ServeFlagError> {
         if self.misplaced_token.is_some() {
-            return Err(MisplacedToken::Flag);
+            return Err(ServeFlagError::Flag);
         }
         let a = self.access;
         if client_token_in_env && a.admin_token.is_none() {
-            return Err(MisplacedToken::ClientEnvironment);
+            return Err(ServeFlagError::ClientEnvironment);
         }
         let mut config = HostConfig::new(self.store.data_dir);
         config.listen = a.listen;
@@ -268,6 +292,7 @@ impl ServeArgs {
         http.max_concurrent = h.max_http_concurrent;
         http.ca_bundle = h.http_ca_bundle;
         config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
+        config.orchestrator.secret_key = secret_key(self.store.secret_key_file, self.store.secret_key)?;
         Ok(config)
     }
 }

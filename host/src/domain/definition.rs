@@ -81,6 +81,10 @@ pub struct StepDefinition {
     /// Named values its plugins read through `wasi:config/store` (execute and compensate).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// Names of stored secrets its plugins read through `wasi:config/store`, beside `config`
+    /// (docs/secrets.md). Only names: values never enter a definition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl StepDefinition {
@@ -192,6 +196,8 @@ struct StepDoc {
     compensate_allow_http: Option<Vec<String>>,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +264,7 @@ pub fn parse_definition(
         let compensate_allow_http =
             s.compensate_allow_http.as_ref().map(|g| grants(&format!("{at}.compensate_allow_http"), g, &mut later));
         check_config(&format!("{at}.config"), &s.config, &mut later);
+        check_secrets(&format!("{at}.secrets"), &s.secrets, &s.config, &mut later);
         if let (Some(name), Some(plugin)) = (name, plugin) {
             steps.push(StepDefinition {
                 name,
@@ -270,6 +277,7 @@ pub fn parse_definition(
                 allow_http,
                 compensate_allow_http,
                 config: s.config.clone(),
+                secrets: s.secrets.clone(),
             });
         }
     }
@@ -337,13 +345,29 @@ fn check_config(at: &str, config: &BTreeMap<String, String>, problems: &mut Vec<
         problems.push(format!("{at} has at most {MAX_CONFIG_ENTRIES} entries, got {}", config.len()));
     }
     for (name, value) in config {
-        let name_ok = (1..=128).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !name_ok {
+        if !crate::secrets::valid_name(name) {
             problems.push(format!("{at}: name {name:?} is not 1-128 characters of A-Z a-z 0-9 _ - ."));
         }
         if value.len() > MAX_CONFIG_VALUE_BYTES {
             problems.push(format!("{at}.{name} is longer than {MAX_CONFIG_VALUE_BYTES} bytes"));
+        }
+    }
+}
+
+/// Most secrets one step references.
+const MAX_STEP_SECRETS: usize = 64;
+
+fn check_secrets(at: &str, secrets: &[String], config: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    if secrets.len() > MAX_STEP_SECRETS {
+        problems.push(format!("{at} has at most {MAX_STEP_SECRETS} entries, got {}", secrets.len()));
+    }
+    for (i, name) in secrets.iter().enumerate() {
+        if !crate::secrets::valid_name(name) {
+            problems.push(format!("{at}[{i}]: name {name:?} is not 1-128 characters of A-Z a-z 0-9 _ - ."));
+        } else if secrets[..i].contains(name) {
+            problems.push(format!("{at}[{i}]: {name:?} is listed twice"));
+        } else if config.contains_key(name) {
+            problems.push(format!("{at}[{i}]: {name:?} is also a config name: a plugin could not tell which it reads"));
         }
     }
 }

@@ -86,6 +86,28 @@ fn config_is_named_values() {
 }
 
 #[test]
+fn secrets_are_distinct_names_apart_from_config() {
+    let d = parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","secrets":["gateway_key","tls.key"]}]}"#).unwrap();
+    assert_eq!(d.steps[0].secrets, ["gateway_key", "tls.key"]);
+    assert!(parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0"}]}"#).unwrap().steps[0].secrets.is_empty());
+    for (secrets, problem) in [
+        (r#"["bad name"]"#, "steps[0].secrets[0]: name \"bad name\""),
+        (r#"["k","k"]"#, "steps[0].secrets[1]: \"k\" is listed twice"),
+        (r#"["url"]"#, "steps[0].secrets[0]: \"url\" is also a config name"),
+        (&serde_json::to_string(&(0..65).map(|i| format!("s{i}")).collect::<Vec<_>>()).unwrap(), "at most 64 entries"),
+    ] {
+        let doc =
+            format!(r#"{{"steps":[{{"name":"a","plugin":"p@1.0.0","config":{{"url":"x"}},"secrets":{secrets}}}]}}"#);
+        let err = parse(&doc).unwrap_err();
+        assert!(err.to_string().contains(problem), "{secrets}: {err}");
+    }
+    assert!(matches!(
+        parse(r#"{"steps":[{"name":"a","plugin":"p@1.0.0","secrets":"gateway_key"}]}"#),
+        Err(DefinitionError::Malformed(_))
+    ));
+}
+
+#[test]
 fn backoff_grows_and_is_capped() {
     let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 500 };
     let waits: Vec<u64> = (1..=5).map(|a| p.backoff_ms(a)).collect();

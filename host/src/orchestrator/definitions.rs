@@ -64,6 +64,7 @@ impl Orchestrator {
         let definition = parse_definition(json, &self.config.definition_limits, |r| {
             uploaded.iter().any(|p| p.name == r.name && p.version == r.version)
         })?;
+        self.check_secrets_stored(&definition).await?;
         let at = self.now_ms();
         // The cache must learn every stored version, even if the caller goes away meanwhile:
         // triggers read the latest version from it.
@@ -73,6 +74,21 @@ impl Orchestrator {
             Ok((stored, put))
         })
         .await
+    }
+
+    /// Refuses a definition naming a secret that is not stored: a typo shows now, not as a
+    /// failing step later.
+    async fn check_secrets_stored(&self, definition: &SagaDefinition) -> Result<(), OrchestratorError> {
+        let stored: Vec<String> = self.secrets.list().await?.into_iter().map(|s| s.name).collect();
+        let missing: Vec<String> = definition
+            .steps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.secrets.iter().map(move |n| (i, n)))
+            .filter(|(_, n)| !stored.contains(n))
+            .map(|(i, n)| format!("steps[{i}].secrets: secret {n:?} is not stored (PUT /v1/secrets/{n} first)"))
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(DefinitionError::Invalid(missing).into()) }
     }
 
     /// The latest version of a saga: from memory, unless another process may have changed it.

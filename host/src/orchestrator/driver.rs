@@ -22,7 +22,7 @@ use crate::domain::{
     StepFailure, record_outcome,
 };
 use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, HttpLabels, metrics, observe};
-use crate::runtime::{Call, HttpAccess, StateScope};
+use crate::runtime::{Call, HttpAccess, StateScope, StepConfig};
 use crate::store::{StateChanges, StoreError};
 
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
@@ -291,7 +291,7 @@ impl Driver {
             input: step_input(exec, def, inv).to_string(),
             state: Some(StateScope { plugin: plugin.name.clone(), store: self.orch.store.clone() }),
             http: HttpAccess::default(),
-            config: sdef.config.clone(),
+            config: StepConfig { values: sdef.config.clone(), secrets: Vec::new() },
         };
         let span = tracing::info_span!("attempt", step = %inv.step, side = inv.side.as_str(), attempt = inv.attempt, plugin = %plugin);
         let call = Call {
@@ -308,12 +308,19 @@ impl Driver {
         };
         let started = std::time::Instant::now();
         async {
-            let (outcome, http) = match self.orch.plugins.get(plugin).await {
-                Ok(pre) => {
+            let secrets = self.orch.secrets.resolve(&sdef.secrets).await;
+            let plugin_and_secrets = match secrets {
+                Ok(secrets) => self.orch.plugins.get(plugin).await.map(|pre| (pre, secrets)).map_err(|e| e.to_string()),
+                // The operator can store (or fix) the secret while the policy retries.
+                Err(e) => Err(e.to_string()),
+            };
+            let (outcome, http) = match plugin_and_secrets {
+                Ok((pre, secrets)) => {
+                    let call = Call { config: StepConfig { secrets, ..call.config }, ..call };
                     let attempted = self.orch.plugins.runtime().invoke_recorded(&pre, call).await;
                     (attempted.result, attempted.http)
                 }
-                Err(e) => (Err(StepFailure::new(FailureKind::Retryable, e.to_string())), Vec::new()),
+                Err(e) => (Err(StepFailure::new(FailureKind::Retryable, e)), Vec::new()),
             };
             let outcome = outcome.and_then(|done| {
                 // A result the host could not read back from its own events is refused.

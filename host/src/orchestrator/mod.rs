@@ -53,6 +53,8 @@ pub struct OrchestratorConfig {
     pub max_active_executions: usize,
     /// Bounds on definitions.
     pub definition_limits: DefinitionLimits,
+    /// Seals secrets at rest; `None`: they are stored in clear (docs/secrets.md).
+    pub secret_key: Option<crate::secrets::SealKey>,
 }
 
 impl Default for OrchestratorConfig {
@@ -63,6 +65,7 @@ impl Default for OrchestratorConfig {
             max_active_executions: 100_000,
             shared_store: false,
             definition_limits: DefinitionLimits::default(),
+            secret_key: None,
         }
     }
 }
@@ -106,6 +109,9 @@ pub enum OrchestratorError {
         "the Idempotency-Key was already used with a different request, by execution {0}: use a new key for a new request"
     )]
     IdempotencyKeyReused(ExecutionId),
+    /// A secret could not be stored or read.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     /// The stored stream could not be folded.
     #[error(transparent)]
     Fold(#[from] crate::domain::state::FoldError),
@@ -147,6 +153,7 @@ pub struct Orchestrator {
     streams_loaded: AtomicU64,
     timers: timers::Timers,
     quarantine: quarantine::Quarantine,
+    secrets: crate::secrets::Vault,
     /// Every driver and the timer task: shutdown waits for these, not for a count to drop.
     tasks: TaskTracker,
 }
@@ -159,8 +166,10 @@ impl Orchestrator {
         clock: Arc<dyn Clock>,
         config: OrchestratorConfig,
     ) -> Arc<Self> {
+        let secrets = crate::secrets::Vault::new(store.clone(), config.secret_key.clone());
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
+            secrets,
             store,
             plugins,
             clock,
@@ -182,6 +191,11 @@ impl Orchestrator {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The host's secrets.
+    pub fn secrets(&self) -> &crate::secrets::Vault {
+        &self.secrets
     }
 
     /// The plugin cache.

@@ -48,6 +48,8 @@ pub struct LogSink {
     pub bytes_left: usize,
     /// Set once a budget ran out: the next `log` call traps the guest.
     pub exceeded: bool,
+    /// Removes the attempt's secret values from each line.
+    pub redactor: crate::secrets::Redactor,
 }
 
 impl LogSink {
@@ -62,7 +64,8 @@ impl LogSink {
         self.bytes_left -= message.len();
         let (execution_id, step, side, attempt) = (&self.execution_id, &self.step, self.side, self.attempt);
         // A plugin's text must not forge log lines: control characters are written escaped.
-        let message = escape_control(message);
+        let message = self.redactor.text(message);
+        let message = escape_control(&message);
         macro_rules! at {
             ($lvl:expr) => {
                 tracing::event!(target: "plugin", $lvl, %execution_id, %step, side, attempt, source, "{message}")
@@ -186,9 +189,12 @@ impl StepData {
         }
     }
 
-    /// The named values `wasi:config/store` answers (the step definition's `config`).
-    pub fn set_config<'a>(&mut self, values: impl Iterator<Item = (&'a String, &'a String)>) {
-        self.config = values.map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    /// The named values `wasi:config/store` answers: the step definition's `config` and its
+    /// secrets.
+    pub fn set_config(&mut self, config: &super::StepConfig) {
+        let values = config.values.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let secrets = config.secrets.iter().map(|(k, v)| (k.as_str(), v.expose()));
+        self.config = values.chain(secrets).collect();
     }
 
     /// The `wasi:config/store` view of this attempt.
@@ -209,7 +215,9 @@ impl StepData {
             (self.stdout.contents(), tracing::Level::INFO, "stdout"),
             (self.stderr.contents(), tracing::Level::WARN, "stderr"),
         ] {
-            for line in String::from_utf8_lossy(&pipe).lines().filter(|l| !l.is_empty()) {
+            // Redacted whole, before splitting: a value may span lines.
+            let text = self.log.redactor.text(&String::from_utf8_lossy(&pipe)).into_owned();
+            for line in text.lines().filter(|l| !l.is_empty()) {
                 if !self.log.emit(level, source, line) {
                     tracing::warn!(execution_id = %self.log.execution_id, step = %self.log.step, "plugin log budget exhausted");
                     return;

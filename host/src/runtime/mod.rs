@@ -16,7 +16,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::domain::{FailureKind, HttpCall, Side, StepFailure};
-use crate::store::StateChanges;
+use crate::secrets::{Redactor, SecretValue};
+use crate::store::{StateChanges, StateValue};
 
 pub use bindings::PluginPre;
 pub use engine::EPOCH_TICK;
@@ -90,7 +91,24 @@ pub struct Call {
     /// What the attempt may reach over HTTP (default: nothing).
     pub http: HttpAccess,
     /// Named values the plugin reads through `wasi:config/store`.
-    pub config: BTreeMap<String, String>,
+    pub config: StepConfig,
+}
+
+/// What a plugin reads through `wasi:config/store`: the step's `config` and its secrets.
+#[derive(Clone, Debug, Default)]
+pub struct StepConfig {
+    /// The step definition's `config`.
+    pub values: BTreeMap<String, String>,
+    /// The secrets the step references, with their values: redacted from everything the
+    /// attempt hands back (docs/secrets.md).
+    pub secrets: Vec<(String, SecretValue)>,
+}
+
+impl StepConfig {
+    /// The redactor of this attempt's secrets.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.secrets.iter().map(|(n, v)| (n.as_str(), v.expose())))
+    }
 }
 
 /// A successful attempt: its result and the state changes to commit with it.
@@ -202,9 +220,10 @@ impl Runtime {
     pub async fn invoke_recorded(&self, pre: &PluginPre, call: Call) -> Attempted {
         let session = self.outbound.session(call.http.clone(), &call.idempotency_key);
         let journal = session.journal_handle();
-        let result = self.run_attempt(pre, call, session).await;
+        let redactor = call.config.redactor();
+        let result = self.run_attempt(pre, call, session, redactor.clone()).await;
         let (http, violation) = journal.take();
-        Attempted { result: violation.map_or(result, Err), http }
+        redacted(Attempted { result: violation.map_or(result, Err), http }, &redactor)
     }
 
     async fn run_attempt(
@@ -212,6 +231,7 @@ impl Runtime {
         pre: &PluginPre,
         call: Call,
         http: http::HttpSession,
+        redactor: Redactor,
     ) -> Result<Completed, StepFailure> {
         let _slot = self.instances.acquire().await.expect("the instance semaphore is never closed");
         let log = instance::LogSink {
@@ -222,10 +242,11 @@ impl Runtime {
             lines_left: self.limits.max_log_lines,
             bytes_left: self.limits.max_log_bytes,
             exceeded: false,
+            redactor,
         };
         let state = state::StateSession::new(call.state.clone(), self.limits.state.clone());
         let mut data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state, http);
-        data.set_config(call.config.iter());
+        data.set_config(&call.config);
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limiter);
         store.set_epoch_deadline(1);
@@ -263,7 +284,9 @@ impl Runtime {
             // A panicking Rust guest prints its message to stderr before it traps: keep it.
             Ok(Err(mut failure)) => {
                 if failure.kind == FailureKind::Trap
-                    && let Some(panic) = instance::panic_message(&store.data().stderr.contents())
+                    && let Some(panic) = instance::panic_message(
+                        &store.data().log.redactor.bytes(store.data().stderr.contents().to_vec()),
+                    )
                 {
                     failure.message = format!("plugin panicked: {panic}; {}", failure.message);
                 }
@@ -286,6 +309,33 @@ impl Runtime {
             Ok(Ok(Err(Refusal::Permanent(m)))) => Err(StepFailure::new(FailureKind::Permanent, truncate(m))),
         }
     }
+}
+
+/// `attempted` without any of its secrets' values: its result, state writes, failure message
+/// and request records (docs/secrets.md, "Redaction").
+fn redacted(mut attempted: Attempted, redactor: &Redactor) -> Attempted {
+    if redactor.is_empty() {
+        return attempted;
+    }
+    match &mut attempted.result {
+        Ok(done) => {
+            done.output = redactor.json(std::mem::take(&mut done.output));
+            for (_, value) in done.state.writes.iter_mut() {
+                *value = match value.take() {
+                    Some(StateValue::Json(text)) => Some(StateValue::Json(redactor.json(text))),
+                    Some(StateValue::Bytes(bytes)) => Some(StateValue::Bytes(redactor.bytes(bytes))),
+                    None => None,
+                };
+            }
+        }
+        Err(failure) => failure.message = redactor.text(&failure.message).into_owned(),
+    }
+    for call in &mut attempted.http {
+        for text in [&mut call.host, &mut call.path].into_iter().chain(call.error.as_mut()) {
+            *text = redactor.text(text).into_owned();
+        }
+    }
+    attempted
 }
 
 /// A plugin's `step-error`, whatever world it came from.

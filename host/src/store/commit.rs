@@ -36,6 +36,8 @@ pub trait Snapshot {
     fn plugin(&mut self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError>;
     /// The latest stored version of a definition.
     fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError>;
+    /// Whether a secret is stored under `name`.
+    fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError>;
 }
 
 /// One change a backend must make durable. Applied in order, all in one atomic write.
@@ -106,6 +108,13 @@ pub enum Mutation {
     Definition(StoredDefinition),
     /// An execution set aside because its stream cannot be read.
     Quarantine(QuarantineEntry),
+    /// A secret's record stored (`Some`) or removed (`None`).
+    Secret {
+        /// Its name.
+        name: String,
+        /// Its record (sealed unless the host has no key: docs/secrets.md).
+        record: Option<Vec<u8>>,
+    },
 }
 
 /// Checks that `records` continue a stream at `expected` without gaps.
@@ -123,6 +132,7 @@ pub struct Commit<S> {
     state: HashMap<StateKey, u64>,
     plugins: HashMap<(PluginName, PluginVersion), PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
+    secrets: HashMap<String, bool>,
     state_clock: u64,
     clock_moved: bool,
 }
@@ -138,6 +148,7 @@ impl<S: Snapshot> Commit<S> {
             state: HashMap::new(),
             plugins: HashMap::new(),
             definitions: HashMap::new(),
+            secrets: HashMap::new(),
             state_clock,
             clock_moved: false,
         }
@@ -281,6 +292,31 @@ impl<S: Snapshot> Commit<S> {
     /// Stores a precompiled artifact.
     pub fn put_artifact(&mut self, key: String, bytes: Vec<u8>) {
         self.mutations.push(Mutation::Artifact { key, bytes });
+    }
+
+    /// Stores a secret's `record` under `name`; `true` when the name was new.
+    pub fn put_secret(&mut self, name: String, record: Vec<u8>) -> Result<bool, StoreError> {
+        let existed = self.secret_exists(&name)?;
+        self.secrets.insert(name.clone(), true);
+        self.mutations.push(Mutation::Secret { name, record: Some(record) });
+        Ok(!existed)
+    }
+
+    /// Removes the secret `name`; `false` (and nothing staged) when there was none.
+    pub fn delete_secret(&mut self, name: String) -> Result<bool, StoreError> {
+        if !self.secret_exists(&name)? {
+            return Ok(false);
+        }
+        self.secrets.insert(name.clone(), false);
+        self.mutations.push(Mutation::Secret { name, record: None });
+        Ok(true)
+    }
+
+    fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        match self.secrets.get(name) {
+            Some(exists) => Ok(*exists),
+            None => self.snapshot.secret_exists(name),
+        }
     }
 
     /// Stores `definition` as the next version of `name`, unless identical to the latest.

@@ -35,6 +35,9 @@ impl Snapshot for &Model {
     fn latest_definition(&mut self, _: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
         Ok(None)
     }
+    fn secret_exists(&mut self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 impl Model {
@@ -59,7 +62,10 @@ impl Model {
                 }
                 Mutation::StateClock(c) => assert_eq!(c, clock),
                 Mutation::Quarantine(e) => self.quarantine.push(e.id),
-                Mutation::Plugin { .. } | Mutation::Artifact { .. } | Mutation::Definition(_) => {}
+                Mutation::Plugin { .. }
+                | Mutation::Artifact { .. }
+                | Mutation::Definition(_)
+                | Mutation::Secret { .. } => {}
             }
         }
     }

@@ -18,6 +18,7 @@ const DEFINITION: u8 = b'd';
 const STATE: u8 = b't';
 const META: u8 = b'm';
 const QUARANTINE: u8 = b'q';
+const SECRET: u8 = b'k';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -174,6 +175,16 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![u8::MAX; prefix.len() + 1]
+}
+
+/// `k ‖ name`: a secret's record.
+pub fn secret(name: &str) -> Vec<u8> {
+    key(&[&[SECRET], name.as_bytes()])
+}
+
+/// Prefix of all secrets.
+pub fn secrets() -> Vec<u8> {
+    vec![SECRET]
 }
 
 #[cfg(test)]

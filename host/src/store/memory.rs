@@ -21,6 +21,7 @@ struct Inner {
     state: BTreeMap<StateKey, StateEntry>,
     state_clock: u64,
     quarantine: BTreeMap<ExecutionId, QuarantineEntry>,
+    secrets: BTreeMap<String, Vec<u8>>,
 }
 
 impl Snapshot for &mut Inner {
@@ -42,6 +43,10 @@ impl Snapshot for &mut Inner {
 
     fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
         Ok(self.definitions.range((name.clone(), 0)..=(name.clone(), u64::MAX)).next_back().map(|(_, d)| d.clone()))
+    }
+
+    fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.secrets.contains_key(name))
     }
 }
 
@@ -96,6 +101,12 @@ impl Inner {
             }
             Mutation::Quarantine(entry) => {
                 self.quarantine.insert(entry.id, entry);
+            }
+            Mutation::Secret { name, record: Some(record) } => {
+                self.secrets.insert(name, record);
+            }
+            Mutation::Secret { name, record: None } => {
+                self.secrets.remove(&name);
             }
         }
     }
@@ -245,6 +256,25 @@ impl CatalogStore for MemoryStore {
             latest.insert(name, d);
         }
         Ok(latest.into_values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl SecretStore for MemoryStore {
+    async fn secret_put(&self, name: String, record: Vec<u8>) -> Result<bool, StoreError> {
+        self.lock().commit(|c| c.put_secret(name, record))
+    }
+
+    async fn secret_delete(&self, name: String) -> Result<bool, StoreError> {
+        self.lock().commit(|c| c.delete_secret(name))
+    }
+
+    async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().secrets.get(name).cloned())
+    }
+
+    async fn secrets(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.lock().secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 

@@ -334,6 +334,23 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Vec<(StateKey, StateEntry)>, StoreError>;
 }
 
+/// Secrets, as the records `crate::secrets` makes of them (sealed when the host has a key).
+/// The store never interprets a record.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// Stores `record` under `name`; `true` when the name was new.
+    async fn secret_put(&self, name: String, record: Vec<u8>) -> Result<bool, StoreError>;
+
+    /// Removes the secret `name`; `false` when there was none.
+    async fn secret_delete(&self, name: String) -> Result<bool, StoreError>;
+
+    /// The record stored under `name`.
+    async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every secret's name and record, by name.
+    async fn secrets(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
 /// Everything the host stores.
-pub trait Store: EventStore + CatalogStore + StateStore {}
-impl<T: EventStore + CatalogStore + StateStore> Store for T {}
+pub trait Store: EventStore + CatalogStore + StateStore + SecretStore {}
+impl<T: EventStore + CatalogStore + StateStore + SecretStore> Store for T {}

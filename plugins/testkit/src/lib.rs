@@ -21,7 +21,11 @@
 //! permanent as the SDK does (5xx, 429, connection: retryable; other 4xx: permanent);
 //! `"sdk_http_timeout_ms": {"<step>": N}` sets the request's timeout (default 5,000);
 //! `config:<name>` answers `{"config": value-or-null}` read through `wasi:config/store`
-//! (`config:` alone: every value, as an object).
+//! (`config:` alone: every value, as an object);
+//! `leak:<name>` echoes config value `name` everywhere a plugin can (a log line, stdout,
+//! stderr, two state entries, the result as a value, inside a sentence and as an object key,
+//! and — when `"leak_url": {"<step>": url}` is given — the path and an `x-leak` header of a GET
+//! to `url/<value>`); `leak_fail:<name>` fails permanently with the value in its message.
 //!
 //! State: `{"state": {"<step>": [op, ...]}}` (and `"compensation_state"`) runs state operations
 //! before the behaviour; their results are in the answer's `"state"`. Ops: `{"get": [c, k]}`,
@@ -183,6 +187,8 @@ fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: 
         "http" => http_call(ctx, arg, input),
         "sdk_http" => sdk_http::call(ctx, arg, input),
         "config" => read_config(arg),
+        "leak" => leak(ctx, arg, input),
+        "leak_fail" => Err(StepError::Permanent(format!("refusing, the value is {}", config_value(arg)?))),
         "http_parallel" => http_parallel(arg),
         other => Err(StepError::Permanent(format!("unknown testkit behaviour {other:?}"))),
     }
@@ -202,6 +208,32 @@ fn read_config(name: &str) -> Result<String, StepError> {
     };
     let value = value.map_err(|e| StepError::Retryable(format!("wasi:config/store failed: {e:?}")))?;
     Ok(json!({ "config": value }).to_string())
+}
+
+fn config_value(name: &str) -> Result<String, StepError> {
+    use config_store::wasi::config::store;
+    store::get(name)
+        .map_err(|e| StepError::Retryable(format!("wasi:config/store failed: {e:?}")))?
+        .ok_or_else(|| StepError::Permanent(format!("no config value {name:?}")))
+}
+
+/// `leak:<name>`: see the module documentation.
+fn leak(ctx: &StepContext, name: &str, input: &Value) -> Result<String, StepError> {
+    let v = config_value(name)?;
+    saga_guest::info!("the value is {v}");
+    println!("stdout says {v}");
+    eprintln!("stderr says {v}");
+    // Without state (a runtime test), the writes fail and the rest goes on.
+    let _ = state::set("leak", "json", &stored_json(&json!({ "value": v })));
+    let _ = state::set("leak", "bytes", &Stored::Bytes(format!("raw {v} bytes").into_bytes()));
+    let mut sent = Value::Null;
+    if let Some(url) = input["input"]["leak_url"][&ctx.step].as_str() {
+        let response = waki::Client::new().get(&format!("{url}/{v}")).header("x-leak", v.as_str()).send();
+        sent = json!(response.map(|r| r.status_code()).map_err(|e| format!("{e:?}")).is_ok());
+    }
+    let mut answer = json!({ "echo": v, "sentence": format!("the key is {v}."), "sent": sent });
+    answer[v.as_str()] = json!("as a key");
+    Ok(answer.to_string())
 }
 
 /// `http_parallel:<N>:<url>`: N requests in flight at once (`handle` N times, then wait).

@@ -268,6 +268,37 @@ impl CatalogStore for SledStore {
 }
 
 #[async_trait]
+impl SecretStore for SledStore {
+    async fn secret_put(&self, name: String, record: Vec<u8>) -> Result<bool, StoreError> {
+        self.write(|reply| Write::PutSecret { name, record, reply }).await
+    }
+
+    async fn secret_delete(&self, name: String) -> Result<bool, StoreError> {
+        self.write(|reply| Write::DeleteSecret { name, reply }).await
+    }
+
+    async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::secret(name);
+        self.read_with(move |db| Ok(db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))).await
+    }
+
+    async fn secrets(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.read_with(|db| {
+            let prefix = keys::secrets();
+            db.scan_prefix(&prefix)
+                .map(|kv| {
+                    let (k, v) = kv.map_err(unavailable)?;
+                    let name = String::from_utf8(k[prefix.len()..].to_vec())
+                        .map_err(|_| StoreError::Corrupt("secret name".into()))?;
+                    Ok((name, v.to_vec()))
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl StateStore for SledStore {
     async fn state_get(&self, key: &StateKey) -> Result<Option<StateEntry>, StoreError> {
         let key = keys::state(key);

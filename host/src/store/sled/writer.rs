@@ -62,6 +62,15 @@ pub(super) enum Write {
         entry: QuarantineEntry,
         reply: Reply<()>,
     },
+    PutSecret {
+        name: String,
+        record: Vec<u8>,
+        reply: Reply<bool>,
+    },
+    DeleteSecret {
+        name: String,
+        reply: Reply<bool>,
+    },
 }
 
 /// What the rules read, straight from sled; stream heads are cached across groups (this
@@ -113,6 +122,10 @@ impl Snapshot for SledSnapshot<'_> {
     fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
         latest_definition(self.db, name)
     }
+
+    fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        self.db.contains_key(keys::secret(name)).map_err(unavailable)
+    }
 }
 
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -143,6 +156,8 @@ fn stage(commit: &mut Commit<SledSnapshot<'_>>, w: Write) -> Finish {
             finish(commit.put_definition(name, definition, at), reply)
         }
         Write::Quarantine { entry, reply } => finish(commit.quarantine(entry), reply),
+        Write::PutSecret { name, record, reply } => finish(commit.put_secret(name, record), reply),
+        Write::DeleteSecret { name, reply } => finish(commit.delete_secret(name), reply),
     }
 }
 
@@ -196,6 +211,8 @@ impl Batch {
             Mutation::Artifact { key, bytes } => self.put(keys::artifact(key), bytes.as_slice()),
             Mutation::Definition(d) => self.put(keys::definition(&d.name, d.version), encode(d)),
             Mutation::Quarantine(entry) => self.put(keys::quarantine(entry.id), encode(entry)),
+            Mutation::Secret { name, record: Some(record) } => self.put(keys::secret(name), record.as_slice()),
+            Mutation::Secret { name, record: None } => self.batch.remove(keys::secret(name)),
         }
     }
 }
