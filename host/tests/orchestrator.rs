@@ -243,11 +243,11 @@ async fn shutdown_waits_for_running_attempts_but_not_for_waiting_executions() {
     let (store, orch, clock) = host(false).await;
     let slow = define(&orch, "slow-retry", &["a"], backoff(60_000), None).await;
     let quick = define(&orch, "quick-retry", &["a"], backoff(SHORT_BACKOFF), None).await;
-    let two = define(&orch, "two", &["a", "b"], json!({}), None).await;
+    let three = define(&orch, "three", &["a", "b", "c"], json!({}), None).await;
     let fail_once = json!({"behaviors": {"a": "fail_until:2"}});
     let parked = orch.start(&slow, fail_once.clone(), None).await.unwrap().id;
     let sleeping = orch.start(&quick, fail_once, None).await.unwrap().id;
-    let running = orch.start(&two, json!({"behaviors": {"b": "sleep:1000"}}), None).await.unwrap().id;
+    let running = orch.start(&three, json!({"behaviors": {"b": "sleep:1000"}}), None).await.unwrap().id;
     until_recorded(&orch, parked, failed("a")).await;
     until_recorded(&orch, sleeping, failed("a")).await;
     until("one execution is parked", || orch.parked() == 1).await;
@@ -262,6 +262,10 @@ async fn shutdown_waits_for_running_attempts_but_not_for_waiting_executions() {
     tokio::time::timeout(PATIENCE, orch.shutdown(Duration::from_secs(3_600))).await.expect("waited for the grace");
     assert_eq!(orch.active_drivers(), 0);
     assert_eq!(orch.parked(), 1);
+    // The attempt that ended during the grace has its outcome recorded; nothing new started.
+    let events = store.read(running, 0).await.unwrap();
+    assert_eq!(count(&events, |e| matches!(e, Event::StepCompleted { step, .. } if step.as_str() == "b")), 1);
+    assert_eq!(count(&events, started("c", 1)), 0, "no attempt starts while stopping: {events:?}");
 
     // Nothing was lost: a new host on the same store finishes all three.
     let next = orchestrator(store, clock.clone(), false);

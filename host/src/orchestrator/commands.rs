@@ -80,7 +80,7 @@ impl Orchestrator {
         // The first step starts in the same write as the execution: one flush fewer on every
         // execution's path. Its driver then runs that attempt without planning it again.
         let mut exec = Execution::fold(id, std::slice::from_ref(&first))?;
-        let driver::Plan { batch, next, .. } = driver::plan(&mut exec, &definition, None, now, InFlight::Crashed)?;
+        let driver::Plan { batch, next, .. } = driver::plan(&mut exec, &definition, None, now, InFlight::Crashed, false)?;
         let first_action = matches!(next, Next::Invoke(_)).then_some(next);
         let mut records = vec![first];
         records.extend(batch);

@@ -76,13 +76,16 @@ pub(super) struct Plan {
     pub(super) completes: bool,
 }
 
-/// Everything to record now, and what to do after it is durable.
+/// Everything to record now, and what to do after it is durable. While `stopping`, no new
+/// attempt is started: the plan records what is decided up to the next attempt and ends
+/// (`Next::Done`); the next start of the host runs that attempt.
 pub(super) fn plan(
     exec: &mut Execution,
     def: &SagaDefinition,
     outcome: Option<&Outcome>,
     now: u64,
     in_flight: InFlight,
+    stopping: bool,
 ) -> Result<Plan, OrchestratorError> {
     let mut batch = Vec::new();
     let mut completes = false;
@@ -96,6 +99,7 @@ pub(super) fn plan(
     loop {
         match decide_with(exec, def, now, in_flight) {
             Next::Record(events) => stage(exec, &mut batch, events, now)?,
+            Next::Invoke(_) if stopping => return Ok(Plan { batch, next: Next::Done, completes }),
             Next::Invoke(inv) => {
                 stage(exec, &mut batch, vec![inv.started_event()], now)?;
                 return Ok(Plan { batch, next: Next::Invoke(inv), completes });
@@ -116,7 +120,9 @@ impl Driver {
         };
         let mut outcome: Option<Outcome> = None;
         let mut outage_logged = false;
-        while !*stopping.borrow() {
+        // An attempt that ended during the grace period of a stop still has its outcome
+        // recorded: the loop goes on until it is, starting nothing new.
+        while !*stopping.borrow() || outcome.is_some() {
             let loaded = async {
                 let current = match exec.take() {
                     Some(e) => e,
@@ -151,7 +157,7 @@ impl Driver {
             let planned = match decided.take() {
                 // Already recorded by whoever started this driver: act on it.
                 Some(next) => Ok(Plan { batch: Vec::new(), next, completes: false }),
-                None => plan(&mut current, &def, outcome.as_ref(), now, self.in_flight()),
+                None => plan(&mut current, &def, outcome.as_ref(), now, self.in_flight(), *stopping.borrow()),
             };
             let Plan { batch, next, completes } = match planned {
                 Ok(p) => p,
