@@ -213,6 +213,8 @@ async fn idempotency(store: &dyn Store) {
     assert_eq!(reused, Created::KeyReused(first), "the same key with another request is refused");
     let other_saga = store.create(ExecutionId::new(), saga("t"), started("t"), key("k1", "t")).await.unwrap();
     assert_eq!(other_saga, Created::New, "keys are scoped to their saga");
+    assert_eq!(store.idempotency(&key("k1", "s").unwrap()).await.unwrap(), Some((first, Some([7; 32]))));
+    assert_eq!(store.idempotency(&key("k2", "s").unwrap()).await.unwrap(), None);
 }
 
 async fn listing(store: &dyn Store) {

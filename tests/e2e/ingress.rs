@@ -116,8 +116,9 @@ async fn executions_waiting_to_retry_count_as_active() {
     let retry = json!({"retry": {"max_attempts": 5, "initial_backoff_ms": 600000}});
     api.put_saga("waits", &testkit_saga(&["a"], retry)).await;
     let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(api.trigger("waits", &json!({"behaviors": {"a": "retryable"}}), None).await);
+    for i in 0..3 {
+        let key = format!("order-{i}");
+        ids.push(api.trigger("waits", &json!({"behaviors": {"a": "retryable"}}), Some(&key)).await);
     }
     for id in &ids {
         api.wait_for(id, Duration::from_secs(30), |e| e["steps"][0]["error"].is_object()).await;
@@ -128,8 +129,23 @@ async fn executions_waiting_to_retry_count_as_active() {
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(metrics.lines().any(|l| l == "sagahost_active_executions 3"), "{metrics}");
     let input = json!({"behaviors": {"a": "ok"}}).to_string().into_bytes();
-    let (status, body) = api.call(Method::POST, "/v1/sagas/waits/executions", Some(input)).await;
+    let (status, body) = api.call(Method::POST, "/v1/sagas/waits/executions", Some(input.clone())).await;
     assert_eq!((status, code(&body)), (429, "busy"), "{body}");
+    // At the limit, a retried trigger still gets the execution it made; a reused key with
+    // another request is still refused as such.
+    let retried = json!({"behaviors": {"a": "retryable"}}).to_string().into_bytes();
+    let trigger = |body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/sagas/waits/executions", host.url))
+            .header("Idempotency-Key", "order-1")
+            .body(body)
+            .send()
+    };
+    let resp = trigger(retried).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "found by its key, as documented");
+    assert_eq!(resp.json::<Value>().await.unwrap()["id"], ids[1].as_str());
+    let resp = trigger(input).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
 }
 
 /// Clients that close their connection at any moment of a trigger (before, during or after the

@@ -55,17 +55,27 @@ impl Orchestrator {
         waiter: Option<Waiter>,
     ) -> Result<(Started, bool), OrchestratorError> {
         let (version, definition) = self.latest_definition(saga).await?;
-        if self.active_executions() >= self.config.max_active_executions {
-            return Err(OrchestratorError::Busy(self.config.max_active_executions));
-        }
-        let now = self.now_ms();
-        let id = ExecutionId::new();
         // The key remembers which request it came with (its input, keys sorted).
         let idem = idempotency_key.clone().map(|key| IdempotencyKey {
             saga: saga.clone(),
             key,
             fingerprint: Sha256::digest(serde_json::to_vec(&input).unwrap_or_default()).into(),
         });
+        if self.active_executions() >= self.config.max_active_executions {
+            // A retried trigger gets the execution it already made, busy or not.
+            if let Some(key) = &idem
+                && let Some((existing, fingerprint)) = self.store.idempotency(key).await?
+            {
+                if fingerprint.is_some_and(|f| f != key.fingerprint) {
+                    return Err(OrchestratorError::IdempotencyKeyReused(existing));
+                }
+                let status = self.store.summary(existing).await?.map_or(ExecutionStatus::Running, |s| s.status);
+                return Ok((Started { id: existing, status, created: false }, false));
+            }
+            return Err(OrchestratorError::Busy(self.config.max_active_executions));
+        }
+        let now = self.now_ms();
+        let id = ExecutionId::new();
         let first = EventRecord {
             seq: 1,
             at: now,
@@ -80,7 +90,8 @@ impl Orchestrator {
         // The first step starts in the same write as the execution: one flush fewer on every
         // execution's path. Its driver then runs that attempt without planning it again.
         let mut exec = Execution::fold(id, std::slice::from_ref(&first))?;
-        let driver::Plan { batch, next, .. } = driver::plan(&mut exec, &definition, None, now, InFlight::Crashed, false)?;
+        let driver::Plan { batch, next, .. } =
+            driver::plan(&mut exec, &definition, None, now, InFlight::Crashed, false)?;
         let first_action = matches!(next, Next::Invoke(_)).then_some(next);
         let mut records = vec![first];
         records.extend(batch);

@@ -151,6 +151,10 @@ impl EventStore for MemoryStore {
         self.lock().commit(|c| c.append(id, expected, records, state))
     }
 
+    async fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
+        (&mut *self.lock()).idempotency(key)
+    }
+
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
         let inner = self.lock();
         let stream = inner.streams.get(&id).ok_or(StoreError::NotFound(id))?;

@@ -186,6 +186,10 @@ pub trait EventStore: Send + Sync + 'static {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError>;
 
+    /// The execution an idempotency key created and the fingerprint of its request, if the
+    /// key was used.
+    async fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<commit::KeyRecord>, StoreError>;
+
     /// Appends `records` (numbered from `expected + 1`) if the stream is at `expected`.
     /// Returns once they are durable.
     async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {

@@ -116,6 +116,11 @@ impl EventStore for SledStore {
         self.write(|reply| Write::Append { id, expected, records, state, reply }).await
     }
 
+    async fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<commit::KeyRecord>, StoreError> {
+        let key = key.clone();
+        self.read_with(move |db| reads::idempotency(db, &key)).await
+    }
+
     async fn read(&self, id: ExecutionId, after: u64) -> Result<Vec<EventRecord>, StoreError> {
         self.read_with(move |db| {
             let mut records = Vec::new();

@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 
 use super::unavailable;
 use crate::domain::{ExecutionId, SagaName};
-use crate::store::{ExecutionSummary, StoreError, StoredDefinition, keys};
+use crate::store::commit::KeyRecord;
+use crate::store::{ExecutionSummary, IdempotencyKey, StoreError, StoredDefinition, keys};
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -77,4 +78,19 @@ pub(super) fn latest_definition(db: &sled::Db, name: &SagaName) -> Result<Option
         .map_err(unavailable)?
         .map(|(_, v)| decode(&v))
         .transpose()
+}
+
+/// The execution an idempotency key created, and its request's fingerprint.
+pub(super) fn idempotency(db: &sled::Db, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
+    let Some(v) = db.get(keys::idempotency(&key.saga, &key.key)).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let corrupt = || StoreError::Corrupt("idempotency value".into());
+    let id = ExecutionId::from_bytes(v.get(..16).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+    let fingerprint = match v.len() {
+        16 => None,
+        48 => Some(v[16..].try_into().map_err(|_| corrupt())?),
+        _ => return Err(corrupt()),
+    };
+    Ok(Some((id, fingerprint)))
 }

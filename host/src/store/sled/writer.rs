@@ -95,17 +95,7 @@ impl Snapshot for SledSnapshot<'_> {
 
     /// `id ‖ fingerprint`, or only `id` for records written before fingerprints were kept.
     fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
-        let Some(v) = self.db.get(keys::idempotency(&key.saga, &key.key)).map_err(unavailable)? else {
-            return Ok(None);
-        };
-        let corrupt = || StoreError::Corrupt("idempotency value".into());
-        let id = ExecutionId::from_bytes(v.get(..16).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
-        let fingerprint = match v.len() {
-            16 => None,
-            48 => Some(v[16..].try_into().map_err(|_| corrupt())?),
-            _ => return Err(corrupt()),
-        };
-        Ok(Some((id, fingerprint)))
+        super::reads::idempotency(self.db, key)
     }
 
     fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
