@@ -80,6 +80,7 @@ async fn commit(store: &Arc<dyn Store>, writes: Vec<(StateKey, Option<StateValue
             input: json!({}),
             deadline_unix_ms: None,
             idempotency_key: None,
+            key: None,
         },
     };
     store.create(id, SagaName::parse("s").unwrap(), first.clone(), None).await.unwrap();

@@ -29,6 +29,7 @@ fn started(saga_name: &str) -> EventRecord {
             input: json!({}),
             deadline_unix_ms: None,
             idempotency_key: None,
+            key: None,
         },
     }
 }
@@ -117,6 +118,12 @@ macro_rules! contract {
             async fn quarantined_executions_are_listed_failed_and_not_driven() {
                 let (store, _guard) = $make;
                 quarantine(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn executions_are_listed_by_business_key() {
+                let (store, _guard) = $make;
+                business_keys(&*store).await;
             }
 
             #[tokio::test]
@@ -243,7 +250,12 @@ async fn listing(store: &dyn Store) {
         .unwrap();
     assert_eq!(compensated.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[0]]);
     let even_running = store
-        .list(&ListFilter { saga: Some(saga("even")), status: Some(ExecutionStatus::Running), limit: 10, after: None })
+        .list(&ListFilter {
+            saga: Some(saga("even")),
+            status: Some(ExecutionStatus::Running),
+            limit: 10,
+            ..ListFilter::default()
+        })
         .await
         .unwrap();
     assert_eq!(even_running.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[4], ids[2]]);
@@ -434,6 +446,31 @@ async fn one_of_two_state_writers_wins(store: Arc<dyn Store>) {
     let loser = if ra.is_ok() { (b, rb) } else { (a, ra) };
     assert!(matches!(loser.1, Err(StoreError::StateConflict { .. })));
     assert_eq!(store.read(loser.0, 0).await.unwrap().len(), 1, "the loser's events were not stored");
+}
+
+async fn business_keys(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for (saga_name, key) in [("s", Some("order-1")), ("t", Some("order-1")), ("s", Some("order-2")), ("s", None)] {
+        let id = ExecutionId::new();
+        let mut first = started(saga_name);
+        if let Event::ExecutionStarted { key: k, .. } = &mut first.event {
+            *k = key.map(str::to_owned);
+        }
+        store.create(id, saga(saga_name), first, None).await.unwrap();
+        ids.push(id);
+    }
+    let list = |key: &str, saga_name: Option<&str>| ListFilter {
+        key: Some(key.to_owned()),
+        saga: saga_name.map(saga),
+        limit: 10,
+        ..ListFilter::default()
+    };
+    let found: Vec<_> = store.list(&list("order-1", None)).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(found, [ids[1], ids[0]], "newest first");
+    let page = store.list(&list("order-1", Some("s"))).await.unwrap();
+    assert_eq!((page.len(), page[0].id, page[0].key.as_deref()), (1, ids[0], Some("order-1")));
+    assert!(store.list(&list("order-3", None)).await.unwrap().is_empty());
+    assert_eq!(store.summary(ids[3]).await.unwrap().unwrap().key, None);
 }
 
 async fn secret_records(store: Arc<dyn Store>) {

@@ -194,3 +194,54 @@ async fn triggers_whose_clients_vanish_leave_no_orphan() {
     assert!(metrics.as_str().unwrap().lines().any(|l| l == started), "{started} in\n{metrics}");
     println!("vanishing clients: {} of 400 triggers stored, all completed", ids.len());
 }
+
+/// A business key (`Execution-Key`) is kept with the execution: listed by it, shown in its
+/// view and summary, read back after a restart; a bad key is refused; the same idempotency key
+/// with another business key is another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_carry_a_business_key_and_are_found_by_it() {
+    let (_tmp, dir) = data_dir();
+    let mut host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    api.put_saga("order", &testkit_saga(&["a"], json!({}))).await;
+    let http = reqwest::Client::new();
+    let trigger = |key: &str, idem: Option<&str>| {
+        let mut req =
+            http.post(format!("{}/v1/sagas/order/executions", host.url)).header("Execution-Key", key).body("{}");
+        if let Some(i) = idem {
+            req = req.header("Idempotency-Key", i);
+        }
+        req.send()
+    };
+    let first: Value = trigger("order-1001", Some("t-1")).await.unwrap().json().await.unwrap();
+    let other: Value = trigger("order-1002", None).await.unwrap().json().await.unwrap();
+    let again: Value = trigger("order-1001", None).await.unwrap().json().await.unwrap();
+    let (id, again_id) = (first["id"].as_str().unwrap(), again["id"].as_str().unwrap());
+    assert_eq!(api.wait_terminal(id).await["key"], "order-1001");
+    let reused = trigger("order-1003", Some("t-1")).await.unwrap();
+    assert_eq!(reused.status().as_u16(), 422, "the same idempotency key with another business key");
+
+    let (_, list) = api.call(Method::GET, "/v1/executions?key=order-1001", None).await;
+    let ids: Vec<&str> = list["executions"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [again_id, id], "{list}");
+    assert_eq!(list["executions"][0]["key"], "order-1001");
+    let (_, none) = api.call(Method::GET, "/v1/executions?key=order-9&saga=order", None).await;
+    assert_eq!(none["executions"], json!([]));
+    assert_ne!(other["id"], first["id"]);
+
+    for bad in ["", &"k".repeat(257)] {
+        let resp = trigger(bad, None).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{bad:?}");
+        assert_eq!(code(&resp.json().await.unwrap()), "bad_request");
+    }
+    let (status, body) = api.call(Method::GET, &format!("/v1/executions?key={}", "k".repeat(257)), None).await;
+    assert_eq!((status, code(&body)), (400, "bad_request"));
+
+    assert!(host.terminate().success());
+    let host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    let (_, list) = api.call(Method::GET, "/v1/executions?key=order-1001", None).await;
+    assert_eq!(list["executions"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(api.execution(id).await["key"], "order-1001");
+}

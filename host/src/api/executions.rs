@@ -17,13 +17,23 @@ use tokio::sync::broadcast;
 
 use super::{Accepted, ApiError, AppState, ErrorBody, ExecutionList, extract};
 use crate::domain::{EventRecord, Execution, ExecutionId, ExecutionStatus, ExecutionView, SagaName};
-use crate::orchestrator::Orchestrator;
+use crate::orchestrator::{Orchestrator, TriggerKeys};
 use crate::store::ListFilter;
 
 /// Longest `wait` a trigger may ask for.
 const MAX_WAIT_MS: u64 = 300_000;
-/// Longest `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest `Idempotency-Key` and `Execution-Key`.
+const MAX_KEY: usize = 256;
+
+/// A key header (`Idempotency-Key`, `Execution-Key`): 1-256 printable ASCII characters.
+fn key_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(name) else { return Ok(None) };
+    let k = v.to_str().map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?;
+    if k.is_empty() || k.len() > MAX_KEY || k.bytes().any(|b| !(b' '..=b'~').contains(&b)) {
+        return Err(ApiError::BadRequest(format!("{name} must be 1-{MAX_KEY} printable ASCII characters")));
+    }
+    Ok(Some(k.to_owned()))
+}
 
 async fn view(state: &AppState, exec: &Execution) -> Result<ExecutionView, ApiError> {
     let def = state.orch.definition(&exec.saga, exec.definition_version).await?;
@@ -42,11 +52,13 @@ pub struct TriggerQuery {
     params(("name" = SagaName, Path, description = "saga name"),
         ("wait" = Option<u64>, Query, minimum = 0, maximum = 300000, description = "wait up to this many ms for the end"),
         ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256,
-            description = "printable ASCII; the same key and input for the same saga return the first execution")),
+            description = "printable ASCII; the same key and input for the same saga return the first execution"),
+        ("Execution-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256,
+            description = "printable ASCII; the execution's business key, to find it by (`GET /v1/executions?key=`)")),
     request_body(content = serde_json::Value, content_type = "application/json",
         description = "the execution input, any JSON value (`{}` for none); no Content-Type is read as JSON, and so is `application/*+json`"),
     responses((status = 202, body = Accepted, description = "started (or found by its idempotency key)"), (status = 200, body = ExecutionView, description = "with `wait`: ended in time"),
-        (status = 400, body = ErrorBody, description = "bad saga name, empty body, input not JSON, bad Idempotency-Key, bad or unknown query parameter"),
+        (status = 400, body = ErrorBody, description = "bad saga name, empty body, input not JSON, bad Idempotency-Key or Execution-Key, bad or unknown query parameter"),
         (status = 404, body = ErrorBody, description = "unknown saga"),
         (status = 409, body = ErrorBody, description = "`execution_quarantined`: the execution of this Idempotency-Key cannot be read"),
         (status = 413, body = ErrorBody, description = "input over --max-body-kib"),
@@ -70,30 +82,22 @@ pub async fn trigger(
         return Err(ApiError::BadRequest("the input is required: send JSON, e.g. {}".into()));
     }
     let input: Value = extract::json(&bytes, "input")?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(ApiError::BadRequest(format!(
-                    "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters"
-                )));
-            }
-            Some(k.to_owned())
-        }
+    let keys = TriggerKeys {
+        idempotency_key: key_header(&headers, "Idempotency-Key")?,
+        key: key_header(&headers, "Execution-Key")?,
     };
     if query.wait.is_some_and(|w| w > MAX_WAIT_MS) {
         return Err(ApiError::BadRequest(format!("wait is at most {MAX_WAIT_MS} ms")));
     }
     let started = match query.wait {
         Some(wait) => {
-            let (started, ended) = state.orch.start_and_wait(&saga, input, key, Duration::from_millis(wait)).await?;
+            let (started, ended) = state.orch.start_and_wait(&saga, input, keys, Duration::from_millis(wait)).await?;
             if let Some(exec) = ended {
                 return Ok((StatusCode::OK, Json(view(&state, &exec).await?)).into_response());
             }
             started
         }
-        None => state.orch.start(&saga, input, key).await?,
+        None => state.orch.start_keyed(&saga, input, keys).await?,
     };
     Ok((StatusCode::ACCEPTED, Json(Accepted { id: started.id, status: started.status })).into_response())
 }
@@ -200,13 +204,15 @@ fn follow(
 pub struct ListQuery {
     saga: Option<String>,
     status: Option<String>,
+    key: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
 }
 
-/// `GET /v1/executions?saga=&status=&limit=&after=`: newest first; `next` is the cursor.
+/// `GET /v1/executions?saga=&status=&key=&limit=&after=`: newest first; `next` is the cursor.
 #[utoipa::path(get, path = "/v1/executions", tag = "executions", operation_id = "listExecutions",
     params(("saga" = Option<SagaName>, Query, description = "only this saga"), ("status" = Option<ExecutionStatus>, Query, description = "only this status"),
+        ("key" = Option<String>, Query, min_length = 1, max_length = 256, description = "only executions with this business key (`Execution-Key`)"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size, default 50"),
         ("after" = Option<ExecutionId>, Query, description = "the previous page's `next`")),
     responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody, description = "bad or unknown query parameter")))]
@@ -222,6 +228,12 @@ pub async fn list(
     let filter = ListFilter {
         saga: q.saga.as_deref().map(|s| extract::name(s, SagaName::parse)).transpose()?,
         status: q.status.as_deref().map(|s| extract::name(s, str::parse)).transpose()?,
+        key: match q.key {
+            Some(k) if k.is_empty() || k.len() > MAX_KEY => {
+                return Err(ApiError::BadRequest(format!("key must be 1-{MAX_KEY} characters")));
+            }
+            k => k,
+        },
         after: q
             .after
             .as_deref()

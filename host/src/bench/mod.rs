@@ -159,6 +159,7 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
                 input: json!({}),
                 deadline_unix_ms: None,
                 idempotency_key: None,
+                key: None,
             },
         };
         store.create(id, SagaName::parse("bench").expect("name"), first, None).await?;
@@ -230,7 +231,8 @@ async fn saga_load(
             let (orch, saga) = (orch.clone(), saga.clone());
             async move {
                 // What the HTTP trigger with `?wait=` does, minus HTTP.
-                let (_, exec) = orch.start_and_wait(&saga, json!({}), None, Duration::from_secs(30)).await?;
+                let (_, exec) =
+                    orch.start_and_wait(&saga, json!({}), Default::default(), Duration::from_secs(30)).await?;
                 let exec = exec.context("saga did not finish")?;
                 if !exec.status.is_terminal() {
                     bail!("saga ended {:?}", exec.status);

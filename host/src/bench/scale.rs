@@ -108,10 +108,9 @@ pub async fn run(n: usize) -> anyhow::Result<ScaleReport> {
     loop {
         let waiting = store
             .list(&crate::store::ListFilter {
-                saga: None,
                 status: Some(crate::domain::ExecutionStatus::Running),
-                after: None,
                 limit: total,
+                ..Default::default()
             })
             .await?
             .iter()
@@ -193,6 +192,7 @@ async fn fill_any(store: &dyn crate::store::Store, streams: usize, per_stream: u
                 input: json!({}),
                 deadline_unix_ms: None,
                 idempotency_key: None,
+                key: None,
             },
         };
         store.create(id, saga.clone(), first, None).await?;

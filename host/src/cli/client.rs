@@ -88,6 +88,8 @@ pub struct Trigger<'a> {
     pub wait: Option<Duration>,
     /// The same key for the same saga returns the first execution.
     pub idempotency_key: Option<&'a str>,
+    /// The execution's business key.
+    pub key: Option<&'a str>,
 }
 
 /// `GET /v1/executions`'s filters.
@@ -97,6 +99,8 @@ pub struct ListQuery {
     pub saga: Option<SagaName>,
     /// Only this status.
     pub status: Option<ExecutionStatus>,
+    /// Only this business key.
+    pub key: Option<String>,
     /// Page size (1-1000; the host's default when `None`).
     pub limit: Option<usize>,
     /// The previous page's `next`.
@@ -190,6 +194,9 @@ impl Client {
         if let Some(key) = t.idempotency_key {
             req = req.header("Idempotency-Key", key);
         }
+        if let Some(key) = t.key {
+            req = req.header("Execution-Key", key);
+        }
         let (status, body) = self.fetch(req, &url).await?;
         Ok(if status == StatusCode::OK {
             Triggered::Ended(Box::new(decode(&url, &body)?))
@@ -236,6 +243,7 @@ impl Client {
         let mut query = Vec::new();
         query.extend(q.saga.as_ref().map(|s| ("saga", s.to_string())));
         query.extend(q.status.map(|s| ("status", s.as_str().to_owned())));
+        query.extend(q.key.clone().map(|k| ("key", k)));
         query.extend(q.limit.map(|l| ("limit", l.to_string())));
         query.extend(q.after.map(|a| ("after", a.to_string())));
         self.get(&["v1", "executions"], &query).await

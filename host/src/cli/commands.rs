@@ -80,6 +80,9 @@ pub enum ClientCommand {
         /// Idempotency key: the same key for the same saga returns the first execution.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Business key the execution carries (find it with `list --key`).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Show an execution's state.
     Status {
@@ -111,6 +114,9 @@ pub enum ClientCommand {
         /// Only this status.
         #[arg(long)]
         status: Option<ExecutionStatus>,
+        /// Only executions with this business key.
+        #[arg(long)]
+        key: Option<String>,
         /// Page size (1-1000).
         #[arg(long, default_value_t = 20)]
         limit: usize,

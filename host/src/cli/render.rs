@@ -21,6 +21,7 @@ impl Render for ExecutionView {
             format!("saga       {} (definition v{})", self.saga, self.definition_version),
             format!("status     {}", self.status.as_str()),
         ];
+        out.extend(self.key.as_ref().map(|k| format!("key        {k}")));
         out.extend(self.compensation_reason.as_ref().map(|r| format!("reason     {r}")));
         out.extend(self.failure_reason.as_ref().map(|r| format!("failure    {r}")));
         let rows: Vec<Vec<String>> = self
@@ -50,10 +51,11 @@ impl Render for ExecutionList {
             .iter()
             .map(|e| {
                 let status = e.status.as_str().to_owned();
-                vec![e.id.to_string(), e.saga.to_string(), status, date_time(e.created_at), e.version.to_string()]
+                let key = e.key.clone().unwrap_or_else(none);
+                vec![e.id.to_string(), e.saga.to_string(), key, status, date_time(e.created_at), e.version.to_string()]
             })
             .collect();
-        let mut out = table(&["id", "saga", "status", "started", "events"], &rows);
+        let mut out = table(&["id", "saga", "key", "status", "started", "events"], &rows);
         if let Some(next) = self.next {
             out.push_str(&format!("\nmore: --after {next}"));
         }

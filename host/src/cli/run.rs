@@ -82,7 +82,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Plugin { conn, command } => plugin(&Session::new(conn)?, command).await?,
         ClientCommand::Saga { conn, command } => saga(&Session::new(conn)?, command).await?,
         ClientCommand::Secret { conn, command } => secret(&Session::new(conn)?, command).await?,
-        ClientCommand::Run { conn, saga, input, input_file, wait, idempotency_key } => {
+        ClientCommand::Run { conn, saga, input, input_file, wait, idempotency_key, key } => {
             let s = Session::new(conn)?;
             let input = match (input, input_file) {
                 (Some(v), _) => v,
@@ -92,7 +92,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
                 (None, None) => Value::Object(Default::default()),
             };
             let wait = wait.map(|secs| Duration::from_secs(secs).min(MAX_WAIT));
-            let trigger = Trigger { input: &input, wait, idempotency_key: idempotency_key.as_deref() };
+            let trigger =
+                Trigger { input: &input, wait, idempotency_key: idempotency_key.as_deref(), key: key.as_deref() };
             match with_spinner(&format!("running {saga}"), s.client.trigger(&saga, &trigger)).await? {
                 Triggered::Ended(view) => {
                     s.show(None, view.as_ref())?;
@@ -128,9 +129,9 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
                 s.show(None, &s.client.events(id).await?)?;
             }
         }
-        ClientCommand::List { conn, saga, status, limit, after } => {
+        ClientCommand::List { conn, saga, status, key, limit, after } => {
             let s = Session::new(conn)?;
-            let page = s.client.list_executions(&ListQuery { saga, status, limit: Some(limit), after }).await?;
+            let page = s.client.list_executions(&ListQuery { saga, status, key, limit: Some(limit), after }).await?;
             s.show(None, &page)?;
         }
         ClientCommand::Cancel { conn, id } => {

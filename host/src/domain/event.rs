@@ -88,6 +88,9 @@ pub enum Event {
         /// The trigger's `Idempotency-Key`, if it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+        /// The execution's business key (the trigger's `Execution-Key`), if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// An attempt of a step is about to run (durable before the plugin runs).
     StepStarted {

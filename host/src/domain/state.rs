@@ -135,6 +135,8 @@ pub struct Execution {
     pub deadline_unix_ms: Option<u64>,
     /// The trigger's idempotency key.
     pub idempotency_key: Option<String>,
+    /// The business key.
+    pub key: Option<String>,
     /// When it started.
     pub created_at: u64,
     /// When its last event was recorded.
@@ -172,7 +174,7 @@ impl Execution {
     pub fn fold(id: ExecutionId, records: &[EventRecord]) -> Result<Self, FoldError> {
         let err = |seq, problem: &str| FoldError { id, seq, problem: problem.into() };
         let (first, rest) = records.split_first().ok_or_else(|| err(0, "empty stream"))?;
-        let Event::ExecutionStarted { saga, definition_version, input, deadline_unix_ms, idempotency_key } =
+        let Event::ExecutionStarted { saga, definition_version, input, deadline_unix_ms, idempotency_key, key } =
             &first.event
         else {
             return Err(err(first.seq, "first event is not execution_started"));
@@ -187,6 +189,7 @@ impl Execution {
             input: input.clone(),
             deadline_unix_ms: *deadline_unix_ms,
             idempotency_key: idempotency_key.clone(),
+            key: key.clone(),
             created_at: first.at,
             updated_at: first.at,
             version: 1,

@@ -28,6 +28,7 @@ fn started(deadline: Option<u64>) -> Event {
         input: json!({"n": 1}),
         deadline_unix_ms: deadline,
         idempotency_key: None,
+        key: None,
     }
 }
 

@@ -99,6 +99,9 @@ pub struct ExecutionView {
     pub status: ExecutionStatus,
     /// Trigger input.
     pub input: Value,
+    /// The business key (`Execution-Key`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// `seq` of the latest event.
     pub version: u64,
     /// When it started.
@@ -164,6 +167,7 @@ impl ExecutionView {
             definition_version: exec.definition_version,
             status: exec.status,
             input: exec.input.clone(),
+            key: exec.key.clone(),
             version: exec.version,
             created_at: exec.created_at,
             updated_at: exec.updated_at,

@@ -14,6 +14,16 @@ use crate::domain::decide::{CommandError, InFlight, cancel, resume};
 use crate::domain::{Event, EventRecord, Execution, ExecutionId, ExecutionStatus, Next, SagaName};
 use crate::store::{Created, IdempotencyKey, StoreError};
 
+/// What a trigger may carry besides its input (docs/api.md).
+#[derive(Clone, Debug, Default)]
+pub struct TriggerKeys {
+    /// `Idempotency-Key`: the same key with the same request for the same saga returns the
+    /// execution the first trigger started.
+    pub idempotency_key: Option<String>,
+    /// `Execution-Key`: the business key the execution carries, to find it by.
+    pub key: Option<String>,
+}
+
 impl Orchestrator {
     /// Starts an execution of the latest version of `saga`, or returns the one an earlier
     /// trigger with the same idempotency key started.
@@ -23,7 +33,17 @@ impl Orchestrator {
         input: Value,
         idempotency_key: Option<String>,
     ) -> Result<Started, OrchestratorError> {
-        Ok(self.start_inner(saga, input, idempotency_key, None).await?.0)
+        self.start_keyed(saga, input, TriggerKeys { idempotency_key, key: None }).await
+    }
+
+    /// [`start`](Self::start) with a business key too.
+    pub async fn start_keyed(
+        &self,
+        saga: &SagaName,
+        input: Value,
+        keys: TriggerKeys,
+    ) -> Result<Started, OrchestratorError> {
+        Ok(self.start_inner(saga, input, keys, None).await?.0)
     }
 
     /// Like [`start`](Self::start), then waits up to `wait` for the execution to end. Its
@@ -32,11 +52,11 @@ impl Orchestrator {
         &self,
         saga: &SagaName,
         input: Value,
-        idempotency_key: Option<String>,
+        keys: TriggerKeys,
         wait: Duration,
     ) -> Result<(Started, Option<Execution>), OrchestratorError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (started, registered) = self.start_inner(saga, input, idempotency_key, Some(tx)).await?;
+        let (started, registered) = self.start_inner(saga, input, keys, Some(tx)).await?;
         let ended = if registered {
             self.await_end(started.id, rx, wait).await?
         } else {
@@ -51,15 +71,21 @@ impl Orchestrator {
         &self,
         saga: &SagaName,
         input: Value,
-        idempotency_key: Option<String>,
+        keys: TriggerKeys,
         waiter: Option<Waiter>,
     ) -> Result<(Started, bool), OrchestratorError> {
         let (version, definition) = self.latest_definition(saga).await?;
-        // The key remembers which request it came with (its input, keys sorted).
-        let idem = idempotency_key.clone().map(|key| IdempotencyKey {
-            saga: saga.clone(),
-            key,
-            fingerprint: Sha256::digest(serde_json::to_vec(&input).unwrap_or_default()).into(),
+        let TriggerKeys { idempotency_key, key } = keys;
+        // The key remembers which request it came with: its input (keys sorted), and its
+        // business key when it has one.
+        let idem = idempotency_key.clone().map(|k| {
+            let mut request = Sha256::new();
+            request.update(serde_json::to_vec(&input).unwrap_or_default());
+            if let Some(business) = &key {
+                request.update([0]);
+                request.update(business.as_bytes());
+            }
+            IdempotencyKey { saga: saga.clone(), key: k, fingerprint: request.finalize().into() }
         });
         if self.active_executions() >= self.config.max_active_executions {
             // A retried trigger gets the execution it already made, busy or not.
@@ -85,6 +111,7 @@ impl Orchestrator {
                 input,
                 deadline_unix_ms: definition.deadline_ms.map(|d| now + d),
                 idempotency_key,
+                key,
             },
         };
         // The first step starts in the same write as the execution: one flush fewer on every

@@ -34,7 +34,8 @@ pub(super) async fn drive(
     slot: Arc<DriverSlot>,
     known: Option<(Execution, Option<Next>)>,
 ) {
-    let span = tracing::info_span!("execution", execution_id = %id);
+    // The business key, recorded once the stream is loaded (docs/operations.md, "Traces").
+    let span = tracing::info_span!("execution", execution_id = %id, execution.key = tracing::field::Empty);
     async move { Driver { orch, id, slot }.run(known).await }.instrument(span).await
 }
 
@@ -152,6 +153,9 @@ impl Driver {
                     continue;
                 }
             };
+            if let Some(key) = &current.key {
+                tracing::Span::current().record("execution.key", key.as_str());
+            }
             let now = self.orch.now_ms();
             let (base, before) = (current.version, current.status);
             let planned = match decided.take() {

@@ -36,6 +36,7 @@ use crate::domain::{
 use crate::runtime::PluginCache;
 use crate::store::{Store, StoreError};
 
+pub use commands::TriggerKeys;
 pub use timers::PARK_AFTER_MS;
 
 /// Orchestrator settings.

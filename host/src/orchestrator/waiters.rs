@@ -101,6 +101,7 @@ mod tests {
             input: serde_json::Value::Null,
             deadline_unix_ms: None,
             idempotency_key: None,
+            key: None,
         };
         let mut events = vec![started];
         if ended {

@@ -43,12 +43,14 @@ pub trait Snapshot {
 /// One change a backend must make durable. Applied in order, all in one atomic write.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mutation {
-    /// A new stream: index it under its saga.
+    /// A new stream: index it under its saga (and its business key, if it has one).
     NewStream {
         /// The stream.
         id: ExecutionId,
         /// Its saga.
         saga: SagaName,
+        /// Its business key.
+        key: Option<String>,
     },
     /// Records that continue the stream (numbered right after its current version).
     Records {
@@ -212,7 +214,7 @@ impl<S: Snapshot> Commit<S> {
         }
         let mut summary = ExecutionSummary::new(id, saga.clone(), &records[0]);
         summary.advance(&records[1..]);
-        self.mutations.push(Mutation::NewStream { id, saga });
+        self.mutations.push(Mutation::NewStream { id, saga, key: summary.key.clone() });
         if let Some(key) = idem {
             self.idempotency.insert((key.saga.clone(), key.key.clone()), (id, Some(key.fingerprint)));
             self.mutations.push(Mutation::Idempotency { key, id });

@@ -90,6 +90,7 @@ fn started(seq: u64) -> EventRecord {
         input: serde_json::Value::Null,
         deadline_unix_ms: None,
         idempotency_key: None,
+        key: None,
     };
     EventRecord { seq, at: seq, event }
 }

@@ -19,6 +19,7 @@ const STATE: u8 = b't';
 const META: u8 = b'm';
 const QUARANTINE: u8 = b'q';
 const SECRET: u8 = b'k';
+const BY_KEY: u8 = b'y';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -107,6 +108,16 @@ pub fn by_saga(saga: &SagaName, id: ExecutionId) -> Vec<u8> {
 /// Prefix of one saga's index.
 pub fn saga_index(saga: &SagaName) -> Vec<u8> {
     key(&[&[BY_SAGA], saga.as_str().as_bytes(), &[0]])
+}
+
+/// `y ‖ key ‖ 0 ‖ id`: an execution with a business key (keys are printable ASCII, no NUL).
+pub fn by_key(k: &str, id: ExecutionId) -> Vec<u8> {
+    key(&[&[BY_KEY], k.as_bytes(), &[0], id.as_bytes()])
+}
+
+/// Prefix of one business key's index.
+pub fn key_index(k: &str) -> Vec<u8> {
+    key(&[&[BY_KEY], k.as_bytes(), &[0]])
 }
 
 /// `i ‖ saga ‖ 0 ‖ key`: the execution a trigger's idempotency key created.

@@ -173,6 +173,7 @@ impl EventStore for MemoryStore {
             .rev()
             .filter(|s| filter.after.is_none_or(|after| s.id < after))
             .filter(|s| filter.saga.as_ref().is_none_or(|saga| &s.saga == saga))
+            .filter(|s| filter.key.is_none() || s.key == filter.key)
             .filter(|s| filter.status.is_none_or(|status| s.status == status))
             .take(filter.limit)
             .cloned()

@@ -88,6 +88,9 @@ pub struct ExecutionSummary {
     pub id: ExecutionId,
     /// Its definition name.
     pub saga: SagaName,
+    /// Its business key, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Current status.
     pub status: ExecutionStatus,
     /// `seq` of the last event.
@@ -101,9 +104,14 @@ pub struct ExecutionSummary {
 impl ExecutionSummary {
     /// The summary of a stream whose first record is `first` (an `execution_started`).
     pub fn new(id: ExecutionId, saga: SagaName, first: &EventRecord) -> Self {
+        let key = match &first.event {
+            crate::domain::Event::ExecutionStarted { key, .. } => key.clone(),
+            _ => None,
+        };
         Self {
             id,
             saga,
+            key,
             status: ExecutionStatus::Running,
             version: first.seq,
             created_at: first.at,
@@ -155,6 +163,8 @@ pub struct ListFilter {
     pub saga: Option<SagaName>,
     /// Only this status.
     pub status: Option<ExecutionStatus>,
+    /// Only executions with this business key.
+    pub key: Option<String>,
     /// Only executions older than this one (the previous page's last id).
     pub after: Option<ExecutionId>,
     /// At most this many.

@@ -143,10 +143,11 @@ impl EventStore for SledStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
         let filter = filter.clone();
         self.read_with(move |db| {
-            let prefix = match (&filter.saga, filter.status) {
-                (Some(saga), _) => keys::saga_index(saga),
-                (None, Some(status)) => keys::status_index(status),
-                (None, None) => keys::summaries(),
+            let prefix = match (&filter.key, &filter.saga, filter.status) {
+                (Some(key), _, _) => keys::key_index(key),
+                (None, Some(saga), _) => keys::saga_index(saga),
+                (None, None, Some(status)) => keys::status_index(status),
+                (None, None, None) => keys::summaries(),
             };
             let mut out = Vec::new();
             for id in scan_ids(db, &prefix, filter.after) {
@@ -156,7 +157,7 @@ impl EventStore for SledStore {
                 let Some(s) = current_summary(db, id?)? else {
                     continue;
                 };
-                if filter.status.is_none_or(|st| st == s.status) {
+                if filter.status.is_none_or(|st| st == s.status) && filter.saga.as_ref().is_none_or(|g| *g == s.saga) {
                     out.push(s);
                 }
             }

@@ -167,7 +167,12 @@ impl Batch {
 
     fn add(&mut self, m: &Mutation) {
         match m {
-            Mutation::NewStream { id, saga } => self.put(keys::by_saga(saga, *id), &[]),
+            Mutation::NewStream { id, saga, key } => {
+                self.put(keys::by_saga(saga, *id), &[]);
+                if let Some(k) = key {
+                    self.put(keys::by_key(k, *id), &[]);
+                }
+            }
             // One key per write (the sled writer's cost is per key), named by its last record.
             Mutation::Records { id, records } => match records.as_slice() {
                 [] => {}
