@@ -77,7 +77,9 @@ proptest! {
                 for s in &d.steps {
                     prop_assert!(s.timeout_ms >= 1 && s.timeout_ms <= limits.max_timeout_ms);
                     prop_assert!(s.retry.max_attempts >= 1 && s.retry.multiplier >= 1.0);
-                    prop_assert!(s.plugin.name.as_str() != "missing");
+                    // A plugin step names an uploaded plugin; a wait step names none.
+                    prop_assert!(s.plugin.is_some() != s.wait_for.is_some());
+                    prop_assert!(s.plugin.as_ref().is_none_or(|p| p.name.as_str() != "missing"));
                 }
             }
             Err(DefinitionError::Invalid(problems)) => prop_assert!(!problems.is_empty()),

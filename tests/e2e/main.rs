@@ -24,3 +24,4 @@ mod storage;
 mod telemetry;
 mod transfers;
 mod ui;
+mod waits;

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::DefinitionError;
+use crate::domain::decide::CommandError;
 use crate::orchestrator::OrchestratorError;
 use crate::runtime::UploadError;
 use crate::store::StoreError;
@@ -171,6 +172,7 @@ impl From<OrchestratorError> for ApiError {
     fn from(e: OrchestratorError) -> Self {
         match e {
             OrchestratorError::UnknownSaga(_) | OrchestratorError::UnknownExecution(_) => Self::NotFound(e.to_string()),
+            OrchestratorError::Command(c @ CommandError::UnknownTopic(_)) => Self::Invalid(vec![c.to_string()]),
             OrchestratorError::Command(c) => Self::Conflict(c.to_string()),
             OrchestratorError::Busy(_) => Self::Busy(e.to_string()),
             OrchestratorError::Definition(DefinitionError::Malformed(m)) => {

@@ -246,6 +246,41 @@ pub async fn list(
     Ok(Json(ExecutionList { executions: page, next }))
 }
 
+/// `POST /v1/executions/{id}/signals/{topic}`: 202 once the signal is durable (or was
+/// already received under the same `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/executions/{id}/signals/{topic}", tag = "executions", operation_id = "signalExecution",
+    params(("id" = ExecutionId, Path, description = "execution id"),
+        ("topic" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description = "a topic a wait step of the execution's saga waits for"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256,
+            description = "printable ASCII; a signal with a key this execution already received is not recorded again")),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "the signal's payload, any JSON value (`{}` for none); no Content-Type is read as JSON, and so is `application/*+json`"),
+    responses((status = 202, body = Accepted, description = "recorded (or already received under its Idempotency-Key)"),
+        (status = 400, body = ErrorBody, description = "bad topic, empty body, payload not JSON, bad Idempotency-Key"),
+        (status = 404, body = ErrorBody, description = "no such execution (a malformed id included)"),
+        (status = 409, body = ErrorBody, description = "the execution is not running or holds 64 signals no wait step has taken (`conflict`), or its events cannot be read (`execution_quarantined`)"),
+        (status = 413, body = ErrorBody, description = "payload over --max-body-kib"),
+        (status = 415, body = ErrorBody, description = "a Content-Type that is not JSON"),
+        (status = 422, body = ErrorBody, description = "`invalid`: no wait step of the execution's saga waits for this topic")))]
+pub async fn signal(
+    State(state): State<AppState>,
+    Path((id, topic)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let id = extract::execution_id(&id)?;
+    crate::domain::ids::check_name("topic", &topic).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    extract::json_content_type(&headers)?;
+    let bytes = extract::body(body)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("the payload is required: send JSON, e.g. {}".into()));
+    }
+    let payload: Value = extract::json(&bytes, "payload")?;
+    let signal_id = key_header(&headers, "Idempotency-Key")?;
+    let exec = state.orch.signal(id, topic, payload, signal_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: exec.id, status: exec.status })))
+}
+
 /// `POST /v1/executions/{id}/cancel`: 202, or 409 when already terminal.
 #[utoipa::path(post, path = "/v1/executions/{id}/cancel", tag = "executions", operation_id = "cancelExecution",
     params(("id" = ExecutionId, Path, description = "execution id")),

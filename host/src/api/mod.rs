@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/feed", get(executions::feed))
         .route("/v1/executions/{id}", get(executions::show))
         .route("/v1/executions/{id}/events", get(executions::events))
+        .route("/v1/executions/{id}/signals/{topic}", post(executions::signal))
         .route_layer(middleware::from_fn_with_state(max_body, guard::announced_body_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
     Router::new()

@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/executions/{id}/events"),
     ("post", "/v1/executions/{id}/cancel"),
     ("post", "/v1/executions/{id}/resume"),
+    ("post", "/v1/executions/{id}/signals/{topic}"),
     ("get", "/v1/quarantine"),
     ("get", "/v1/secrets"),
     ("put", "/v1/secrets/{name}"),
@@ -45,6 +46,7 @@ const CLIENT_ROUTES: &[&str] = &[
     "/v1/executions/feed",
     "/v1/executions/{id}",
     "/v1/executions/{id}/events",
+    "/v1/executions/{id}/signals/{topic}",
 ];
 
 /// The one route that never touches the store, so never answers 500 or 503.
@@ -65,7 +67,7 @@ const MULTIPLIER_RANGE: (f64, f64) = (1.0, 100.0);
         plugins::upload, plugins::show, plugins::list, plugins::state,
         sagas::put, sagas::show, sagas::list,
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
-        executions::cancel, executions::resume, quarantine::list,
+        executions::cancel, executions::resume, executions::signal, quarantine::list,
         secrets::put, secrets::list, secrets::delete,
     ),
     modifiers(&Conventions),
@@ -202,10 +204,32 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
             "max_backoff_ms",
             nullable(integer(0, l.max_backoff_ms, "cap on any one wait, not less than initial_backoff_ms")),
         );
+    let topics = ArrayBuilder::new()
+        .items(Ref::from_schema_name("StepName"))
+        .min_items(Some(1))
+        .max_items(Some(16))
+        .unique_items(true)
+        .description(Some("topics that end the wait (the rule of names)"));
+    let wait_for = ObjectBuilder::new()
+        .description(Some("a wait step: parks until a signal on one of its topics, at most timeout_ms"))
+        .property("topics", topics)
+        .property("timeout_ms", integer(1, l.max_deadline_ms, "how long the wait may last, from its start"))
+        .required("topics")
+        .required("timeout_ms");
     let step = ObjectBuilder::new()
-        .description(Some("one step (docs/definitions.md)"))
+        .description(Some(
+            "one step (docs/definitions.md): a plugin step (`plugin`) or a wait step (`wait_for`, with none of the plugin step's fields)",
+        ))
         .property("name", Ref::from_schema_name("StepName"))
         .property("plugin", Ref::from_schema_name("PluginRef"))
+        .property("wait_for", closed(wait_for))
+        .property(
+            "fail_on",
+            ArrayBuilder::new()
+                .items(Ref::from_schema_name("StepName"))
+                .unique_items(true)
+                .description(Some("wait steps only: topics of wait_for that fail the step instead of completing it")),
+        )
         .property(
             "compensation",
             ObjectBuilder::new()
@@ -241,8 +265,7 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
                      wasi:config/store; each must be stored when the definition is, and must not also be a config name",
                 )),
         )
-        .required("name")
-        .required("plugin");
+        .required("name");
     let steps = ArrayBuilder::new()
         .items(Ref::from_schema_name("StepRequest"))
         .min_items(Some(1))

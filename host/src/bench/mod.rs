@@ -180,6 +180,7 @@ async fn raw_appends(opts: &BenchOptions, progress: &Arc<Progress>) -> anyhow::R
                 attempt: 1,
                 result: json!({"seat": "A12", "state": "SEAT_RESERVED", "pad": "x".repeat(64)}),
                 http: Vec::new(),
+                signal: None,
             };
             store.append(*id, v, vec![EventRecord { seq: v + 1, at: 1_700_000_000_000, event }]).await?;
             version.store(v + 1, Ordering::Relaxed);

@@ -268,6 +268,22 @@ impl Client {
         self.fetch(self.request(Method::DELETE, &url), &url).await.map(drop)
     }
 
+    /// `POST /v1/executions/{id}/signals/{topic}`.
+    pub async fn signal(
+        &self,
+        id: ExecutionId,
+        topic: &str,
+        payload: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, ClientError> {
+        let url = self.url(&["v1", "executions", &id.to_string(), "signals", topic], &[]);
+        let mut req = self.request(Method::POST, &url).json(payload);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        Ok(self.call(req, &url).await?.1)
+    }
+
     /// `POST /v1/executions/{id}/cancel`.
     pub async fn cancel(&self, id: ExecutionId) -> Result<Accepted, ClientError> {
         self.post(&["v1", "executions", &id.to_string(), "cancel"]).await

@@ -124,6 +124,22 @@ pub enum ClientCommand {
         #[arg(long)]
         after: Option<ExecutionId>,
     },
+    /// Send a signal to an execution, for a wait step on its topic.
+    Signal {
+        /// How to reach the host.
+        #[command(flatten)]
+        conn: Connection,
+        /// Execution id.
+        id: ExecutionId,
+        /// Topic (one a wait step of the execution's saga waits for).
+        topic: String,
+        /// Payload JSON (default `{}`).
+        #[arg(long, value_parser = json)]
+        payload: Option<Value>,
+        /// Idempotency key: a signal with a key the execution already received is not recorded again.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// Stop an execution and compensate what completed.
     Cancel {
         /// How to reach the host.

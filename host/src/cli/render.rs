@@ -126,12 +126,17 @@ impl Render for StoredDefinition {
             .steps
             .iter()
             .map(|s| {
+                let (runs, timeout, attempts) = match (&s.plugin, &s.wait_for) {
+                    (Some(p), _) => (p.to_string(), s.timeout_ms, s.retry.max_attempts.to_string()),
+                    (None, Some(w)) => (format!("wait for {}", w.topics.join(" | ")), w.timeout_ms, "-".into()),
+                    (None, None) => (none(), s.timeout_ms, "-".into()),
+                };
                 vec![
                     s.name.to_string(),
-                    s.plugin.to_string(),
+                    runs,
                     s.compensation.as_ref().map_or_else(none, ToString::to_string),
-                    format!("{} ms", s.timeout_ms),
-                    s.retry.max_attempts.to_string(),
+                    format!("{timeout} ms"),
+                    attempts,
                     label(&s.on_failure),
                 ]
             })
@@ -176,6 +181,7 @@ impl Render for EventRecord {
             Event::CompensationStarted { reason } | Event::ExecutionFailed { reason } => {
                 line.push_str(&format!("  ({reason})"))
             }
+            Event::SignalReceived { topic, payload, .. } => line.push_str(&format!("  {topic}  {}", short(payload))),
             Event::ExecutionStarted { .. }
             | Event::ExecutionCompleted
             | Event::CancelRequested

@@ -134,6 +134,12 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
             let page = s.client.list_executions(&ListQuery { saga, status, key, limit: Some(limit), after }).await?;
             s.show(None, &page)?;
         }
+        ClientCommand::Signal { conn, id, topic, payload, idempotency_key } => {
+            let s = Session::new(conn)?;
+            let payload = payload.unwrap_or_else(|| Value::Object(Default::default()));
+            let accepted = s.client.signal(id, &topic, &payload, idempotency_key.as_deref()).await?;
+            s.show(Some(format!("signal {topic} sent")), &accepted)?;
+        }
         ClientCommand::Cancel { conn, id } => {
             let s = Session::new(conn)?;
             s.show(Some("cancel requested".into()), &s.client.cancel(id).await?)?;

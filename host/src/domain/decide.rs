@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::definition::{OnFailure, SagaDefinition, StepDefinition};
-use super::event::{Event, StepFailure};
+use super::definition::{OnFailure, SagaDefinition, StepDefinition, WaitFor};
+use super::event::{Event, FailureKind, StepFailure};
 use super::ids::StepName;
 use super::state::{Execution, Phase};
 use super::status::ExecutionStatus;
@@ -116,9 +116,15 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: I
         let invoke =
             |attempt| Next::Invoke(Invocation { side: Side::Execute, index, step: sdef.name.clone(), attempt });
         let Some(state) = exec.step(&sdef.name) else {
+            if sdef.wait_for.is_some() {
+                return Next::Record(vec![Event::StepStarted { step: sdef.name.clone(), attempt: 1 }]);
+            }
             return invoke(1);
         };
         let a = &state.execute;
+        if let (Some(wait), Phase::Running { since, .. }) = (&sdef.wait_for, &a.phase) {
+            return decide_wait(exec, sdef, wait, *since, now);
+        }
         match a.phase {
             Phase::Completed { .. } => continue,
             Phase::GaveUp if sdef.on_failure == OnFailure::Continue => continue,
@@ -140,6 +146,43 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: I
         }
     }
     Next::Record(vec![Event::ExecutionCompleted])
+}
+
+/// A wait step that has started: a pending signal on its topics ends it (completed, or failed
+/// when the topic is in `fail_on`); past its timeout it fails; otherwise sleep until then (or
+/// the deadline), unless a signal wakes the execution first.
+fn decide_wait(exec: &Execution, sdef: &StepDefinition, wait: &WaitFor, since: u64, now: u64) -> Next {
+    let step = sdef.name.clone();
+    if let Some(signal) = exec.pending_signal(&wait.topics) {
+        let seq = Some(signal.seq);
+        if sdef.fail_on.contains(&signal.topic) {
+            let message = format!("signal {} received, which fails this step (fail_on)", signal.topic);
+            let error = StepFailure::new(FailureKind::Permanent, message);
+            return Next::Record(vec![Event::StepFailed {
+                step,
+                attempt: 1,
+                error,
+                retry_at_unix_ms: None,
+                http: Vec::new(),
+                signal: seq,
+            }]);
+        }
+        let result = json!({ "topic": signal.topic, "payload": signal.payload });
+        return Next::Record(vec![Event::StepCompleted { step, attempt: 1, result, http: Vec::new(), signal: seq }]);
+    }
+    let until = since.saturating_add(wait.timeout_ms);
+    if now >= until {
+        let message = format!("no signal on {} within {} ms", wait.topics.join(", "), wait.timeout_ms);
+        return Next::Record(vec![Event::StepFailed {
+            step,
+            attempt: 1,
+            error: StepFailure::new(FailureKind::Timeout, message),
+            retry_at_unix_ms: None,
+            http: Vec::new(),
+            signal: None,
+        }]);
+    }
+    Next::SleepUntil(exec.deadline_unix_ms.map_or(until, |d| d.min(until)))
 }
 
 fn decide_compensation(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: InFlight) -> Next {
@@ -202,14 +245,16 @@ pub fn record_outcome(
     }
     let (step, attempt) = (inv.step.clone(), inv.attempt);
     Some(match (inv.side, outcome) {
-        (Side::Execute, Ok(result)) => Event::StepCompleted { step, attempt, result, http: Vec::new() },
+        (Side::Execute, Ok(result)) => Event::StepCompleted { step, attempt, result, http: Vec::new(), signal: None },
         (Side::Compensate, Ok(result)) => Event::CompensationStepCompleted { step, attempt, result, http: Vec::new() },
         (side, Err(error)) => {
             let used = attempt.saturating_sub(attempts.budget_base);
             let retry_at_unix_ms =
                 (error.kind.is_retryable() && used < policy.max_attempts).then(|| now + policy.backoff_ms(used));
             match side {
-                Side::Execute => Event::StepFailed { step, attempt, error, retry_at_unix_ms, http: Vec::new() },
+                Side::Execute => {
+                    Event::StepFailed { step, attempt, error, retry_at_unix_ms, http: Vec::new(), signal: None }
+                }
                 Side::Compensate => {
                     Event::CompensationStepFailed { step, attempt, error, retry_at_unix_ms, http: Vec::new() }
                 }
@@ -252,6 +297,12 @@ pub enum CommandError {
     /// The execution is already terminal (or not in the state the command needs).
     #[error("execution is {}: {}", .0.as_str(), .1)]
     WrongStatus(ExecutionStatus, &'static str),
+    /// No wait step of the execution's definition waits for this topic.
+    #[error("no wait step of this execution's saga waits for topic {0:?}")]
+    UnknownTopic(String),
+    /// Too many signals wait to be taken.
+    #[error("this execution already holds {0} signals no wait step has taken")]
+    TooManySignals(usize),
 }
 
 /// `cancel`: stop going forward and compensate. Empty when already cancelling.
@@ -261,6 +312,34 @@ pub fn cancel(exec: &Execution) -> Result<Vec<Event>, CommandError> {
         ExecutionStatus::Running | ExecutionStatus::Compensating => Ok(vec![]),
         s => Err(CommandError::WrongStatus(s, "only a running execution can be cancelled")),
     }
+}
+
+/// Most signals an execution holds that no wait step has taken yet.
+pub const MAX_PENDING_SIGNALS: usize = 64;
+
+/// A signal for an execution: recorded (to be taken by a wait step on its topic, now or
+/// later) while the execution is running. Empty when a signal with the same `signal_id` was
+/// already received.
+pub fn signal(
+    exec: &Execution,
+    def: &SagaDefinition,
+    topic: &str,
+    payload: serde_json::Value,
+    signal_id: Option<String>,
+) -> Result<Vec<Event>, CommandError> {
+    if signal_id.is_some() && exec.signals.iter().any(|s| s.id == signal_id) {
+        return Ok(vec![]);
+    }
+    if exec.status != ExecutionStatus::Running {
+        return Err(CommandError::WrongStatus(exec.status, "only a running execution takes signals"));
+    }
+    if !def.steps.iter().filter_map(|s| s.wait_for.as_ref()).any(|w| w.topics.iter().any(|t| t == topic)) {
+        return Err(CommandError::UnknownTopic(topic.to_owned()));
+    }
+    if exec.signals.iter().filter(|s| !s.taken).count() >= MAX_PENDING_SIGNALS {
+        return Err(CommandError::TooManySignals(MAX_PENDING_SIGNALS));
+    }
+    Ok(vec![Event::SignalReceived { topic: topic.to_owned(), payload, signal_id }])
 }
 
 /// `resume`: retry the stuck compensation of a failed execution.

@@ -58,8 +58,9 @@ impl RetryPolicy {
 pub struct StepDefinition {
     /// Unique within the definition.
     pub name: StepName,
-    /// The plugin whose `execute` performs the step.
-    pub plugin: PluginRef,
+    /// The plugin whose `execute` performs the step; `None` for a wait step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
     /// The plugin whose `compensate` undoes it; `None`: nothing to undo.
     pub compensation: Option<PluginRef>,
     /// Per-attempt time limit.
@@ -85,6 +86,21 @@ pub struct StepDefinition {
     /// (docs/secrets.md). Only names: values never enter a definition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// A wait step: what it waits for instead of calling a plugin (docs/definitions.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<WaitFor>,
+    /// Topics (of `wait_for`) that fail the wait step instead of completing it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_on: Vec<String>,
+}
+
+/// What a wait step waits for: a signal on one of its topics, for at most `timeout_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WaitFor {
+    /// Topics that end the wait.
+    pub topics: Vec<String>,
+    /// How long the wait may last, from its start; then the step fails with kind `timeout`.
+    pub timeout_ms: u64,
 }
 
 impl StepDefinition {
@@ -116,7 +132,7 @@ impl SagaDefinition {
     pub fn plugins(&self) -> Vec<&PluginRef> {
         let mut seen = Vec::new();
         for s in &self.steps {
-            for p in std::iter::once(&s.plugin).chain(s.compensation.as_ref()) {
+            for p in s.plugin.iter().chain(s.compensation.as_ref()) {
                 if !seen.contains(&p) {
                     seen.push(p);
                 }
@@ -178,7 +194,12 @@ struct DefinitionDoc {
 #[serde(deny_unknown_fields)]
 struct StepDoc {
     name: String,
-    plugin: String,
+    #[serde(default)]
+    plugin: Option<String>,
+    #[serde(default)]
+    wait_for: Option<WaitDoc>,
+    #[serde(default)]
+    fail_on: Vec<String>,
     // Absent: same plugin as `plugin`; explicit null: nothing to undo.
     #[serde(default, deserialize_with = "present")]
     compensation: Option<Option<String>>,
@@ -198,6 +219,13 @@ struct StepDoc {
     config: BTreeMap<String, String>,
     #[serde(default)]
     secrets: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitDoc {
+    topics: Vec<String>,
+    timeout_ms: i64,
 }
 
 #[derive(Deserialize)]
@@ -254,9 +282,24 @@ pub fn parse_definition(
             &mut later,
         );
         let name = StepName::parse(&s.name).map_err(|e| later.push(format!("{at}.name: {e}"))).ok();
-        let plugin = parse_ref(&format!("{at}.plugin"), &s.plugin, &plugin_exists, &mut later);
+        let wait_for = s.wait_for.as_ref().map(|w| wait_for(&at, w, s, limits, &mut later));
+        let plugin = match (&s.plugin, &wait_for) {
+            (Some(p), None) => parse_ref(&format!("{at}.plugin"), p, &plugin_exists, &mut later).map(Some),
+            (None, Some(_)) => Some(None),
+            (Some(_), Some(_)) => {
+                later.push(format!("{at}: a step has a plugin or a wait_for, not both"));
+                None
+            }
+            (None, None) => {
+                later.push(format!("{at}: a step needs a plugin (or a wait_for)"));
+                None
+            }
+        };
+        if s.wait_for.is_none() && !s.fail_on.is_empty() {
+            later.push(format!("{at}.fail_on: only a wait step (wait_for) has fail_on"));
+        }
         let compensation = match &s.compensation {
-            None => plugin.clone(),
+            None => plugin.clone().flatten(),
             Some(None) => None,
             Some(Some(c)) => parse_ref(&format!("{at}.compensation"), c, &plugin_exists, &mut later),
         };
@@ -278,6 +321,8 @@ pub fn parse_definition(
                 compensate_allow_http,
                 config: s.config.clone(),
                 secrets: s.secrets.clone(),
+                wait_for: wait_for.flatten(),
+                fail_on: s.fail_on.clone(),
             });
         }
     }
@@ -352,6 +397,56 @@ fn check_config(at: &str, config: &BTreeMap<String, String>, problems: &mut Vec<
             problems.push(format!("{at}.{name} is longer than {MAX_CONFIG_VALUE_BYTES} bytes"));
         }
     }
+}
+
+/// Most topics one wait step waits for.
+const MAX_WAIT_TOPICS: usize = 16;
+
+/// Checks a wait step: its topics and timeout, its `fail_on`, and that it sets none of the
+/// fields of a plugin step (it runs no plugin and has nothing to undo).
+fn wait_for(
+    at: &str,
+    w: &WaitDoc,
+    s: &StepDoc,
+    limits: &DefinitionLimits,
+    problems: &mut Vec<String>,
+) -> Option<WaitFor> {
+    let before = problems.len();
+    if w.topics.is_empty() || w.topics.len() > MAX_WAIT_TOPICS {
+        problems.push(format!("{at}.wait_for.topics has 1 to {MAX_WAIT_TOPICS} topics, got {}", w.topics.len()));
+    }
+    for (i, topic) in w.topics.iter().enumerate() {
+        if let Err(e) = super::ids::check_name("topic", topic) {
+            problems.push(format!("{at}.wait_for.topics[{i}]: {e}"));
+        } else if w.topics[..i].contains(topic) {
+            problems.push(format!("{at}.wait_for.topics[{i}]: {topic:?} is listed twice"));
+        }
+    }
+    if w.timeout_ms < 1 || w.timeout_ms as u64 > limits.max_deadline_ms {
+        let max = limits.max_deadline_ms;
+        problems.push(format!("{at}.wait_for.timeout_ms must be between 1 and {max}, got {}", w.timeout_ms));
+    }
+    for (i, topic) in s.fail_on.iter().enumerate() {
+        if !w.topics.contains(topic) {
+            problems.push(format!("{at}.fail_on[{i}]: {topic:?} is not one of wait_for.topics"));
+        }
+    }
+    let plugin_fields = [
+        ("compensation", s.compensation.is_some()),
+        ("timeout_ms", s.timeout_ms.is_some()),
+        ("retry", s.retry.is_some()),
+        ("compensation_retry", s.compensation_retry.is_some()),
+        ("allow_http", !s.allow_http.is_empty()),
+        ("compensate_allow_http", s.compensate_allow_http.is_some()),
+        ("config", !s.config.is_empty()),
+        ("secrets", !s.secrets.is_empty()),
+    ];
+    for (field, set) in plugin_fields {
+        if set {
+            problems.push(format!("{at}.{field}: a wait step runs no plugin, so it has no {field}"));
+        }
+    }
+    (problems.len() == before).then(|| WaitFor { topics: w.topics.clone(), timeout_ms: w.timeout_ms as u64 })
 }
 
 /// Most secrets one step references.

@@ -130,3 +130,45 @@ fn a_document_that_is_not_an_object_is_named() {
         assert!(problems[0].contains("must be a JSON object") && problems[0].ends_with(what), "{problems:?}");
     }
 }
+
+#[test]
+fn wait_steps_have_topics_a_timeout_and_none_of_a_plugin_steps_fields() {
+    let d = parse(
+        r#"{"steps":[{"name":"w","wait_for":{"topics":["Ok","No"],"timeout_ms":1000},"fail_on":["No"],"on_failure":"continue"}]}"#,
+    )
+    .unwrap();
+    let s = &d.steps[0];
+    assert_eq!((s.plugin.as_ref(), s.compensation.as_ref()), (None, None));
+    assert_eq!(s.wait_for.as_ref().unwrap().topics, ["Ok", "No"]);
+    assert_eq!((s.fail_on.as_slice(), s.on_failure), (&["No".to_owned()][..], OnFailure::Continue));
+    assert!(d.plugins().is_empty());
+    for (step, problem) in [
+        (r#"{"name":"w"}"#, "steps[0]: a step needs a plugin (or a wait_for)"),
+        (
+            r#"{"name":"w","plugin":"p@1.0.0","wait_for":{"topics":["A"],"timeout_ms":1}}"#,
+            "a plugin or a wait_for, not both",
+        ),
+        (r#"{"name":"w","wait_for":{"topics":[],"timeout_ms":1}}"#, "wait_for.topics has 1 to 16 topics, got 0"),
+        (r#"{"name":"w","wait_for":{"topics":["A","A"],"timeout_ms":1}}"#, "topics[1]: \"A\" is listed twice"),
+        (r#"{"name":"w","wait_for":{"topics":["bad topic"],"timeout_ms":1}}"#, "topics[0]: topic \"bad topic\""),
+        (r#"{"name":"w","wait_for":{"topics":["A"],"timeout_ms":0}}"#, "wait_for.timeout_ms must be between 1 and"),
+        (
+            r#"{"name":"w","wait_for":{"topics":["A"],"timeout_ms":1},"fail_on":["B"]}"#,
+            "fail_on[0]: \"B\" is not one of",
+        ),
+        (r#"{"name":"w","plugin":"p@1.0.0","fail_on":["B"]}"#, "only a wait step (wait_for) has fail_on"),
+        (
+            r#"{"name":"w","wait_for":{"topics":["A"],"timeout_ms":1},"compensation":null}"#,
+            "steps[0].compensation: a wait step",
+        ),
+        (r#"{"name":"w","wait_for":{"topics":["A"],"timeout_ms":1},"retry":{}}"#, "steps[0].retry: a wait step"),
+        (r#"{"name":"w","wait_for":{"topics":["A"],"timeout_ms":1},"secrets":["k"]}"#, "steps[0].secrets: a wait step"),
+    ] {
+        let err = parse(&format!(r#"{{"steps":[{step}]}}"#)).unwrap_err();
+        assert!(err.to_string().contains(problem), "{step}: {err}");
+    }
+    assert!(matches!(
+        parse(r#"{"steps":[{"name":"w","wait_for":{"topics":["A"],"timeout_ms":1,"key":"x"}}]}"#),
+        Err(DefinitionError::Malformed(_))
+    ));
+}

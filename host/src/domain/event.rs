@@ -105,11 +105,14 @@ pub enum Event {
         step: StepName,
         /// The attempt.
         attempt: u32,
-        /// The plugin's answer.
+        /// The plugin's answer (for a wait step, the signal's topic and payload).
         result: Value,
         /// Outbound HTTP requests the attempt made; omitted when none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         http: Vec<HttpCall>,
+        /// For a wait step: the `seq` of the `signal_received` it took; omitted otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<u64>,
     },
     /// An attempt failed.
     StepFailed {
@@ -124,6 +127,20 @@ pub enum Event {
         /// Outbound HTTP requests the attempt made; omitted when none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         http: Vec<HttpCall>,
+        /// For a wait step failed by a `fail_on` signal: the `seq` of that `signal_received`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<u64>,
+    },
+    /// A signal arrived for this execution (`POST /v1/executions/{id}/signals/{topic}`). It
+    /// waits in the stream until a wait step on its topic takes it.
+    SignalReceived {
+        /// The topic: one a wait step of the definition waits for.
+        topic: String,
+        /// The signal's body.
+        payload: Value,
+        /// The sender's `Idempotency-Key`: a signal with a key already received is not recorded twice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal_id: Option<String>,
     },
     /// Every step is done.
     ExecutionCompleted,
@@ -198,6 +215,7 @@ impl Event {
             Self::ExecutionCompensated => "execution_compensated",
             Self::ExecutionFailed { .. } => "execution_failed",
             Self::ResumeRequested => "resume_requested",
+            Self::SignalReceived { .. } => "signal_received",
         }
     }
 
@@ -267,6 +285,7 @@ mod tests {
                 error: StepFailure::new(FailureKind::Timeout, "took too long"),
                 retry_at_unix_ms: None,
                 http: Vec::new(),
+                signal: None,
             },
         };
         let json = serde_json::to_value(&rec).unwrap();

@@ -17,7 +17,9 @@ pub mod view;
 mod tests;
 
 pub use decide::{Invocation, Next, Side, decide, record_outcome};
-pub use definition::{DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition};
+pub use definition::{
+    DefinitionError, DefinitionLimits, OnFailure, RetryPolicy, SagaDefinition, StepDefinition, WaitFor,
+};
 pub use event::{Event, EventRecord, FailureKind, StepFailure};
 pub use http::{HttpCall, HttpGrant};
 pub use ids::{ExecutionId, InvalidId, PluginName, PluginRef, PluginVersion, SagaName, StepName};

@@ -120,6 +120,21 @@ impl StepState {
     }
 }
 
+/// A signal received for an execution, and whether a wait step took it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signal {
+    /// `seq` of its `signal_received` event.
+    pub seq: u64,
+    /// Its topic.
+    pub topic: String,
+    /// Its body.
+    pub payload: Value,
+    /// The sender's idempotency key.
+    pub id: Option<String>,
+    /// Whether a wait step took it.
+    pub taken: bool,
+}
+
 /// The whole state of one execution.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Execution {
@@ -155,6 +170,8 @@ pub struct Execution {
     pub compensation_reason: Option<String>,
     /// Why it failed.
     pub failure_reason: Option<String>,
+    /// Signals received, in order.
+    pub signals: Vec<Signal>,
 }
 
 /// A stream that cannot be folded: out-of-order sequence numbers or events that do not fit.
@@ -199,6 +216,7 @@ impl Execution {
             deadline_exceeded: false,
             compensation_reason: None,
             failure_reason: None,
+            signals: Vec::new(),
         };
         for r in rest {
             exec.apply(r)?;
@@ -239,16 +257,30 @@ impl Execution {
                     compensation: None,
                 }),
             },
-            Event::StepCompleted { step, result, .. } => self
-                .step_mut(step)
-                .ok_or_else(|| err(missing(step)))?
-                .execute
-                .complete(result.clone(), at, r.event.http_calls()),
-            Event::StepFailed { step, error, retry_at_unix_ms, .. } => self
-                .step_mut(step)
-                .ok_or_else(|| err(missing(step)))?
-                .execute
-                .fail(error.clone(), *retry_at_unix_ms, at, r.event.http_calls()),
+            Event::StepCompleted { step, result, signal, .. } => {
+                self.take_signal(*signal).map_err(err)?;
+                self.step_mut(step).ok_or_else(|| err(missing(step)))?.execute.complete(
+                    result.clone(),
+                    at,
+                    r.event.http_calls(),
+                )
+            }
+            Event::StepFailed { step, error, retry_at_unix_ms, signal, .. } => {
+                self.take_signal(*signal).map_err(err)?;
+                self.step_mut(step).ok_or_else(|| err(missing(step)))?.execute.fail(
+                    error.clone(),
+                    *retry_at_unix_ms,
+                    at,
+                    r.event.http_calls(),
+                )
+            }
+            Event::SignalReceived { topic, payload, signal_id } => self.signals.push(Signal {
+                seq: r.seq,
+                topic: topic.clone(),
+                payload: payload.clone(),
+                id: signal_id.clone(),
+                taken: false,
+            }),
             Event::ExecutionCompleted => {}
             Event::CancelRequested => self.cancel_requested = true,
             Event::DeadlineExceeded => self.deadline_exceeded = true,
@@ -287,6 +319,23 @@ impl Execution {
         self.version = r.seq;
         self.updated_at = at;
         Ok(())
+    }
+
+    /// The first signal on one of `topics` that no wait step has taken.
+    pub fn pending_signal(&self, topics: &[String]) -> Option<&Signal> {
+        self.signals.iter().find(|s| !s.taken && topics.contains(&s.topic))
+    }
+
+    fn take_signal(&mut self, seq: Option<u64>) -> Result<(), String> {
+        let Some(seq) = seq else { return Ok(()) };
+        match self.signals.iter_mut().find(|s| s.seq == seq) {
+            Some(s) if !s.taken => {
+                s.taken = true;
+                Ok(())
+            }
+            Some(_) => Err(format!("signal {seq} taken twice")),
+            None => Err(format!("signal {seq} was not received")),
+        }
     }
 
     fn compensation_mut(&mut self, step: &StepName) -> Option<&mut Attempts> {

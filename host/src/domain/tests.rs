@@ -248,7 +248,7 @@ fn cancel_stops_going_forward_and_compensates_what_completed() {
     let exec = given(vec![
         started(None),
         Event::StepStarted { step: step("one"), attempt: 1 },
-        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1), http: Vec::new() },
+        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1), http: Vec::new(), signal: None },
     ]);
     assert_eq!(cancel(&exec).unwrap(), [Event::CancelRequested]);
     let mut exec = exec;
@@ -270,7 +270,7 @@ fn deadline_bounds_backoff_and_starts_compensation() {
     let exec = given(vec![
         started(Some(T0 + 2_000)),
         Event::StepStarted { step: step("a"), attempt: 1 },
-        Event::StepCompleted { step: step("a"), attempt: 1, result: json!(1), http: Vec::new() },
+        Event::StepCompleted { step: step("a"), attempt: 1, result: json!(1), http: Vec::new(), signal: None },
         Event::StepStarted { step: step("b"), attempt: 1 },
         Event::StepFailed {
             step: step("b"),
@@ -278,6 +278,7 @@ fn deadline_bounds_backoff_and_starts_compensation() {
             error: StepFailure::new(FailureKind::Retryable, "later"),
             retry_at_unix_ms: Some(T0 + 30_000),
             http: Vec::new(),
+            signal: None,
         },
     ]);
     assert_eq!(decide(&exec, &d, T0 + 5), Next::SleepUntil(T0 + 2_000), "wake at the deadline, not the retry");
@@ -302,7 +303,7 @@ fn an_outcome_for_an_attempt_no_longer_in_flight_is_not_recorded() {
     let exec = given(vec![
         started(None),
         Event::StepStarted { step: step("one"), attempt: 1 },
-        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1), http: Vec::new() },
+        Event::StepCompleted { step: step("one"), attempt: 1, result: json!(1), http: Vec::new(), signal: None },
     ]);
     let inv = Invocation { side: Side::Execute, index: 0, step: step("one"), attempt: 1 };
     assert_eq!(record_outcome(&exec, &d, &inv, Ok(json!(2)), T0), None);
@@ -337,4 +338,156 @@ fn an_attempt_in_flight_in_a_shared_store_is_taken_over_only_after_its_lease() {
     assert_eq!(decide_with(&exec, &d, T0 + 5, InFlight::Leased), Next::SleepUntil(lease_end));
     let Next::Invoke(inv) = decide_with(&exec, &d, lease_end, InFlight::Leased) else { panic!() };
     assert_eq!(inv.attempt, 2);
+}
+
+mod waits {
+    use super::*;
+    use crate::domain::decide::{CommandError, MAX_PENDING_SIGNALS, signal};
+
+    /// pay → await (CreditReserved | CreditLimitExceeded, the latter failing it) → ship.
+    fn awaiting() -> SagaDefinition {
+        def(json!({"steps": [
+            {"name": "pay", "plugin": "p@1.0.0"},
+            {"name": "await_credit", "wait_for": {"topics": ["CreditReserved", "CreditLimitExceeded"], "timeout_ms": 60_000},
+             "fail_on": ["CreditLimitExceeded"]},
+            {"name": "ship", "plugin": "p@1.0.0"},
+        ]}))
+    }
+
+    /// Applies `events` at `at`.
+    fn then(exec: &mut Execution, events: Vec<Event>, at: u64) {
+        for r in exec.next_records(events, at) {
+            exec.apply(&r).unwrap();
+        }
+    }
+
+    fn paid() -> Execution {
+        given(vec![
+            started(None),
+            Event::StepStarted { step: step("pay"), attempt: 1 },
+            Event::StepCompleted { step: step("pay"), attempt: 1, result: json!(1), http: Vec::new(), signal: None },
+        ])
+    }
+
+    fn signal_now(exec: &mut Execution, d: &SagaDefinition, topic: &str, payload: Value, at: u64) {
+        let events = signal(exec, d, topic, payload, None).unwrap();
+        then(exec, events, at);
+    }
+
+    #[test]
+    fn a_wait_starts_parks_until_its_timeout_and_a_signal_completes_it_with_topic_and_payload() {
+        let d = awaiting();
+        let mut exec = paid();
+        let Next::Record(events) = decide(&exec, &d, T0) else { panic!("the wait starts") };
+        assert_eq!(events, [Event::StepStarted { step: step("await_credit"), attempt: 1 }]);
+        then(&mut exec, events, T0);
+        assert_eq!(decide(&exec, &d, T0 + 5), Next::SleepUntil(T0 + 60_000), "parks until its timeout");
+
+        signal_now(&mut exec, &d, "CreditReserved", json!({"customer": "c-1"}), T0 + 10);
+        let seq = exec.version;
+        let Next::Record(events) = decide(&exec, &d, T0 + 10) else { panic!("the signal ends the wait") };
+        assert_eq!(
+            events,
+            [Event::StepCompleted {
+                step: step("await_credit"),
+                attempt: 1,
+                result: json!({"topic": "CreditReserved", "payload": {"customer": "c-1"}}),
+                http: Vec::new(),
+                signal: Some(seq),
+            }]
+        );
+        then(&mut exec, events, T0 + 10);
+        assert!(exec.signals[0].taken);
+        let Next::Invoke(inv) = decide(&exec, &d, T0 + 10) else { panic!("ship runs next") };
+        assert_eq!(step_input(&exec, &d, &inv)["results"]["await_credit"]["topic"], "CreditReserved");
+    }
+
+    #[test]
+    fn a_signal_that_arrives_before_its_wait_is_kept_until_the_wait_takes_it() {
+        let d = awaiting();
+        let mut exec = given(vec![started(None), Event::StepStarted { step: step("pay"), attempt: 1 }]);
+        signal_now(&mut exec, &d, "CreditLimitExceeded", json!({"limit": 100}), T0);
+        let early = exec.version;
+        then(
+            &mut exec,
+            vec![Event::StepCompleted {
+                step: step("pay"),
+                attempt: 1,
+                result: json!(1),
+                http: Vec::new(),
+                signal: None,
+            }],
+            T0 + 1,
+        );
+        then(&mut exec, vec![Event::StepStarted { step: step("await_credit"), attempt: 1 }], T0 + 2);
+        let Next::Record(events) = decide(&exec, &d, T0 + 2) else { panic!("taken at once") };
+        let [Event::StepFailed { error, signal, retry_at_unix_ms: None, .. }] = events.as_slice() else {
+            panic!("fail_on fails the step: {events:?}")
+        };
+        assert_eq!((error.kind, *signal), (FailureKind::Permanent, Some(early)));
+        assert!(error.message.contains("CreditLimitExceeded"), "{}", error.message);
+        then(&mut exec, events, T0 + 2);
+        let Next::Record(events) = decide(&exec, &d, T0 + 2) else { panic!("compensation starts") };
+        assert!(matches!(&events[0], Event::CompensationStarted { reason } if reason.contains("await_credit")));
+    }
+
+    #[test]
+    fn a_wait_past_its_timeout_fails_and_the_saga_compensates() {
+        let d = awaiting();
+        let mut exec = paid();
+        then(&mut exec, vec![Event::StepStarted { step: step("await_credit"), attempt: 1 }], T0);
+        let Next::Record(events) = decide(&exec, &d, T0 + 60_000) else { panic!("timed out") };
+        let [Event::StepFailed { error, signal: None, .. }] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!(error.kind, FailureKind::Timeout);
+        then(&mut exec, events, T0 + 60_000);
+        // The wait has nothing to undo; pay is compensated.
+        let (exec, log) = run(&d, exec, |_, _| Ok(json!("undone")));
+        assert_eq!(exec.status, ExecutionStatus::Compensated);
+        assert!(
+            log.iter()
+                .all(|e| !matches!(e, Event::CompensationStepStarted { step: s, .. } if s.as_str() == "await_credit"))
+        );
+        assert!(
+            log.iter().any(|e| matches!(e, Event::CompensationStepCompleted { step: s, .. } if s.as_str() == "pay"))
+        );
+    }
+
+    #[test]
+    fn each_signal_is_taken_once_in_order_and_the_deadline_still_applies() {
+        let d = def(json!({"deadline_ms": 5_000, "steps": [
+            {"name": "first", "wait_for": {"topics": ["Go"], "timeout_ms": 60_000}},
+            {"name": "second", "wait_for": {"topics": ["Go"], "timeout_ms": 60_000}},
+        ]}));
+        let mut exec = given(vec![started(Some(T0 + 5_000))]);
+        signal_now(&mut exec, &d, "Go", json!(1), T0);
+        signal_now(&mut exec, &d, "Go", json!(2), T0);
+        let (exec, _) = run(&d, exec, |_, _| unreachable!("no plugin runs"));
+        assert_eq!(exec.status, ExecutionStatus::Completed);
+        let results: Vec<_> = ["first", "second"]
+            .iter()
+            .map(|s| exec.step(&step(s)).unwrap().execute.result().unwrap()["payload"].clone())
+            .collect();
+        assert_eq!(results, [json!(1), json!(2)]);
+
+        let mut late = given(vec![started(Some(T0 + 5_000))]);
+        then(&mut late, vec![Event::StepStarted { step: step("first"), attempt: 1 }], T0);
+        assert_eq!(decide(&late, &d, T0), Next::SleepUntil(T0 + 5_000), "the deadline comes before the timeout");
+        assert!(matches!(decide(&late, &d, T0 + 5_000), Next::Record(e) if e[0] == Event::DeadlineExceeded));
+    }
+
+    #[test]
+    fn signals_are_refused_for_unknown_topics_ended_executions_a_full_backlog_and_repeated_ids() {
+        let d = awaiting();
+        let mut exec = paid();
+        assert!(matches!(signal(&exec, &d, "Other", json!(1), None), Err(CommandError::UnknownTopic(_))));
+        let once = signal(&exec, &d, "CreditReserved", json!(1), Some("k-1".into())).unwrap();
+        then(&mut exec, once, T0);
+        assert_eq!(signal(&exec, &d, "CreditReserved", json!(1), Some("k-1".into())).unwrap(), [], "already received");
+        for _ in 1..MAX_PENDING_SIGNALS {
+            signal_now(&mut exec, &d, "CreditReserved", json!(1), T0);
+        }
+        assert!(matches!(signal(&exec, &d, "CreditReserved", json!(1), None), Err(CommandError::TooManySignals(_))));
+        then(&mut exec, vec![Event::CancelRequested, Event::CompensationStarted { reason: "x".into() }], T0);
+        assert!(matches!(signal(&exec, &d, "CreditReserved", json!(1), None), Err(CommandError::WrongStatus(..))));
+    }
 }

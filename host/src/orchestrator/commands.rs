@@ -183,12 +183,30 @@ impl Orchestrator {
         self.detached(move |me| async move { me.command(id, resume).await }).await
     }
 
+    /// Sends a signal to an execution (docs/api.md, "Signals"): recorded while it runs, taken
+    /// by a wait step on `topic` now or later. A repeated `signal_id` records nothing.
+    pub async fn signal(
+        &self,
+        id: ExecutionId,
+        topic: String,
+        payload: Value,
+        signal_id: Option<String>,
+    ) -> Result<Execution, OrchestratorError> {
+        self.detached(move |me| async move {
+            let exec = me.execution(id).await?;
+            let def = me.definition(&exec.saga, exec.definition_version).await?;
+            me.command(id, |exec| crate::domain::decide::signal(exec, &def, &topic, payload.clone(), signal_id.clone()))
+                .await
+        })
+        .await
+    }
+
     /// Appends what `decide_command` answers, re-reading and deciding again on a version
     /// conflict (the driver may append between our read and our write).
     async fn command(
         &self,
         id: ExecutionId,
-        decide_command: fn(&Execution) -> Result<Vec<Event>, CommandError>,
+        decide_command: impl Fn(&Execution) -> Result<Vec<Event>, CommandError>,
     ) -> Result<Execution, OrchestratorError> {
         loop {
             let mut exec = self.execution(id).await?;

@@ -283,7 +283,7 @@ impl Driver {
     ) -> (Result<(Value, StateChanges), StepFailure>, Vec<HttpCall>) {
         let sdef = &def.steps[inv.index];
         let plugin = match inv.side {
-            Side::Execute => &sdef.plugin,
+            Side::Execute => sdef.plugin.as_ref().expect("decide invokes only plugin steps"),
             Side::Compensate => sdef.compensation.as_ref().expect("decide only compensates steps with a compensation"),
         };
         let _permit = self.orch.attempts.acquire().await.expect("semaphore never closed");
