@@ -106,7 +106,8 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: I
     if exec.cancel_requested {
         return Next::Record(vec![Event::CompensationStarted { reason: "cancelled by request".into() }]);
     }
-    if exec.deadline_unix_ms.is_some_and(|d| now >= d) {
+    // The deadline bounds going forward: once every step is done, nothing is left to bound.
+    if exec.deadline_unix_ms.is_some_and(|d| now >= d) && !all_steps_done(exec, def) {
         return Next::Record(vec![
             Event::DeadlineExceeded,
             Event::CompensationStarted { reason: "deadline exceeded".into() },
@@ -146,6 +147,17 @@ fn decide_forward(exec: &Execution, def: &SagaDefinition, now: u64, in_flight: I
         }
     }
     Next::Record(vec![Event::ExecutionCompleted])
+}
+
+/// Whether every step completed, or gave up with `on_failure: continue`.
+fn all_steps_done(exec: &Execution, def: &SagaDefinition) -> bool {
+    def.steps.iter().all(|sdef| {
+        exec.step(&sdef.name).is_some_and(|s| match s.execute.phase {
+            Phase::Completed { .. } => true,
+            Phase::GaveUp => sdef.on_failure == OnFailure::Continue,
+            _ => false,
+        })
+    })
 }
 
 /// A wait step that has started: a pending signal on its topics ends it (completed, or failed

@@ -262,6 +262,38 @@ fn cancel_stops_going_forward_and_compensates_what_completed() {
 }
 
 #[test]
+fn a_last_step_completed_after_the_deadline_completes_the_saga() {
+    let d = def(json!({"deadline_ms": 2000, "steps": [
+        {"name": "a", "plugin": "p@1.0.0"},
+        {"name": "b", "plugin": "p@1.0.0", "on_failure": "continue"},
+    ]}));
+    let done = |b: Event| {
+        given(vec![
+            started(Some(T0 + 2_000)),
+            Event::StepStarted { step: step("a"), attempt: 1 },
+            Event::StepCompleted { step: step("a"), attempt: 1, result: json!(1), http: Vec::new(), signal: None },
+            Event::StepStarted { step: step("b"), attempt: 1 },
+            b,
+        ])
+    };
+    let completed =
+        done(Event::StepCompleted { step: step("b"), attempt: 1, result: json!(2), http: Vec::new(), signal: None });
+    assert_eq!(decide(&completed, &d, T0 + 2_001), Next::Record(vec![Event::ExecutionCompleted]));
+    let gave_up = done(Event::StepFailed {
+        step: step("b"),
+        attempt: 1,
+        error: StepFailure::new(FailureKind::Permanent, "no"),
+        retry_at_unix_ms: None,
+        http: Vec::new(),
+        signal: None,
+    });
+    assert_eq!(decide(&gave_up, &d, T0 + 2_001), Next::Record(vec![Event::ExecutionCompleted]), "continue");
+    let mut running = done(Event::StepStarted { step: step("b"), attempt: 2 });
+    running.deadline_unix_ms = Some(T0 + 2_000);
+    assert!(matches!(decide(&running, &d, T0 + 2_001), Next::Record(e) if e[0] == Event::DeadlineExceeded));
+}
+
+#[test]
 fn deadline_bounds_backoff_and_starts_compensation() {
     let d = def(json!({"deadline_ms": 2000, "steps": [
         {"name": "a", "plugin": "p@1.0.0"},
