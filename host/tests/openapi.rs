@@ -250,6 +250,7 @@ fn path_values(path: &str, placeholder: &str, id: &str) -> Vec<String> {
         ],
         "version" => vec!["1.0.0".into(), "9.9.9".into(), "one".into(), "1.0".into(), "%FF".into()],
         "id" => vec![id.into(), ExecutionId::new().to_string(), "not-an-id".into(), "%FF".into()],
+        "topic" => vec!["Go".into(), "Bad%20Topic".into(), "-x".into(), "%FF".into(), "t".repeat(65)],
         other => panic!("no values for {{{other}}}"),
     };
     values

@@ -121,6 +121,12 @@ macro_rules! contract {
             }
 
             #[tokio::test]
+            async fn the_topic_log_keeps_each_id_once_in_order_with_its_cursors() {
+                let (store, _guard) = $make;
+                topic_log(store).await;
+            }
+
+            #[tokio::test]
             async fn executions_are_listed_by_business_key() {
                 let (store, _guard) = $make;
                 business_keys(&*store).await;
@@ -446,6 +452,35 @@ async fn one_of_two_state_writers_wins(store: Arc<dyn Store>) {
     let loser = if ra.is_ok() { (b, rb) } else { (a, ra) };
     assert!(matches!(loser.1, Err(StoreError::StateConflict { .. })));
     assert_eq!(store.read(loser.0, 0).await.unwrap().len(), 1, "the loser's events were not stored");
+}
+
+async fn topic_log(store: Arc<dyn Store>) {
+    let event = |id: &str| sagahost::domain::TopicEvent {
+        id: id.into(),
+        topic: "OrderCreated".into(),
+        key: Some("o-1".into()),
+        payload: json!({"id": id}),
+        at: 5,
+    };
+    let (a, new_a) = store.publish(event("a")).await.unwrap();
+    let (b, new_b) = store.publish(event("b")).await.unwrap();
+    assert!(new_a && new_b && a < b, "{a} {b}");
+    let mut changed = event("a");
+    changed.payload = json!("another body");
+    assert_eq!(store.publish(changed).await.unwrap(), (a, false), "an id is recorded once, as first sent");
+    // Concurrent publishes of one new id: one is new, both answer its seq.
+    let (x, y) = tokio::join!(store.publish(event("c")), store.publish(event("c")));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!((x.0, x.1 ^ y.1), (y.0, true));
+    let log = store.topic_events(0, 10).await.unwrap();
+    let ids: Vec<&str> = log.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(log[0].1, event("a"));
+    assert_eq!(store.topic_events(a, 1).await.unwrap()[0].1.id, "b");
+    assert!(store.topic_events(x.0, 10).await.unwrap().is_empty());
+    assert_eq!(store.cursor("dispatch").await.unwrap(), 0);
+    store.set_cursor("dispatch", b).await.unwrap();
+    assert_eq!((store.cursor("dispatch").await.unwrap(), store.cursor("other").await.unwrap()), (b, 0));
 }
 
 async fn business_keys(store: &dyn Store) {

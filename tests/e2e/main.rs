@@ -22,6 +22,7 @@ mod semantics;
 mod slow_clients;
 mod storage;
 mod telemetry;
+mod topics;
 mod transfers;
 mod ui;
 mod waits;

@@ -12,7 +12,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::{Accepted, ApiError, AppState, ErrorBody, ExecutionList, extract};
@@ -22,18 +22,7 @@ use crate::store::ListFilter;
 
 /// Longest `wait` a trigger may ask for.
 const MAX_WAIT_MS: u64 = 300_000;
-/// Longest `Idempotency-Key` and `Execution-Key`.
-const MAX_KEY: usize = 256;
-
-/// A key header (`Idempotency-Key`, `Execution-Key`): 1-256 printable ASCII characters.
-fn key_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(name) else { return Ok(None) };
-    let k = v.to_str().map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?;
-    if k.is_empty() || k.len() > MAX_KEY || k.bytes().any(|b| !(b' '..=b'~').contains(&b)) {
-        return Err(ApiError::BadRequest(format!("{name} must be 1-{MAX_KEY} printable ASCII characters")));
-    }
-    Ok(Some(k.to_owned()))
-}
+use extract::{MAX_KEY, key_header};
 
 async fn view(state: &AppState, exec: &Execution) -> Result<ExecutionView, ApiError> {
     let def = state.orch.definition(&exec.saga, exec.definition_version).await?;
@@ -78,10 +67,7 @@ pub async fn trigger(
     extract::json_content_type(&headers)?;
     let bytes = extract::body(body)?;
     // Never stored as null: an empty body is a client that forgot its input.
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("the input is required: send JSON, e.g. {}".into()));
-    }
-    let input: Value = extract::json(&bytes, "input")?;
+    let input = extract::required_json(&bytes, "input")?;
     let keys = TriggerKeys {
         idempotency_key: key_header(&headers, "Idempotency-Key")?,
         key: key_header(&headers, "Execution-Key")?,
@@ -272,10 +258,7 @@ pub async fn signal(
     crate::domain::ids::check_name("topic", &topic).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     extract::json_content_type(&headers)?;
     let bytes = extract::body(body)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("the payload is required: send JSON, e.g. {}".into()));
-    }
-    let payload: Value = extract::json(&bytes, "payload")?;
+    let payload = extract::required_json(&bytes, "payload")?;
     let signal_id = key_header(&headers, "Idempotency-Key")?;
     let exec = state.orch.signal(id, topic, payload, signal_id).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { id: exec.id, status: exec.status })))

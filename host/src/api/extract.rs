@@ -56,3 +56,24 @@ pub fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         )))
     }
 }
+
+/// Longest key header (`Idempotency-Key`, `Execution-Key`, `Event-Id`, `Event-Key`).
+pub const MAX_KEY: usize = crate::domain::topic::MAX_KEY_BYTES;
+
+/// A key header: 1-256 printable ASCII characters, or absent.
+pub fn key_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(name) else { return Ok(None) };
+    let k = v.to_str().map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII")))?;
+    if k.is_empty() || k.len() > MAX_KEY || k.bytes().any(|b| !(b' '..=b'~').contains(&b)) {
+        return Err(ApiError::BadRequest(format!("{name} must be 1-{MAX_KEY} printable ASCII characters")));
+    }
+    Ok(Some(k.to_owned()))
+}
+
+/// A JSON body that must be there: `{}` for nothing (an empty body is a client that forgot it).
+pub fn required_json(bytes: &[u8], what: &str) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(format!("the {what} is required: send JSON, e.g. {{}}")));
+    }
+    json(bytes, what)
+}

@@ -11,6 +11,7 @@ mod plugins;
 mod quarantine;
 mod sagas;
 mod secrets;
+mod topics;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use guard::{MAX_HEADER_BYTES, MAX_URI_BYTES, body_read_timeout};
 pub use openapi::{ApiDoc, ROUTES};
 pub use secrets::{SecretList, SecretRequest};
+pub use topics::{EventLog, LoggedEvent, Published};
 
 use crate::orchestrator::Orchestrator;
 
@@ -138,6 +140,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}", get(executions::show))
         .route("/v1/executions/{id}/events", get(executions::events))
         .route("/v1/executions/{id}/signals/{topic}", post(executions::signal))
+        .route("/v1/events", get(topics::list))
+        .route("/v1/events/{topic}", post(topics::publish))
         .route_layer(middleware::from_fn_with_state(max_body, guard::announced_body_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
     Router::new()

@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr};
 
-use super::{executions, plugins, quarantine, sagas, secrets};
+use super::{executions, plugins, quarantine, sagas, secrets, topics};
 use crate::domain::DefinitionLimits;
 
 /// Every route of the API: (method, path). The router, the document and the test that
@@ -33,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/executions/{id}/cancel"),
     ("post", "/v1/executions/{id}/resume"),
     ("post", "/v1/executions/{id}/signals/{topic}"),
+    ("post", "/v1/events/{topic}"),
+    ("get", "/v1/events"),
     ("get", "/v1/quarantine"),
     ("get", "/v1/secrets"),
     ("put", "/v1/secrets/{name}"),
@@ -47,6 +49,8 @@ const CLIENT_ROUTES: &[&str] = &[
     "/v1/executions/{id}",
     "/v1/executions/{id}/events",
     "/v1/executions/{id}/signals/{topic}",
+    "/v1/events/{topic}",
+    "/v1/events",
 ];
 
 /// The one route that never touches the store, so never answers 500 or 503.
@@ -68,10 +72,10 @@ const MULTIPLIER_RANGE: (f64, f64) = (1.0, 100.0);
         sagas::put, sagas::show, sagas::list,
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
         executions::cancel, executions::resume, executions::signal, quarantine::list,
-        secrets::put, secrets::list, secrets::delete,
+        secrets::put, secrets::list, secrets::delete, topics::publish, topics::list,
     ),
     modifiers(&Conventions),
-    tags((name = "plugins"), (name = "sagas"), (name = "executions"), (name = "secrets"))
+    tags((name = "plugins"), (name = "sagas"), (name = "executions"), (name = "secrets"), (name = "events"))
 )]
 pub struct ApiDoc;
 
@@ -275,6 +279,24 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
         .description(Some("a saga definition as sent (docs/definitions.md); the host fills in every default"))
         .property("deadline_ms", nullable(integer(1, l.max_deadline_ms, "bound on the whole execution")))
         .property("steps", steps)
+        .property(
+            "triggers",
+            ArrayBuilder::new()
+                .items(closed(
+                    ObjectBuilder::new()
+                        .property("topic", Ref::from_schema_name("StepName"))
+                        .property(
+                            "key",
+                            string().min_length(Some(1)).max_length(Some(256)).description(Some(
+                                "dot-separated path into the event's payload: the execution's business key",
+                            )),
+                        )
+                        .required("topic")
+                        .required("key"),
+                ))
+                .max_items(Some(16))
+                .description(Some("events that start an execution, one per saga and key (docs/topics.md)")),
+        )
         .required("steps");
     vec![
         ("SagaName".into(), name("saga").into()),

@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::sse;
-use crate::api::{Accepted, ErrorBody, ErrorDetail, ExecutionList, PluginList, PluginState, SagaList, SecretList};
+use crate::api::{
+    Accepted, ErrorBody, ErrorDetail, ExecutionList, PluginList, PluginState, Published, SagaList, SecretList,
+};
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, ExecutionView, PluginName, PluginVersion, SagaName};
 use crate::secrets::SecretInfo;
 use crate::store::{PluginMeta, StoredDefinition};
@@ -266,6 +268,25 @@ impl Client {
     pub async fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
         let url = self.url(&["v1", "secrets", name], &[]);
         self.fetch(self.request(Method::DELETE, &url), &url).await.map(drop)
+    }
+
+    /// `POST /v1/events/{topic}`.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: &Value,
+        id: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Published, ClientError> {
+        let url = self.url(&["v1", "events", topic], &[]);
+        let mut req = self.request(Method::POST, &url).json(payload);
+        if let Some(id) = id {
+            req = req.header("Event-Id", id);
+        }
+        if let Some(key) = key {
+            req = req.header("Event-Key", key);
+        }
+        Ok(self.call(req, &url).await?.1)
     }
 
     /// `POST /v1/executions/{id}/signals/{topic}`.

@@ -124,6 +124,24 @@ pub enum ClientCommand {
         #[arg(long)]
         after: Option<ExecutionId>,
     },
+    /// Publish an event to the host's topic log (it starts the sagas it triggers and resumes
+    /// the waits it ends).
+    Publish {
+        /// How to reach the host.
+        #[command(flatten)]
+        conn: Connection,
+        /// Topic.
+        topic: String,
+        /// Payload JSON (default `{}`).
+        #[arg(long, value_parser = json)]
+        payload: Option<Value>,
+        /// Event id: an event with an id already in the log is not recorded again.
+        #[arg(long)]
+        id: Option<String>,
+        /// Event key: resumes waits of running executions with this business key.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Send a signal to an execution, for a wait step on its topic.
     Signal {
         /// How to reach the host.

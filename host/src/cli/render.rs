@@ -86,6 +86,12 @@ impl Render for PluginMeta {
     }
 }
 
+impl Render for crate::api::Published {
+    fn render(&self) -> String {
+        table(&["id", "seq", "duplicate"], &[vec![self.id.clone(), self.seq.to_string(), self.duplicate.to_string()]])
+    }
+}
+
 impl Render for SecretList {
     fn render(&self) -> String {
         let rows: Vec<Vec<String>> = self.secrets.iter().map(secret_row).collect();

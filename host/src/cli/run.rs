@@ -134,6 +134,13 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
             let page = s.client.list_executions(&ListQuery { saga, status, key, limit: Some(limit), after }).await?;
             s.show(None, &page)?;
         }
+        ClientCommand::Publish { conn, topic, payload, id, key } => {
+            let s = Session::new(conn)?;
+            let payload = payload.unwrap_or_else(|| Value::Object(Default::default()));
+            let published = s.client.publish(&topic, &payload, id.as_deref(), key.as_deref()).await?;
+            let what = if published.duplicate { "already in the log" } else { "published" };
+            s.show(Some(format!("event {} {what} (seq {})", published.id, published.seq)), &published)?;
+        }
         ClientCommand::Signal { conn, id, topic, payload, idempotency_key } => {
             let s = Session::new(conn)?;
             let payload = payload.unwrap_or_else(|| Value::Object(Default::default()));

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::http::HttpGrant;
 use super::ids::{PluginRef, StepName};
+use super::topic::Trigger;
 
 /// How a step's failure affects the saga.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -120,6 +121,9 @@ pub struct SagaDefinition {
     pub deadline_ms: Option<u64>,
     /// The steps, run in this order.
     pub steps: Vec<StepDefinition>,
+    /// Events that start an execution of this saga (docs/topics.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
 }
 
 impl SagaDefinition {
@@ -188,6 +192,37 @@ struct DefinitionDoc {
     #[serde(default)]
     deadline_ms: Option<i64>,
     steps: Vec<StepDoc>,
+    #[serde(default)]
+    triggers: Vec<TriggerDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerDoc {
+    topic: String,
+    key: String,
+}
+
+/// Most triggers of one saga.
+const MAX_TRIGGERS: usize = 16;
+
+fn triggers(docs: &[TriggerDoc], problems: &mut Vec<String>) -> Vec<Trigger> {
+    if docs.len() > MAX_TRIGGERS {
+        problems.push(format!("triggers has at most {MAX_TRIGGERS} entries, got {}", docs.len()));
+    }
+    let mut out: Vec<Trigger> = Vec::new();
+    for (i, t) in docs.iter().enumerate() {
+        if let Err(e) = super::ids::check_name("topic", &t.topic) {
+            problems.push(format!("triggers[{i}].topic: {e}"));
+        } else if out.iter().any(|o| o.topic == t.topic) {
+            problems.push(format!("triggers[{i}].topic: {:?} has a trigger already", t.topic));
+        }
+        if let Err(e) = super::topic::check_key_path(&t.key) {
+            problems.push(format!("triggers[{i}].key: {e}"));
+        }
+        out.push(Trigger { topic: t.topic.clone(), key: t.key.clone() });
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -333,6 +368,7 @@ pub fn parse_definition(
     if doc.steps.len() > limits.max_steps {
         problems.push(format!("a definition has at most {} steps, got {}", limits.max_steps, doc.steps.len()));
     }
+    let triggers = triggers(&doc.triggers, &mut problems);
     let mut names = HashSet::new();
     for s in &doc.steps {
         if !names.insert(s.name.as_str()) {
@@ -340,7 +376,7 @@ pub fn parse_definition(
         }
     }
     if problems.is_empty() {
-        Ok(SagaDefinition { deadline_ms, steps })
+        Ok(SagaDefinition { deadline_ms, steps, triggers })
     } else {
         Err(DefinitionError::Invalid(problems))
     }

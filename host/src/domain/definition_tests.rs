@@ -172,3 +172,24 @@ fn wait_steps_have_topics_a_timeout_and_none_of_a_plugin_steps_fields() {
         Err(DefinitionError::Malformed(_))
     ));
 }
+
+#[test]
+fn triggers_name_a_topic_once_and_a_key_path() {
+    let d =
+        parse(r#"{"triggers":[{"topic":"OrderCreated","key":"order.id"}],"steps":[{"name":"a","plugin":"p@1.0.0"}]}"#)
+            .unwrap();
+    assert_eq!(d.triggers[0].key, "order.id");
+    for (triggers, problem) in [
+        (r#"[{"topic":"bad topic","key":"k"}]"#, "triggers[0].topic: topic \"bad topic\""),
+        (r#"[{"topic":"T","key":"a..b"}]"#, "triggers[0].key: \"a..b\" is not a path"),
+        (r#"[{"topic":"T","key":"k"},{"topic":"T","key":"j"}]"#, "triggers[1].topic: \"T\" has a trigger already"),
+    ] {
+        let err =
+            parse(&format!(r#"{{"triggers":{triggers},"steps":[{{"name":"a","plugin":"p@1.0.0"}}]}}"#)).unwrap_err();
+        assert!(err.to_string().contains(problem), "{triggers}: {err}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!(r#"{{"topic":"T{i}","key":"k"}}"#)).collect();
+    let err = parse(&format!(r#"{{"triggers":[{}],"steps":[{{"name":"a","plugin":"p@1.0.0"}}]}}"#, many.join(",")))
+        .unwrap_err();
+    assert!(err.to_string().contains("triggers has at most 16 entries"), "{err}");
+}

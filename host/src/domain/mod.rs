@@ -11,6 +11,7 @@ pub mod ids;
 pub mod json;
 pub mod state;
 pub mod status;
+pub mod topic;
 pub mod view;
 
 #[cfg(test)]
@@ -25,4 +26,5 @@ pub use http::{HttpCall, HttpGrant};
 pub use ids::{ExecutionId, InvalidId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
 pub use state::Execution;
 pub use status::ExecutionStatus;
+pub use topic::{TopicEvent, Trigger};
 pub use view::ExecutionView;

@@ -14,6 +14,7 @@
 
 mod commands;
 mod definitions;
+mod dispatch;
 mod driver;
 mod quarantine;
 mod registry;
@@ -155,6 +156,7 @@ pub struct Orchestrator {
     timers: timers::Timers,
     quarantine: quarantine::Quarantine,
     secrets: crate::secrets::Vault,
+    dispatcher: dispatch::Dispatcher,
     /// Every driver and the timer task: shutdown waits for these, not for a count to drop.
     tasks: TaskTracker,
 }
@@ -171,6 +173,7 @@ impl Orchestrator {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             secrets,
+            dispatcher: Default::default(),
             store,
             plugins,
             clock,
@@ -241,6 +244,8 @@ impl Orchestrator {
     /// Resumes every unfinished execution found in the store (after a start or a crash).
     pub async fn recover(&self) -> Result<usize, OrchestratorError> {
         self.load_quarantine().await?;
+        // Events recorded but not yet delivered when the host stopped are delivered now.
+        self.start_dispatcher();
         let ids = self.store.unfinished().await?;
         for id in &ids {
             self.ensure_driver(*id);

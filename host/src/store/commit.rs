@@ -17,7 +17,9 @@ use super::{
     Created, DefinitionPut, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StateChanges,
     StateKey, StateValue, StoreError, StoredDefinition,
 };
-use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
+use crate::domain::{
+    EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName, TopicEvent,
+};
 
 /// What an idempotency key names: the execution it created, and the fingerprint of its request
 /// (`None` for records written before fingerprints were kept: they match any request).
@@ -38,6 +40,8 @@ pub trait Snapshot {
     fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError>;
     /// Whether a secret is stored under `name`.
     fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError>;
+    /// The `seq` of the topic event with this id, if the log holds one.
+    fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// One change a backend must make durable. Applied in order, all in one atomic write.
@@ -110,6 +114,20 @@ pub enum Mutation {
     Definition(StoredDefinition),
     /// An execution set aside because its stream cannot be read.
     Quarantine(QuarantineEntry),
+    /// An event appended to the topic log at `seq` (indexed by its id).
+    TopicEvent {
+        /// Its place in the log (from the store-wide clock: increasing, not gapless).
+        seq: u64,
+        /// The event.
+        event: TopicEvent,
+    },
+    /// A named cursor of the topic log moved.
+    Cursor {
+        /// Its name.
+        name: String,
+        /// The last `seq` it has dealt with.
+        seq: u64,
+    },
     /// A secret's record stored (`Some`) or removed (`None`).
     Secret {
         /// Its name.
@@ -135,6 +153,7 @@ pub struct Commit<S> {
     plugins: HashMap<(PluginName, PluginVersion), PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
     secrets: HashMap<String, bool>,
+    topic_events: HashMap<String, u64>,
     state_clock: u64,
     clock_moved: bool,
 }
@@ -151,6 +170,7 @@ impl<S: Snapshot> Commit<S> {
             plugins: HashMap::new(),
             definitions: HashMap::new(),
             secrets: HashMap::new(),
+            topic_events: HashMap::new(),
             state_clock,
             clock_moved: false,
         }
@@ -294,6 +314,30 @@ impl<S: Snapshot> Commit<S> {
     /// Stores a precompiled artifact.
     pub fn put_artifact(&mut self, key: String, bytes: Vec<u8>) {
         self.mutations.push(Mutation::Artifact { key, bytes });
+    }
+
+    /// Appends `event` to the topic log unless an event with its id is there: its `seq`, and
+    /// whether it is new. Seqs come from the store-wide clock, so the log's order is the order
+    /// of commits.
+    pub fn publish(&mut self, event: TopicEvent) -> Result<(u64, bool), StoreError> {
+        let existing = match self.topic_events.get(&event.id) {
+            Some(seq) => Some(*seq),
+            None => self.snapshot.topic_event_seq(&event.id)?,
+        };
+        if let Some(seq) = existing {
+            return Ok((seq, false));
+        }
+        self.state_clock += 1;
+        self.clock_moved = true;
+        let seq = self.state_clock;
+        self.topic_events.insert(event.id.clone(), seq);
+        self.mutations.push(Mutation::TopicEvent { seq, event });
+        Ok((seq, true))
+    }
+
+    /// Moves the named cursor of the topic log to `seq`.
+    pub fn set_cursor(&mut self, name: String, seq: u64) {
+        self.mutations.push(Mutation::Cursor { name, seq });
     }
 
     /// Stores a secret's `record` under `name`; `true` when the name was new.

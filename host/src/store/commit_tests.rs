@@ -38,6 +38,9 @@ impl Snapshot for &Model {
     fn secret_exists(&mut self, _: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
+    fn topic_event_seq(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }
 
 impl Model {
@@ -65,7 +68,9 @@ impl Model {
                 Mutation::Plugin { .. }
                 | Mutation::Artifact { .. }
                 | Mutation::Definition(_)
-                | Mutation::Secret { .. } => {}
+                | Mutation::Secret { .. }
+                | Mutation::TopicEvent { .. }
+                | Mutation::Cursor { .. } => {}
             }
         }
     }

@@ -20,6 +20,9 @@ const META: u8 = b'm';
 const QUARANTINE: u8 = b'q';
 const SECRET: u8 = b'k';
 const BY_KEY: u8 = b'y';
+const TOPIC_EVENT: u8 = b'v';
+const TOPIC_EVENT_ID: u8 = b'w';
+const CURSOR: u8 = b'c';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -196,6 +199,26 @@ pub fn secret(name: &str) -> Vec<u8> {
 /// Prefix of all secrets.
 pub fn secrets() -> Vec<u8> {
     vec![SECRET]
+}
+
+/// `v ‖ seq (big-endian)`: an event of the topic log.
+pub fn topic_event(seq: u64) -> Vec<u8> {
+    key(&[&[TOPIC_EVENT], &seq.to_be_bytes()])
+}
+
+/// Prefix of the topic log.
+pub fn topic_events() -> Vec<u8> {
+    vec![TOPIC_EVENT]
+}
+
+/// `w ‖ id`: the `seq` of the topic event with this id.
+pub fn topic_event_id(id: &str) -> Vec<u8> {
+    key(&[&[TOPIC_EVENT_ID], id.as_bytes()])
+}
+
+/// `c ‖ name`: a cursor of the topic log.
+pub fn cursor(name: &str) -> Vec<u8> {
+    key(&[&[CURSOR], name.as_bytes()])
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ struct Inner {
     state_clock: u64,
     quarantine: BTreeMap<ExecutionId, QuarantineEntry>,
     secrets: BTreeMap<String, Vec<u8>>,
+    topic_log: BTreeMap<u64, crate::domain::TopicEvent>,
+    topic_ids: HashMap<String, u64>,
+    cursors: HashMap<String, u64>,
 }
 
 impl Snapshot for &mut Inner {
@@ -47,6 +50,10 @@ impl Snapshot for &mut Inner {
 
     fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError> {
         Ok(self.secrets.contains_key(name))
+    }
+
+    fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.topic_ids.get(id).copied())
     }
 }
 
@@ -107,6 +114,13 @@ impl Inner {
             }
             Mutation::Secret { name, record: None } => {
                 self.secrets.remove(&name);
+            }
+            Mutation::TopicEvent { seq, event } => {
+                self.topic_ids.insert(event.id.clone(), seq);
+                self.topic_log.insert(seq, event);
+            }
+            Mutation::Cursor { name, seq } => {
+                self.cursors.insert(name, seq);
             }
         }
     }
@@ -261,6 +275,33 @@ impl CatalogStore for MemoryStore {
             latest.insert(name, d);
         }
         Ok(latest.into_values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl TopicStore for MemoryStore {
+    async fn publish(&self, event: crate::domain::TopicEvent) -> Result<(u64, bool), StoreError> {
+        self.lock().commit(|c| c.publish(event))
+    }
+
+    async fn topic_events(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.topic_log.range(after.saturating_add(1)..).take(limit).map(|(s, e)| (*s, e.clone())).collect())
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().cursors.get(name).copied().unwrap_or(0))
+    }
+
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.lock().commit(|c| {
+            c.set_cursor(name.to_owned(), seq);
+            Ok(())
+        })
     }
 }
 

@@ -365,6 +365,25 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn secrets(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
+/// The host's topic log (docs/topics.md): events in the order they were recorded, each id
+/// once, and the named cursors of those who read it.
+#[async_trait]
+pub trait TopicStore: Send + Sync + 'static {
+    /// Appends `event` unless an event with its id is in the log: its `seq`, and whether it
+    /// is new (`false`: the first event with that id, which is kept as it was).
+    async fn publish(&self, event: crate::domain::TopicEvent) -> Result<(u64, bool), StoreError>;
+
+    /// Up to `limit` events with a `seq` above `after`, in order.
+    async fn topic_events(&self, after: u64, limit: usize)
+    -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError>;
+
+    /// The named cursor (0 when never moved).
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Moves the named cursor to `seq`.
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+}
+
 /// Everything the host stores.
-pub trait Store: EventStore + CatalogStore + StateStore + SecretStore {}
-impl<T: EventStore + CatalogStore + StateStore + SecretStore> Store for T {}
+pub trait Store: EventStore + CatalogStore + StateStore + SecretStore + TopicStore {}
+impl<T: EventStore + CatalogStore + StateStore + SecretStore + TopicStore> Store for T {}

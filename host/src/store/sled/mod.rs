@@ -274,6 +274,46 @@ impl CatalogStore for SledStore {
 }
 
 #[async_trait]
+impl TopicStore for SledStore {
+    async fn publish(&self, event: crate::domain::TopicEvent) -> Result<(u64, bool), StoreError> {
+        self.write(|reply| Write::Publish { event, reply }).await
+    }
+
+    async fn topic_events(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError> {
+        self.read_with(move |db| {
+            let start = keys::topic_event(after.saturating_add(1));
+            let end = keys::prefix_end(&keys::topic_events());
+            let mut out = Vec::new();
+            for kv in db.range(start..end).take(limit) {
+                let (k, v) = kv.map_err(unavailable)?;
+                let seq = keys::event_seq(&k).ok_or_else(|| StoreError::Corrupt("topic event key".into()))?;
+                out.push((seq, decode(&v)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        let key = keys::cursor(name);
+        self.read_with(move |db| match db.get(key).map_err(unavailable)? {
+            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt("cursor".into()))?)),
+            None => Ok(0),
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(|reply| Write::SetCursor { name, seq, reply }).await
+    }
+}
+
+#[async_trait]
 impl SecretStore for SledStore {
     async fn secret_put(&self, name: String, record: Vec<u8>) -> Result<bool, StoreError> {
         self.write(|reply| Write::PutSecret { name, record, reply }).await

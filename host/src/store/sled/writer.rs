@@ -71,6 +71,15 @@ pub(super) enum Write {
         name: String,
         reply: Reply<bool>,
     },
+    Publish {
+        event: crate::domain::TopicEvent,
+        reply: Reply<(u64, bool)>,
+    },
+    SetCursor {
+        name: String,
+        seq: u64,
+        reply: Reply<()>,
+    },
 }
 
 /// What the rules read, straight from sled; stream heads are cached across groups (this
@@ -116,6 +125,15 @@ impl Snapshot for SledSnapshot<'_> {
     fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError> {
         self.db.contains_key(keys::secret(name)).map_err(unavailable)
     }
+
+    fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
+        match self.db.get(keys::topic_event_id(id)).map_err(unavailable)? {
+            Some(v) => Ok(Some(u64::from_be_bytes(
+                v.as_ref().try_into().map_err(|_| StoreError::Corrupt("topic event id".into()))?,
+            ))),
+            None => Ok(None),
+        }
+    }
 }
 
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -148,6 +166,11 @@ fn stage(commit: &mut Commit<SledSnapshot<'_>>, w: Write) -> Finish {
         Write::Quarantine { entry, reply } => finish(commit.quarantine(entry), reply),
         Write::PutSecret { name, record, reply } => finish(commit.put_secret(name, record), reply),
         Write::DeleteSecret { name, reply } => finish(commit.delete_secret(name), reply),
+        Write::Publish { event, reply } => finish(commit.publish(event), reply),
+        Write::SetCursor { name, seq, reply } => {
+            commit.set_cursor(name, seq);
+            finish(Ok(()), reply)
+        }
     }
 }
 
@@ -208,6 +231,11 @@ impl Batch {
             Mutation::Quarantine(entry) => self.put(keys::quarantine(entry.id), encode(entry)),
             Mutation::Secret { name, record: Some(record) } => self.put(keys::secret(name), record.as_slice()),
             Mutation::Secret { name, record: None } => self.batch.remove(keys::secret(name)),
+            Mutation::TopicEvent { seq, event } => {
+                self.put(keys::topic_event_id(&event.id), &seq.to_be_bytes());
+                self.put(keys::topic_event(*seq), encode(event));
+            }
+            Mutation::Cursor { name, seq } => self.put(keys::cursor(name), &seq.to_be_bytes()),
         }
     }
 }

@@ -1,0 +1,94 @@
+//! Events on topics (docs/topics.md): what is published to the host's log, the triggers that
+//! start sagas from them, and how an event's key is read from its payload. Pure.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One event in the host's topic log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TopicEvent {
+    /// Unique id: the publisher's `Event-Id`, or one the host made. A second event with an id
+    /// already in the log is not recorded.
+    pub id: String,
+    /// Its topic.
+    pub topic: String,
+    /// Its key (`Event-Key`): it resumes waits of the running executions with this business key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its body.
+    pub payload: Value,
+    /// When the host recorded it (unix ms).
+    pub at: u64,
+}
+
+/// A saga's trigger: every event on `topic` starts one execution per value of `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Trigger {
+    /// The topic.
+    pub topic: String,
+    /// A dot-separated path into the event's payload (`order.id`; an array index is a number);
+    /// the value found (a string, or a number written as JSON) is the execution's business
+    /// key, and at most one execution per saga and key is started.
+    pub key: String,
+}
+
+/// The key at `path` in `payload`: a string as is, a number or boolean as JSON text; `None`
+/// when the path leads nowhere, to null, an object, an array or an empty string.
+pub fn key_at(payload: &Value, path: &str) -> Option<String> {
+    let mut at = payload;
+    for segment in path.split('.') {
+        at = match at {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    let key = match at {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    (!key.is_empty() && key.len() <= MAX_KEY_BYTES && !key.chars().any(char::is_control)).then_some(key)
+}
+
+/// Longest event key, business key and trigger path.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Problems with a trigger's `key` path.
+pub fn check_key_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > MAX_KEY_BYTES || path.split('.').any(str::is_empty) {
+        return Err(format!("{path:?} is not a path: 1-{MAX_KEY_BYTES} characters, segments separated by single dots"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_read_from_payload_paths() {
+        let p = json!({"order_id": "o-1", "order": {"lines": [{"sku": 42}]}, "ok": true, "empty": "", "none": null});
+        assert_eq!(key_at(&p, "order_id").as_deref(), Some("o-1"));
+        assert_eq!(key_at(&p, "order.lines.0.sku").as_deref(), Some("42"));
+        assert_eq!(key_at(&p, "ok").as_deref(), Some("true"));
+        for nowhere in
+            ["missing", "order", "order.lines", "order.lines.9.sku", "order.lines.x", "empty", "none", "order_id.x"]
+        {
+            assert_eq!(key_at(&p, nowhere), None, "{nowhere}");
+        }
+        assert_eq!(key_at(&json!({"k": "x".repeat(257)}), "k"), None, "too long");
+        assert_eq!(key_at(&json!({"k": "a\nb"}), "k"), None, "control characters");
+    }
+
+    #[test]
+    fn key_paths_are_dotted_segments() {
+        assert!(check_key_path("order.id").is_ok());
+        for bad in ["", ".", "a..b", "a.", ".a", &"a".repeat(257)] {
+            assert!(check_key_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}
