@@ -43,8 +43,9 @@
 //! ```
 //!
 //! Beyond the step itself: [`state`] is the plugin's durable key-value state, committed with
-//! the step; `http` (the cargo feature `http`, on by default) is a typed client for the
-//! outbound HTTP calls the step's `allow_http` grants, mapping failures to [`StepError`].
+//! the step; [`config`] reads the step's named configuration values; `http` (the cargo feature
+//! `http`, on by default) is a typed client for the outbound HTTP calls the step's `allow_http`
+//! grants, mapping failures to [`StepError`].
 //!
 //! Keep the `.wasm` small with this release profile in the plugin's `Cargo.toml`
 //! (a few dozen KB instead of megabytes):
@@ -63,6 +64,7 @@
 
 use std::fmt;
 
+pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod state;

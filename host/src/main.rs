@@ -27,6 +27,15 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.http {
+        let report = sagahost::bench::http::run(std::time::Duration::from_secs_f64(args.phase_secs)).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            sagahost::bench::http::print(&report);
+        }
+        return Ok(());
+    }
     let opts = sagahost::bench::BenchOptions {
         phase: std::time::Duration::from_secs_f64(args.phase_secs),
         concurrency: args.concurrency,

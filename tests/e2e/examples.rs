@@ -1,5 +1,8 @@
-//! Every example saga, every path: the demo's scenarios, checked in full.
+//! Every example saga, every path: the demo's scenarios, checked in full, with the payment
+//! gateway and data platform stand-ins the demo uses (`sagahost::demo::standins`) on 127.0.0.1.
 
+use sagahost::demo::report::gateway_checks;
+use sagahost::demo::standins::StandIns;
 use sagahost::demo::{PLUGINS, SAGAS, Scenarios};
 use serde_json::Value;
 
@@ -7,6 +10,7 @@ use crate::harness::{Api, HostProcess, assert_gapless, compensated_steps, data_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_path_ends_as_expected() {
+    let standins = StandIns::start().await.unwrap();
     let (_tmp, dir) = data_dir();
     let host = HostProcess::start(&dir, &[]);
     let api = Api::new(&host.url);
@@ -14,7 +18,7 @@ async fn every_example_path_ends_as_expected() {
         api.put_plugin(p.name, p.wasm.to_vec()).await;
     }
     for (name, json) in SAGAS {
-        api.put_saga(name, &serde_json::from_str(json).unwrap()).await;
+        api.put_saga(name, &serde_json::from_str(&standins.fill(json).unwrap()).unwrap()).await;
     }
     let all = Scenarios::examples();
     let mut ids = Vec::new();
@@ -31,8 +35,17 @@ async fn every_example_path_ends_as_expected() {
         ids.extend(started);
         ran.extend(stage.iter().cloned());
     }
+    let ledger = || standins.gateway.ledger();
+    // The answers the gateway gave to requests under `key`, in order.
+    let answers = |key: &str| -> Vec<u16> {
+        let seen = ledger().requests;
+        seen.iter().filter(|r| r.idempotency_key.as_deref() == Some(key)).map(|r| r.status).collect()
+    };
+    let charges_under = |key: &str| ledger().charges.into_iter().filter(|c| c.idempotency_key == key).count();
+    let mut views = Vec::new();
     for (s, id) in ran.iter().zip(&ids) {
         let exec = api.wait_terminal(id).await;
+        views.push(serde_json::from_value(exec.clone()).unwrap());
         assert_eq!(exec["status"], s.expect.as_str(), "{}: {exec}", s.title);
         let events = api.events(id).await;
         assert_gapless(&events);
@@ -47,11 +60,25 @@ async fn every_example_path_ends_as_expected() {
         match s.title.as_str() {
             "order: shipping impossible refunds and cancels" => {
                 assert_eq!(compensated_steps(&events), ["payment", "create_order"], "reverse order");
+                let refund = &exec["steps"][1]["compensation"]["result"];
+                assert_eq!(refund["state"], "REFUNDED", "{exec}");
+                assert_eq!(refund["charge_id"], exec["steps"][1]["result"]["charge_id"]);
+                assert_eq!(answers(&format!("{id}/payment/compensate")), [201], "one refund request, its own key");
                 assert_eq!(exec["steps"][0]["compensation"]["result"]["state"], "CANCELLED");
                 assert_eq!(exec["steps"][2]["error"]["kind"], "permanent");
                 assert_eq!(exec["steps"][3]["status"], "skipped");
             }
+            "order: card declined cancels the order" => {
+                let step = &exec["steps"][1];
+                assert_eq!(step["error"]["kind"], "permanent", "a 402 is not retried: {exec}");
+                assert!(step["error"]["message"].as_str().unwrap().starts_with("PAYMENT_FAILED: card declined"));
+                assert_eq!(answers(&format!("{id}/payment")), [402]);
+                assert_eq!(charges_under(&format!("{id}/payment")), 0);
+            }
             "order: paid and shipped" => {
+                assert_eq!(answers(&format!("{id}/payment")), [201], "the host's key on the charge");
+                assert!(exec["steps"][1]["result"]["charge_id"].as_str().unwrap().starts_with("ch-"));
+                assert_eq!(exec["steps"][1]["execute"]["http"][0]["status"], 201, "the call is recorded");
                 assert_eq!(exec["steps"][3]["result"]["state"], "APPROVED");
                 assert_eq!(exec["steps"][0]["result"]["state"], "PENDING");
             }
@@ -63,9 +90,27 @@ async fn every_example_path_ends_as_expected() {
             "concert: a reserved seat cannot be booked twice" => {
                 assert_eq!(exec["steps"][0]["error"]["message"], "seat A12 is already reserved");
             }
+            "concert: seat booked and reported" => {
+                let key = format!("{id}/notify_data_platform");
+                let kept = standins.data_platform.events();
+                let event = kept.iter().find(|e| e.idempotency_key == key).expect("the booking event");
+                assert_eq!(
+                    (event.body["seat"].as_str(), event.body["execution_id"].as_str()),
+                    (Some("A12"), Some(id.as_str()))
+                );
+                assert_eq!(exec["steps"][2]["result"]["event"], event.id.as_str());
+            }
             "concert: data platform down, booking still completes" => {
                 assert_eq!(exec["steps"][2]["status"], "failed");
                 assert_eq!(exec["steps"][2]["attempts"], 2);
+                let key = format!("{id}/notify_data_platform");
+                let tries = standins.data_platform.requests();
+                let tries: Vec<u16> = tries
+                    .iter()
+                    .filter(|r| r.idempotency_key.as_deref() == Some(key.as_str()))
+                    .map(|r| r.status)
+                    .collect();
+                assert_eq!(tries, [503, 503], "both attempts reached it, under one key");
                 assert!(compensated_steps(&events).is_empty());
             }
             "concert: payment failed releases the seat" => {
@@ -83,6 +128,14 @@ async fn every_example_path_ends_as_expected() {
                 }
                 assert!(failures[2]["retry_at_unix_ms"].is_null(), "giving up");
                 assert_eq!(compensated_steps(&events), ["create_order"]);
+                assert_eq!(answers(&format!("{id}/payment")), [503, 503, 503]);
+                assert_eq!(charges_under(&format!("{id}/payment")), 0);
+            }
+            "retry then succeed: gateway back on the third try" => {
+                assert_eq!(exec["steps"][1]["attempts"], 3);
+                // Three tries under the step's one key, one charge.
+                assert_eq!(answers(&format!("{id}/payment")), [503, 503, 201]);
+                assert_eq!(charges_under(&format!("{id}/payment")), 1);
             }
             _ => {}
         }
@@ -92,6 +145,11 @@ async fn every_example_path_ends_as_expected() {
     for check in &all.state {
         let held = check.verify(&client, &host.url).await.unwrap();
         assert_eq!(held, Ok(()), "{}", check.name());
+    }
+    // The gateway's ledger against every execution: one charge per paid step, one refund per
+    // refunded payment, each under the host's idempotency key for that step and side.
+    for check in gateway_checks(&ledger(), &views) {
+        assert_eq!(check.outcome, Ok(()), "{}", check.name);
     }
     // Correlation: every step and compensation of one execution carried its id.
     let first_order = ran.iter().position(|s| s.title == "order: paid and shipped").unwrap();

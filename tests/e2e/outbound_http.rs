@@ -1,7 +1,8 @@
 //! Outbound HTTP from plugins (docs/plugins.md, "Outbound HTTP") against a small server on
 //! 127.0.0.1 started by each test, which records every request it receives: grants, refusals
-//! before connecting, per-request limits, the idempotency key across retries, and the record
-//! of each call in the events, the execution view and /metrics.
+//! before connecting, per-request limits, the idempotency key across retries and across a
+//! kill -9 of the host, and the record of each call in the events, the execution view and
+//! /metrics.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,11 +17,13 @@ use axum::routing::any;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, HostProcess, data_dir, wasm};
+use crate::harness::{Api, HostProcess, assert_gapless, data_dir, trace, wasm};
 
 type Seen = Arc<Mutex<Vec<Value>>>;
 
-/// A test server: `/ok`, `/flaky` (503 twice, then 200), `/slow` (3 s), `/huge` (1 MiB).
+/// A test server: `/ok`, `/flaky` (503 twice, then 200), `/slow` (3 s), `/huge` (1 MiB),
+/// `/hold` (the first request is held for 60 s, the others answered at once). A request is
+/// recorded as it arrives, before it is answered.
 struct Upstream {
     base: String,
     port: u16,
@@ -31,6 +34,7 @@ impl Upstream {
     async fn start() -> Self {
         let seen: Seen = Arc::default();
         let flaky = Arc::new(AtomicU32::new(0));
+        let held = Arc::new(AtomicU32::new(0));
         let app = Router::new()
             .route("/ok", any(|| async { "hello" }))
             .route(
@@ -50,6 +54,18 @@ impl Upstream {
                 }),
             )
             .route("/huge", any(|| async { "x".repeat(1 << 20) }))
+            .route(
+                "/hold",
+                any(move || {
+                    let first = held.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        if first {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                        "released"
+                    }
+                }),
+            )
             .layer(middleware::from_fn_with_state(seen.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -59,6 +75,15 @@ impl Upstream {
 
     fn seen(&self) -> Vec<Value> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests have arrived (at most 10 s).
+    async fn wait_for_requests(&self, n: usize) {
+        let start = std::time::Instant::now();
+        while self.seen().len() < n {
+            assert!(start.elapsed() < Duration::from_secs(10), "only {:?} arrived", self.seen());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -227,4 +252,49 @@ async fn a_slow_server_hits_the_request_time_limit_and_a_huge_response_the_body_
     assert_eq!(step["error"]["kind"], "limit");
     assert!(step["error"]["message"].as_str().unwrap().contains("larger than the limit of 65536 bytes"), "{step}");
     assert_eq!(up.seen().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_at_a_kill_is_made_again_after_restart_with_the_same_idempotency_key() {
+    let up = Upstream::start().await;
+    let (_tmp, dir, mut host, api) = host(&[]).await;
+    let saga = json!({"steps": [{
+        "name": "call", "plugin": "testkit@1.0.0", "timeout_ms": 30000, "allow_http": [up.base]
+    }]});
+    api.put_saga("held", &saga).await;
+    let id = api.trigger("held", &json!({"behaviors": {"call": format!("http:POST:{}/hold", up.base)}}), None).await;
+    // The first request has reached the server, which holds it: the attempt is in flight.
+    up.wait_for_requests(1).await;
+    let exec = api.execution(&id).await;
+    assert_eq!(
+        (exec["steps"][0]["status"].as_str(), exec["steps"][0]["attempts"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    host.kill();
+
+    // Restarted on the same data directory, recovery runs the attempt again.
+    let host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    let exec = api.wait_terminal(&id).await;
+    assert_eq!(exec["status"], "completed", "{exec}");
+    assert_eq!(exec["steps"][0]["attempts"], 2, "the interrupted attempt ran again as attempt 2");
+    assert_eq!(exec["steps"][0]["result"]["body"], "released");
+
+    // The server saw the call twice, under the same key: it can tell the retry from a new call.
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let key = format!("{id}/call");
+    for s in &seen {
+        assert_eq!((s["method"].as_str(), s["path"].as_str()), (Some("POST"), Some("/hold")));
+        assert_eq!(s["idempotency_key"], key.as_str(), "{s}");
+    }
+
+    // The killed attempt left no outcome; the second's outcome records its call.
+    let events = api.events(&id).await;
+    assert_gapless(&events);
+    let t = trace(&events);
+    assert_eq!(t.iter().filter(|e| *e == "step_started(call)").count(), 2, "{t:?}");
+    assert_eq!(t.iter().filter(|e| *e == "step_completed(call)").count(), 1, "{t:?}");
+    let completed = events.iter().find(|e| e["type"] == "step_completed").unwrap();
+    assert_eq!((completed["attempt"].as_u64(), completed["http"][0]["status"].as_u64()), (Some(2), Some(200)));
 }

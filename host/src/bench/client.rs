@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::sync::lock;
 
-/// One connection that posts to one path.
+/// One connection that sends its requests to one path.
 pub struct Conn {
     send: SendRequest<Full<Bytes>>,
     uri: Uri,
@@ -34,6 +34,15 @@ impl Conn {
             }
         });
         Ok(Self { send, uri: path_and_query.parse()?, host: HeaderValue::from_str(&addr.to_string())? })
+    }
+
+    /// Gets the path and returns the answer's status and body.
+    pub async fn get(&mut self) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.send.ready().await?;
+        let req = Request::get(self.uri.clone()).header(HOST, self.host.clone()).body(Full::new(Bytes::new()))?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 
     /// Posts `body` (JSON) and returns the answer's status and body.

@@ -3,10 +3,12 @@
 //! through the store's group commit — and then the host itself: three-step no-op sagas over
 //! HTTP and in-process at a sweep of concurrencies. It prints a table (or `--json`) and,
 //! last, the ratio of the host's steps/s to the lower raw limit. `--scale N` measures the
-//! scale figures instead (see [`scale`]).
+//! scale figures instead (see [`scale`]), `--http` what a plugin's HTTP call adds to a step
+//! (see [`http`]).
 #![allow(clippy::print_stdout)]
 
 mod client;
+pub mod http;
 mod measure;
 pub mod scale;
 

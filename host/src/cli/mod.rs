@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// Measure the scale figures with this many executions waiting in backoff instead.
     #[arg(long, env = "SAGAHOST_SCALE")]
     pub scale: Option<usize>,
+    /// Measure instead what one loopback HTTP call from a plugin adds to a step, beside the
+    /// same call made by the host (one phase of `--phase-secs`).
+    #[arg(long, env = "SAGAHOST_HTTP", value_parser = BoolishValueParser::new(), conflicts_with = "scale")]
+    pub http: bool,
 }
 
 /// A bearer token from the command line or the environment. An empty or blank one is refused:

@@ -1,6 +1,11 @@
 //! `sagahost demo`: the example sagas of `plugins/`, run end to end against an embedded host
-//! over its real HTTP API. The example plugins are built by `build.rs` and embedded here.
+//! over its real HTTP API. The example plugins are built by `build.rs` and embedded here; the
+//! services they call over HTTP are local stand-ins ([`standins`]), and [`report`] shows what
+//! those saw beside what the host recorded.
 #![allow(clippy::print_stdout)]
+
+pub mod report;
+pub mod standins;
 
 use std::time::Duration;
 
@@ -9,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::server::{Host, HostConfig};
+use standins::StandIns;
 
 /// An example plugin, embedded at build time.
 pub struct ExamplePlugin {
@@ -40,18 +46,19 @@ pub const PLUGINS: &[ExamplePlugin] = &[
     example!("notify"),
 ];
 
-/// Every example saga definition: (name, JSON).
+/// Every example saga definition: (name, JSON). Those that call a service name it by a
+/// placeholder (`${PAYMENT_GATEWAY_URL}`, `${DATA_PLATFORM_URL}`): [`StandIns::fill`] them.
 pub const SAGAS: &[(&str, &str)] = &[
-    ("order", include_str!("../../plugins/sagas/order.json")),
-    ("open-account", include_str!("../../plugins/sagas/open-account.json")),
-    ("transfer", include_str!("../../plugins/sagas/transfer.json")),
-    ("concert", include_str!("../../plugins/sagas/concert.json")),
-    ("payment-retry", include_str!("../../plugins/sagas/payment-retry.json")),
+    ("order", include_str!("../../../plugins/sagas/order.json")),
+    ("open-account", include_str!("../../../plugins/sagas/open-account.json")),
+    ("transfer", include_str!("../../../plugins/sagas/transfer.json")),
+    ("concert", include_str!("../../../plugins/sagas/concert.json")),
+    ("payment-retry", include_str!("../../../plugins/sagas/payment-retry.json")),
 ];
 
 /// The scenarios the demo runs (one per path of each example saga) and the plugin state they
 /// must leave behind.
-pub const SCENARIOS: &str = include_str!("../../plugins/sagas/scenarios.json");
+pub const SCENARIOS: &str = include_str!("../../../plugins/sagas/scenarios.json");
 
 /// [`SCENARIOS`], parsed.
 #[derive(Deserialize, Debug, Clone)]
@@ -122,8 +129,8 @@ pub struct Scenario {
     pub expect: String,
 }
 
-/// Uploads every example plugin and saga to the host at `url`.
-pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+/// Uploads every example plugin and saga to the host at `url`, the sagas pointing at `standins`.
+pub async fn install(client: &reqwest::Client, url: &str, standins: &StandIns) -> anyhow::Result<()> {
     for p in PLUGINS {
         let resp = client.put(format!("{url}/v1/plugins/{}/{}", p.name, p.version)).body(p.wasm).send().await?;
         let status = resp.status();
@@ -140,7 +147,8 @@ pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> 
         );
     }
     for (name, json) in SAGAS {
-        let resp = client.put(format!("{url}/v1/sagas/{name}")).body(*json).send().await?;
+        let definition = standins.fill(json)?;
+        let resp = client.put(format!("{url}/v1/sagas/{name}")).body(definition).send().await?;
         let status = resp.status();
         let body: Value = resp.json().await?;
         if !status.is_success() {
@@ -155,30 +163,43 @@ pub async fn install(client: &reqwest::Client, url: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Runs every stage of scenarios, then checks the state they left; prints each outcome and
-/// returns how many scenarios and checks held, out of how many.
-pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Result<(usize, usize)> {
+/// What running the scenarios gave: each scenario with its execution as it ended, and how many
+/// scenarios and state checks held, out of how many.
+pub struct Outcome {
+    /// Every scenario run, in order, with its execution (`GET /v1/executions/{id}`).
+    pub runs: Vec<(Scenario, Value)>,
+    /// Scenarios and checks that held.
+    pub ok: usize,
+    /// Scenarios and checks.
+    pub total: usize,
+}
+
+/// Runs every stage of scenarios, then checks the state they left; prints each outcome.
+pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Result<Outcome> {
     let all = Scenarios::examples();
-    let (mut ok, mut total) = (0, 0);
+    let mut outcome = Outcome { runs: Vec::new(), ok: 0, total: 0 };
     for stage in &all.stages {
-        ok += run_stage(client, url, stage).await?;
-        total += stage.len();
+        for (scenario, exec) in stage.iter().zip(run_stage(client, url, stage).await?) {
+            outcome.ok += usize::from(exec["status"] == scenario.expect.as_str());
+            outcome.total += 1;
+            outcome.runs.push((scenario.clone(), exec));
+        }
     }
     println!("\nplugin state afterwards:");
     for check in &all.state {
         let held = check.verify(client, url).await?;
-        ok += usize::from(held.is_ok());
-        total += 1;
+        outcome.ok += usize::from(held.is_ok());
+        outcome.total += 1;
         match held {
             Ok(()) => println!("✔ {} = {}", check.name(), check.value),
             Err(found) => println!("✘ {} should be {}: {found}", check.name(), check.value),
         }
     }
-    Ok((ok, total))
+    Ok(outcome)
 }
 
-/// Runs one stage's scenarios and returns how many ended as expected.
-async fn run_stage(client: &reqwest::Client, url: &str, scenarios: &[Scenario]) -> anyhow::Result<usize> {
+/// Runs one stage's scenarios, prints how each ended and answers their executions.
+async fn run_stage(client: &reqwest::Client, url: &str, scenarios: &[Scenario]) -> anyhow::Result<Vec<Value>> {
     // Triggered together, reported in order: executions run concurrently.
     let runs = scenarios.iter().map(|s| async move {
         let resp =
@@ -189,61 +210,74 @@ async fn run_stage(client: &reqwest::Client, url: &str, scenarios: &[Scenario]) 
         anyhow::Ok((exec, events))
     });
     let results = futures::future::join_all(runs).await;
-    let mut ok = 0;
+    let mut execs = Vec::new();
     for (s, result) in scenarios.iter().zip(results) {
         let (exec, events) = result?;
-        let status = exec["status"].as_str().unwrap_or("?");
-        let pass = status == s.expect;
-        ok += usize::from(pass);
-        println!("\n{} {}  →  {status}", if pass { "✔" } else { "✘" }, s.title);
-        println!("  execution {}", exec["id"].as_str().unwrap_or("?"));
-        for step in exec["steps"].as_array().into_iter().flatten() {
-            let shown = |v: &Value| v.get("state").or(v.get("message")).map(|x| x.to_string()).unwrap_or_default();
-            let mut line = format!(
-                "    {:<22} {:<12} attempts {}",
-                step["name"].as_str().unwrap_or(""),
-                step["status"].as_str().unwrap_or(""),
-                step["attempts"]
-            );
-            if let Some(r) = step.get("result").filter(|r| !r.is_null()) {
-                line += &format!("  result {}", shown(r));
-            }
-            if let Some(e) = step.get("error").filter(|e| !e.is_null()) {
-                line +=
-                    &format!("  error {}: {}", e["kind"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
-            }
-            if let Some(c) = step["compensation"].get("result").filter(|r| !r.is_null()) {
-                line += &format!("  undone {}", shown(c));
-            }
-            println!("{line}");
-        }
-        let kinds: Vec<String> = events
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| match e["step"].as_str() {
-                Some(step) => format!("{}({step})", e["type"].as_str().unwrap_or("")),
-                None => e["type"].as_str().unwrap_or("").to_string(),
-            })
-            .collect();
-        println!("  events: {}", kinds.join(" → "));
+        print_run(s, &exec, &events);
+        execs.push(exec);
     }
-    Ok(ok)
+    Ok(execs)
 }
 
-/// The whole demo: embedded host on a temporary data directory, install, run, report.
+/// One scenario's outcome: status, each step, the event order.
+fn print_run(s: &Scenario, exec: &Value, events: &Value) {
+    let status = exec["status"].as_str().unwrap_or("?");
+    println!("\n{} {}  →  {status}", if status == s.expect { "✔" } else { "✘" }, s.title);
+    println!("  execution {}", exec["id"].as_str().unwrap_or("?"));
+    for step in exec["steps"].as_array().into_iter().flatten() {
+        let shown = |v: &Value| v.get("state").or(v.get("message")).map(|x| x.to_string()).unwrap_or_default();
+        let mut line = format!(
+            "    {:<22} {:<12} attempts {}",
+            step["name"].as_str().unwrap_or(""),
+            step["status"].as_str().unwrap_or(""),
+            step["attempts"]
+        );
+        if let Some(r) = step.get("result").filter(|r| !r.is_null()) {
+            line += &format!("  result {}", shown(r));
+        }
+        if let Some(e) = step.get("error").filter(|e| !e.is_null()) {
+            line += &format!("  error {}: {}", e["kind"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+        }
+        if let Some(c) = step["compensation"].get("result").filter(|r| !r.is_null()) {
+            line += &format!("  undone {}", shown(c));
+        }
+        println!("{line}");
+    }
+    let kinds: Vec<String> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| match e["step"].as_str() {
+            Some(step) => format!("{}({step})", e["type"].as_str().unwrap_or("")),
+            None => e["type"].as_str().unwrap_or("").to_string(),
+        })
+        .collect();
+    println!("  events: {}", kinds.join(" → "));
+}
+
+/// The whole demo: stand-ins and an embedded host on a temporary data directory, install,
+/// run, report.
 pub async fn run() -> anyhow::Result<()> {
+    let standins = StandIns::start().await?;
     let dir = tempfile::tempdir()?;
     let host = Host::start(HostConfig::new(dir.path())).await?;
     let url = host.url();
-    println!("sagahost demo: embedded host at {url}, data in {}\n", dir.path().display());
+    println!("sagahost demo: embedded host at {url}, data in {}", dir.path().display());
+    println!("stand-ins: local HTTP servers in this process standing in for the services the examples call");
+    println!("  payment gateway  {}   (the definitions' ${{PAYMENT_GATEWAY_URL}})", standins.gateway.url());
+    println!("  data platform    {}   (the definitions' ${{DATA_PLATFORM_URL}})\n", standins.data_platform.url());
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-    install(&client, &url).await?;
-    let (ok, total) = run_scenarios(&client, &url).await?;
-    println!("\n{ok} of {total} scenarios and state checks ended as expected");
+    install(&client, &url, &standins).await?;
+    let mut outcome = run_scenarios(&client, &url).await?;
+    let checks = report::print(&standins, &outcome.runs);
+    outcome.ok += checks.iter().filter(|c| c.outcome.is_ok()).count();
+    outcome.total += checks.len();
+    let (ok, total) = (outcome.ok, outcome.total);
+    println!("\n{ok} of {total} scenarios and checks ended as expected");
     host.stop().await;
+    standins.stop();
     if ok != total {
-        bail!("{} scenario(s) ended differently than expected", total - ok);
+        bail!("{} scenario(s) or check(s) ended differently than expected", total - ok);
     }
     Ok(())
 }
