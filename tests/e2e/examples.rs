@@ -17,6 +17,10 @@ async fn every_example_path_ends_as_expected() {
     for p in PLUGINS {
         api.put_plugin(p.name, p.wasm.to_vec()).await;
     }
+    for (name, value) in standins.secrets() {
+        let body = serde_json::json!({ "value": value }).to_string().into_bytes();
+        assert_eq!(api.call(reqwest::Method::PUT, &format!("/v1/secrets/{name}"), Some(body)).await.0, 201);
+    }
     for (name, json) in SAGAS {
         api.put_saga(name, &serde_json::from_str(&standins.fill(json).unwrap()).unwrap()).await;
     }
@@ -49,6 +53,10 @@ async fn every_example_path_ends_as_expected() {
         assert_eq!(exec["status"], s.expect.as_str(), "{}: {exec}", s.title);
         let events = api.events(id).await;
         assert_gapless(&events);
+        // The gateway's API key (a secret the payment steps read) is nowhere in what the host shows.
+        for shown in [&exec, &Value::Array(events.clone())] {
+            assert!(!shown.to_string().contains(&standins.gateway_key), "{}: the API key is shown", s.title);
+        }
         let t = trace(&events);
         assert_eq!(t[0], "execution_started");
         // Every step's start is recorded before its outcome.
@@ -76,6 +84,7 @@ async fn every_example_path_ends_as_expected() {
                 assert_eq!(charges_under(&format!("{id}/payment")), 0);
             }
             "order: paid and shipped" => {
+                // The gateway answers 401 to a request without its API key: this one had it.
                 assert_eq!(answers(&format!("{id}/payment")), [201], "the host's key on the charge");
                 assert!(exec["steps"][1]["result"]["charge_id"].as_str().unwrap().starts_with("ch-"));
                 assert_eq!(exec["steps"][1]["execute"]["http"][0]["status"], 201, "the call is recorded");

@@ -146,6 +146,18 @@ pub async fn install(client: &reqwest::Client, url: &str, standins: &StandIns) -
             body["digest"].as_str().and_then(|d| d.get(..12)).unwrap_or("?")
         );
     }
+    for (name, value) in standins.secrets() {
+        let resp =
+            client.put(format!("{url}/v1/secrets/{name}")).json(&serde_json::json!({ "value": value })).send().await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("storing secret {name}: {status} {body}");
+        }
+        println!(
+            "  secret {name:<14} the gateway's API key: write-only, read by the payment step, redacted from events"
+        );
+    }
     for (name, json) in SAGAS {
         let definition = standins.fill(json)?;
         let resp = client.put(format!("{url}/v1/sagas/{name}")).body(definition).send().await?;

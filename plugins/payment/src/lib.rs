@@ -11,6 +11,10 @@
 //! - `POST /refunds {"charge_id", "reference"}` → 201 `{"id", "charge_id", "amount"}`, 404
 //!   when there is nothing to refund.
 //!
+//! The gateway's API key is the secret `gateway_key` (docs/secrets.md), sent as
+//! `Authorization: Bearer <key>` when the step lists it; the host redacts it from everything the
+//! step hands back.
+//!
 //! Outcomes: a declined card (402) fails permanently (`PAYMENT_FAILED`); a 5xx, a 429, a
 //! connection failure or a timeout is retryable; any other 4xx is permanent. The input field
 //! `gateway_outage_attempts: n` is test control for the stand-in: it is passed on as the header
@@ -87,11 +91,9 @@ impl Step for Payment {
     fn execute(ctx: &Context, step: StepInput<PaymentInput>) -> Result<Charge, StepError> {
         let gateway = config::require("gateway_url")?;
         let p = step.input;
-        let mut request = http::post(&format!("{gateway}/charges")).timeout(REQUEST_TIMEOUT).json(&NewCharge {
-            amount: p.amount,
-            card: &p.card,
-            reference: &ctx.execution_id,
-        });
+        let mut request = authorized(http::post(&format!("{gateway}/charges")))?.timeout(REQUEST_TIMEOUT).json(
+            &NewCharge { amount: p.amount, card: &p.card, reference: &ctx.execution_id },
+        );
         if p.gateway_outage_attempts > 0 {
             request = request.header("x-standin-outage", &p.gateway_outage_attempts.to_string());
         }
@@ -110,7 +112,7 @@ impl Step for Payment {
         let gateway = config::require("gateway_url")?;
         // No result: the charge's outcome is unknown, so the gateway looks it up by reference.
         let charge_id = undo.result.map(|c| c.charge_id);
-        let response = http::post(&format!("{gateway}/refunds"))
+        let response = authorized(http::post(&format!("{gateway}/refunds")))?
             .timeout(REQUEST_TIMEOUT)
             .json(&NewRefund { charge_id: charge_id.as_deref(), reference: &ctx.execution_id })
             .send()?;
@@ -126,6 +128,14 @@ impl Step for Payment {
             state: "REFUNDED".into(),
         })
     }
+}
+
+/// `request` with the gateway's API key, when the step lists the secret `gateway_key`.
+fn authorized(request: http::RequestBuilder) -> Result<http::RequestBuilder, StepError> {
+    Ok(match config::get("gateway_key")? {
+        Some(key) => request.header("authorization", &format!("Bearer {key}")),
+        None => request,
+    })
 }
 
 export_step!(Payment);

@@ -56,10 +56,16 @@ pub struct Seen {
 /// Every request a stand-in answered, in order.
 pub type Journal = Arc<Mutex<Vec<Seen>>>;
 
+/// The secret the example definitions list for the gateway's API key (docs/secrets.md).
+pub const GATEWAY_KEY_SECRET: &str = "gateway_key";
+
 /// Both stand-ins, running.
 pub struct StandIns {
     /// The payment gateway the `payment` plugin charges and refunds through.
     pub gateway: PaymentGateway,
+    /// The API key the gateway requires (`Authorization: Bearer`), made for this run: the host
+    /// must hold it as the secret [`GATEWAY_KEY_SECRET`].
+    pub gateway_key: String,
     /// The data platform the `notify` plugin reports bookings to.
     pub data_platform: DataPlatform,
 }
@@ -70,9 +76,21 @@ pub struct StandIns {
 pub struct UnknownPlaceholder(pub String);
 
 impl StandIns {
-    /// Starts both on `127.0.0.1`, each on a port of its own.
+    /// Starts both on `127.0.0.1`, each on a port of its own; the gateway requires a fresh
+    /// API key, [`StandIns::gateway_key`].
     pub async fn start() -> std::io::Result<Self> {
-        Ok(Self { gateway: PaymentGateway::start().await?, data_platform: DataPlatform::start().await? })
+        let gateway_key = format!("sk_demo_{}", uuid::Uuid::now_v7().simple());
+        Ok(Self {
+            gateway: PaymentGateway::start_with_api_key(&gateway_key).await?,
+            gateway_key,
+            data_platform: DataPlatform::start().await?,
+        })
+    }
+
+    /// The secrets the example definitions list, with their values: store them in the host
+    /// (`PUT /v1/secrets/{name}`) before defining the sagas.
+    pub fn secrets(&self) -> [(&'static str, &str); 1] {
+        [(GATEWAY_KEY_SECRET, self.gateway_key.as_str())]
     }
 
     /// Each placeholder and the origin it stands for.
