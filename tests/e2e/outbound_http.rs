@@ -55,6 +55,12 @@ impl Upstream {
             )
             .route("/huge", any(|| async { "x".repeat(1 << 20) }))
             .route(
+                "/redirect",
+                any(|axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    (StatusCode::FOUND, [("location", q.get("to").cloned().unwrap_or_default())], "moved")
+                }),
+            )
+            .route(
                 "/hold",
                 any(move || {
                     let first = held.fetch_add(1, Ordering::SeqCst) == 0;
@@ -188,6 +194,27 @@ async fn a_plugin_may_set_its_own_idempotency_key() {
     let seen = up.seen();
     assert_eq!(seen[0]["idempotency_key"], "mine");
     assert_eq!(seen[0]["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+}
+
+/// A granted server redirects to one that is not granted: the host follows no redirect (the
+/// plugin gets the 302), and a plugin that follows it itself is refused before connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_an_ungranted_origin_is_not_followed_and_following_it_is_refused() {
+    let (granted, elsewhere) = (Upstream::start().await, Upstream::start().await);
+    let (_tmp, _dir, _host, api) = host(&[]).await;
+    api.put_saga("redirected", &one_step(std::slice::from_ref(&granted.base))).await;
+    let target = format!("{}/ok", elsewhere.base);
+    let input = json!({"behaviors": {"call": format!("http:GET:{}/redirect?to={target}", granted.base)}});
+    let id = api.trigger("redirected", &input, None).await;
+    let exec = api.wait_terminal(&id).await;
+    assert_eq!(exec["status"], "completed", "{exec}");
+    let result = &exec["steps"][0]["result"];
+    assert_eq!((result["status"].as_u64(), result["headers"]["location"].as_str()), (Some(302), Some(target.as_str())));
+    assert_eq!(granted.seen().len(), 1);
+
+    let step = refused(&api, "follows", std::slice::from_ref(&granted.base), &target).await;
+    assert_eq!(step["error"]["kind"], "permission", "{step}");
+    assert!(elsewhere.seen().is_empty(), "the redirect target saw a request: {:?}", elsewhere.seen());
 }
 
 /// Runs `url` under `grants` and returns the failed step; asserts it failed once, not retried.
