@@ -83,24 +83,17 @@ impl Orchestrator {
             limit: MAX_KEYED,
             ..Default::default()
         };
+        // `signal` decides for each execution whether its saga waits on this topic (the rule
+        // lives in `decide::signal`): a refusal there means there is nothing to deliver to it.
         for summary in self.store.list(&filter).await? {
-            let exec = match self.execution(summary.id).await {
-                Ok(exec) => exec,
-                Err(e) if e.is_permanent() => continue,
-                Err(e) => return Err(e),
-            };
-            let def = self.definition(&exec.saga, exec.definition_version).await?;
-            let waits = def.steps.iter().filter_map(|s| s.wait_for.as_ref()).any(|w| w.topics.contains(&event.topic));
-            if !waits {
-                continue;
-            }
             match self.signal(summary.id, event.topic.clone(), event.payload.clone(), Some(event.id.clone())).await {
                 Ok(_) => {}
-                // It ended meanwhile, or holds too many signals already: nothing to deliver.
                 Err(OrchestratorError::Command(CommandError::TooManySignals(n))) => {
                     tracing::warn!(event = %event.id, execution_id = %summary.id, pending = n, "event not delivered: too many signals wait");
                 }
-                Err(OrchestratorError::Command(_)) | Err(OrchestratorError::Quarantined { .. }) => {}
+                // No wait on this topic, ended meanwhile, or unreadable: nothing to deliver.
+                Err(OrchestratorError::Command(_)) => {}
+                Err(e) if e.is_permanent() => {}
                 Err(e) => return Err(e),
             }
         }
