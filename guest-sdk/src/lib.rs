@@ -43,7 +43,7 @@
 //! ```
 //!
 //! Beyond the step itself: [`state`] is the plugin's durable key-value state, committed with
-//! the step; [`config`] reads the step's named configuration values; `http` (the cargo feature
+//! the step; [`events`] emits events, recorded with the step too (an outbox); [`config`] reads the step's named configuration values; `http` (the cargo feature
 //! `http`, on by default) is a typed client for the outbound HTTP calls the step's `allow_http`
 //! grants, mapping failures to [`StepError`].
 //!
@@ -65,6 +65,7 @@
 use std::fmt;
 
 pub mod config;
+pub mod events;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod state;
@@ -109,6 +110,8 @@ pub struct Context {
     pub idempotency_key: String,
     /// When the host will interrupt this attempt (unix milliseconds).
     pub deadline_unix_ms: u64,
+    /// The execution's business key (from its trigger or its `Execution-Key`), if it has one.
+    pub execution_key: Option<String>,
 }
 
 impl From<StepContext> for Context {
@@ -120,6 +123,7 @@ impl From<StepContext> for Context {
             attempt: c.attempt,
             idempotency_key: c.idempotency_key,
             deadline_unix_ms: c.deadline_unix_ms,
+            execution_key: c.execution_key,
         }
     }
 }

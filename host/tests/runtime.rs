@@ -36,6 +36,7 @@ fn call(behavior: &str, side: Side, timeout_ms: u64) -> Call {
         step: "step".into(),
         attempt: 1,
         idempotency_key: "exec-1/step".into(),
+        execution_key: None,
         deadline_unix_ms: 0,
         timeout: Duration::from_millis(timeout_ms),
         input: json!({ "input": { table: { "step": behavior } }, "results": {} }).to_string(),

@@ -9,7 +9,7 @@ use sagahost::clock::SystemClock;
 use sagahost::domain::{Event, ExecutionStatus, FailureKind, PluginName, PluginRef, SagaName, Side};
 use sagahost::orchestrator::{Orchestrator, OrchestratorConfig};
 use sagahost::runtime::{Call, Completed, Limits, PluginCache, Runtime, StateLimits, StateScope};
-use sagahost::store::{MemoryStore, StateChanges, StateKey, StateValue, Store};
+use sagahost::store::{Effects, MemoryStore, StateKey, StateValue, Store};
 use serde_json::{Value, json};
 
 const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
@@ -45,7 +45,7 @@ async fn attempt(
     plugin: &str,
     ops: Value,
     behavior: &str,
-) -> Result<(Value, StateChanges), sagahost::domain::StepFailure> {
+) -> Result<(Value, Effects), sagahost::domain::StepFailure> {
     let r: PluginRef = format!("{plugin}@1.0.0").parse().unwrap();
     let pre = cache.get(&r).await.unwrap();
     let call = Call {
@@ -55,6 +55,7 @@ async fn attempt(
         step: "step".into(),
         attempt: 1,
         idempotency_key: "exec-1/step".into(),
+        execution_key: None,
         deadline_unix_ms: 0,
         timeout: Duration::from_secs(2),
         input: json!({ "input": { "state": { "step": ops }, "behaviors": { "step": behavior } }, "results": {} })
@@ -63,7 +64,7 @@ async fn attempt(
         config: Default::default(),
         http: Default::default(),
     };
-    let Completed { output, state } = cache.runtime().invoke(&pre, call).await?;
+    let Completed { output, effects: state } = cache.runtime().invoke(&pre, call).await?;
     let out: Value = serde_json::from_str(&output).unwrap();
     Ok((out["state"].clone(), state))
 }
@@ -89,7 +90,7 @@ async fn commit(store: &Arc<dyn Store>, writes: Vec<(StateKey, Option<StateValue
         at: 0,
         event: Event::StepStarted { step: sagahost::domain::StepName::parse("a").unwrap(), attempt: 1 },
     };
-    store.append_with_state(id, 1, vec![step], StateChanges { reads: vec![], writes }).await.unwrap();
+    store.append_with_state(id, 1, vec![step], Effects { reads: vec![], writes, events: Vec::new() }).await.unwrap();
 }
 
 fn memory() -> Arc<dyn Store> {
@@ -213,6 +214,7 @@ async fn without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_ru
         step: "step".into(),
         attempt: 1,
         idempotency_key: "e/step".into(),
+        execution_key: None,
         deadline_unix_ms: 0,
         timeout: Duration::from_secs(2),
         input: json!({ "input": input, "results": {} }).to_string(),
@@ -233,7 +235,7 @@ async fn without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_ru
         serde_json::from_str::<Value>(&out.output).unwrap(),
         json!({"world": "0.1.0", "step": "step", "attempt": 1})
     );
-    assert!(out.state.is_empty());
+    assert!(out.effects.is_empty());
 }
 
 /// An orchestrator over `store` with `testkit` uploaded and a saga of `steps`, each retried

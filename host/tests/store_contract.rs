@@ -10,8 +10,8 @@ use sagahost::domain::{
     Event, EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName, StepName,
 };
 use sagahost::store::{
-    Created, DefinitionPut, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut,
-    QuarantineEntry, SledStore, StateChanges, StateKey, StateStore, StateValue, Store, StoreError,
+    Created, DefinitionPut, Effects, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut,
+    QuarantineEntry, SledStore, StateKey, StateStore, StateValue, Store, StoreError,
 };
 use serde_json::json;
 
@@ -345,8 +345,12 @@ fn json_value(v: serde_json::Value) -> StateValue {
     StateValue::Json(v.to_string())
 }
 
-fn writes(entries: &[(&StateKey, Option<StateValue>)]) -> StateChanges {
-    StateChanges { reads: vec![], writes: entries.iter().map(|(k, v)| ((*k).clone(), v.clone())).collect() }
+fn writes(entries: &[(&StateKey, Option<StateValue>)]) -> Effects {
+    Effects {
+        reads: vec![],
+        writes: entries.iter().map(|(k, v)| ((*k).clone(), v.clone())).collect(),
+        events: Vec::new(),
+    }
 }
 
 async fn state_commits_with_the_append(store: &dyn Store) {
@@ -362,9 +366,10 @@ async fn state_commits_with_the_append(store: &dyn Store) {
     assert!(entry.version > 0);
 
     // A read that is no longer current: neither the events nor the writes are stored.
-    let stale = StateChanges {
+    let stale = Effects {
         reads: vec![(alice.clone(), entry.version - 1)],
         writes: vec![(alice.clone(), Some(json_value(json!(0))))],
+        events: Vec::new(),
     };
     let err = store.append_with_state(id, 2, vec![step_started(3)], stale).await.unwrap_err();
     assert!(
@@ -377,7 +382,7 @@ async fn state_commits_with_the_append(store: &dyn Store) {
     // A read of an absent entry conflicts once it exists.
     let bob = skey("bank", "accounts", "bob");
     store.append_with_state(id, 2, vec![step_started(3)], writes(&[(&bob, Some(json_value(json!(1))))])).await.unwrap();
-    let absent = StateChanges { reads: vec![(bob.clone(), 0)], writes: vec![] };
+    let absent = Effects { reads: vec![(bob.clone(), 0)], writes: vec![], events: Vec::new() };
     assert!(matches!(
         store.append_with_state(id, 3, vec![step_started(4)], absent).await,
         Err(StoreError::StateConflict { read: 0, .. })
@@ -389,7 +394,11 @@ async fn state_commits_with_the_append(store: &dyn Store) {
     assert_eq!(store.state_get(&alice).await.unwrap(), Some(entry.clone()));
 
     // Current reads pass; a delete removes the entry.
-    let current = StateChanges { reads: vec![(alice.clone(), entry.version)], writes: vec![(alice.clone(), None)] };
+    let current = Effects {
+        reads: vec![(alice.clone(), entry.version)],
+        writes: vec![(alice.clone(), None)],
+        events: Vec::new(),
+    };
     store.append_with_state(id, 3, vec![step_started(4)], current).await.unwrap();
     assert_eq!(store.state_get(&alice).await.unwrap(), None);
     assert_eq!(store.read(id, 0).await.unwrap().len(), 4);
@@ -440,9 +449,10 @@ async fn state_versions_and_listing(store: &dyn Store) {
 async fn one_of_two_state_writers_wins(store: Arc<dyn Store>) {
     let counter = skey("bank", "counters", "c");
     let (a, b) = (new_execution(&*store, "s").await, new_execution(&*store, "s").await);
-    let change = |n: i64| StateChanges {
+    let change = |n: i64| Effects {
         reads: vec![(counter.clone(), 0)],
         writes: vec![(counter.clone(), Some(json_value(json!(n))))],
+        events: Vec::new(),
     };
     let (ra, rb) = tokio::join!(
         store.append_with_state(a, 1, vec![step_started(2)], change(1)),
@@ -461,6 +471,7 @@ async fn topic_log(store: Arc<dyn Store>) {
         key: Some("o-1".into()),
         payload: json!({"id": id}),
         at: 5,
+        source: None,
     };
     let (a, new_a) = store.publish(event("a")).await.unwrap();
     let (b, new_b) = store.publish(event("b")).await.unwrap();
@@ -481,6 +492,19 @@ async fn topic_log(store: Arc<dyn Store>) {
     assert_eq!(store.cursor("dispatch").await.unwrap(), 0);
     store.set_cursor("dispatch", b).await.unwrap();
     assert_eq!((store.cursor("dispatch").await.unwrap(), store.cursor("other").await.unwrap()), (b, 0));
+
+    // The outbox: a step's events are recorded with its events, in order, or not at all.
+    let id = ExecutionId::new();
+    store.create(id, saga("s"), started("s"), None).await.unwrap();
+    let emitted = |ids: &[&str]| Effects { events: ids.iter().map(|i| event(i)).collect(), ..Effects::default() };
+    let stale = store.append_with_state(id, 0, vec![step_started(2)], emitted(&["d"])).await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{stale:?}");
+    assert_eq!(store.topic_events(x.0, 10).await.unwrap(), vec![], "a refused append records no event");
+    store.append_with_state(id, 1, vec![step_started(2)], emitted(&["d", "a", "e"])).await.unwrap();
+    let log = store.topic_events(x.0, 10).await.unwrap();
+    let ids: Vec<&str> = log.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids, ["d", "e"], "in order; an id already in the log is skipped");
+    assert!(log[0].0 < log[1].0);
 }
 
 async fn business_keys(store: &dyn Store) {

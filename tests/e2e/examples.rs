@@ -30,7 +30,8 @@ async fn every_example_path_ends_as_expected() {
     for stage in &all.stages {
         let mut started = Vec::new();
         for s in stage {
-            started.push(api.trigger(&s.saga, &s.input, None).await);
+            let key: Vec<_> = s.key.iter().map(|k| ("Execution-Key", k.as_str())).collect();
+            started.push(api.trigger_with(&s.saga, &s.input, &key).await);
         }
         // A stage ends before the next starts: later stages depend on the state it leaves.
         for id in &started {
@@ -145,6 +146,29 @@ async fn every_example_path_ends_as_expected() {
                 // Three tries under the step's one key, one charge.
                 assert_eq!(answers(&format!("{id}/payment")), [503, 503, 201]);
                 assert_eq!(charges_under(&format!("{id}/payment")), 1);
+            }
+            t if t.starts_with("choreography:") => {
+                // The wait was ended by the event the customer saga's step emitted.
+                let signal = events.iter().find(|e| e["type"] == "signal_received").expect("a signal");
+                let key = s.key.as_deref().unwrap();
+                let (_, customers) = api
+                    .call(reqwest::Method::GET, &format!("/v1/executions?key={key}&saga=customer-credit"), None)
+                    .await;
+                let customer = customers["executions"][0]["id"].as_str().expect("the customer execution").to_owned();
+                assert_eq!(signal["signal_id"], format!("{customer}:reserve_credit:execute:0"));
+                let answer = &api.wait_terminal(&customer).await["steps"][0]["result"];
+                let reserved = s.expect == "completed";
+                assert_eq!(
+                    (&answer["reserved"], &signal["topic"]),
+                    (
+                        &Value::Bool(reserved),
+                        &Value::from(if reserved { "CreditReserved" } else { "CreditLimitExceeded" })
+                    )
+                );
+                if !reserved {
+                    assert_eq!(compensated_steps(&events), ["create_order"]);
+                    assert_eq!(exec["steps"][0]["compensation"]["result"]["state"], "REJECTED");
+                }
             }
             _ => {}
         }

@@ -105,9 +105,15 @@ impl Api {
 
     /// Triggers and returns the id.
     pub async fn trigger(&self, saga: &str, input: &Value, key: Option<&str>) -> String {
+        let headers: Vec<_> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        self.trigger_with(saga, input, &headers).await
+    }
+
+    /// Starts an execution with these request headers (`Execution-Key`, ...): its id.
+    pub async fn trigger_with(&self, saga: &str, input: &Value, headers: &[(&str, &str)]) -> String {
         let mut req = self.http.post(format!("{}/v1/sagas/{saga}/executions", self.url)).json(input);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 202);

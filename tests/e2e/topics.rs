@@ -178,3 +178,61 @@ async fn events_are_delivered_once_per_key_across_a_kill() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("event cli-1 published"), "{out:?}");
     until_keyed(&api, "k-cli", "customer").await;
 }
+
+/// Sagas talking through emitted events only: the order's `create` step emits OrderCreated
+/// (its first attempt fails after emitting, so that one leaves nothing), which starts the
+/// customer saga; the customer's step emits CreditReserved without a key, so it carries the
+/// customer execution's business key, the order id, back to the order's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emitted_events_are_an_outbox_that_drives_choreography() {
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    define(&api).await;
+    api.put_saga(
+        "order",
+        &json!({"steps": [
+            {"name": "create", "plugin": "testkit@1.0.0",
+             "retry": {"max_attempts": 3, "initial_backoff_ms": 10, "multiplier": 1.0, "max_backoff_ms": 10}},
+            {"name": "await_credit", "wait_for": {"topics": ["CreditReserved", "CreditLimitExceeded"], "timeout_ms": 60000},
+             "fail_on": ["CreditLimitExceeded"]}]}),
+    )
+    .await;
+    // testkit reads a triggered execution's behaviour from its event's payload: the customer's
+    // step emits what OrderCreated carries in `emit`.
+    let input = json!({
+        "emit": {"create": [["OrderCreated", null, {"order_id": "o-9", "amount": 5, "emit": {"reserve_credit": [["CreditReserved", null, {"ok": true}]]}}]]},
+        "behaviors": {"create": "fail_until:2"},
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/sagas/order/executions?wait=30000", host.url))
+        .header("Execution-Key", "o-9")
+        .body(input.to_string())
+        .send()
+        .await
+        .unwrap();
+    let order: Value = resp.json().await.unwrap();
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let done = api.wait_terminal(&order_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["steps"][0]["attempts"], 2);
+    assert_eq!(done["steps"][1]["result"]["topic"], "CreditReserved");
+
+    let (_, log) = api.call(Method::GET, "/v1/events", None).await;
+    let log = log["events"].as_array().unwrap().clone();
+    let created: Vec<&Value> = log.iter().filter(|e| e["topic"] == "OrderCreated").collect();
+    assert_eq!(created.len(), 1, "the failed attempt emitted nothing: {log:?}");
+    assert_eq!(created[0]["id"], format!("{order_id}:create:execute:0"));
+    assert_eq!(created[0]["key"], "o-9", "the execution's business key");
+    assert_eq!(
+        created[0]["source"],
+        json!({"execution_id": order_id, "saga": "order", "step": "create", "side": "execute"})
+    );
+    let customer = until_keyed(&api, "o-9", "customer").await;
+    let reserved: Vec<&Value> = log.iter().filter(|e| e["topic"] == "CreditReserved").collect();
+    assert_eq!(reserved.len(), 1);
+    assert_eq!(reserved[0]["id"], format!("{customer}:reserve_credit:execute:0"));
+    assert_eq!(reserved[0]["key"], "o-9", "the customer execution's key is the order id");
+    let signal = api.events(&order_id).await.into_iter().find(|e| e["type"] == "signal_received").unwrap();
+    assert_eq!(signal["signal_id"], reserved[0]["id"]);
+}

@@ -67,7 +67,7 @@ pub async fn publish(
     let payload = extract::required_json(&bytes, "payload")?;
     let id = key_header(&headers, "Event-Id")?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let key = key_header(&headers, "Event-Key")?;
-    let event = TopicEvent { id: id.clone(), topic, key, payload, at: state.orch.now_ms() };
+    let event = TopicEvent { id: id.clone(), topic, key, payload, at: state.orch.now_ms(), source: None };
     let (seq, new) = state.orch.publish_event(event).await?;
     Ok((StatusCode::ACCEPTED, Json(Published { id, seq, duplicate: !new })))
 }

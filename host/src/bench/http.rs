@@ -137,6 +137,7 @@ fn call(input: &str, grant: HttpGrant) -> Call {
         step: "http".into(),
         attempt: 1,
         idempotency_key: "bench/http".into(),
+        execution_key: None,
         deadline_unix_ms: 0,
         timeout: Duration::from_secs(5),
         input: format!(r#"{{"input": {input}}}"#),

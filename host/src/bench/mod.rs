@@ -130,6 +130,7 @@ async fn raw_instances(opts: &BenchOptions, cores: usize, progress: &Arc<Progres
                 step: "noop".into(),
                 attempt: 1,
                 idempotency_key: "bench/noop".into(),
+                execution_key: None,
                 deadline_unix_ms: 0,
                 timeout: Duration::from_secs(5),
                 input: "{}".into(),

@@ -44,6 +44,7 @@ pub const PLUGINS: &[ExamplePlugin] = &[
     example!("accounts"),
     example!("seat"),
     example!("notify"),
+    example!("customer"),
 ];
 
 /// Every example saga definition: (name, JSON). Those that call a service name it by a
@@ -54,6 +55,8 @@ pub const SAGAS: &[(&str, &str)] = &[
     ("transfer", include_str!("../../../plugins/sagas/transfer.json")),
     ("concert", include_str!("../../../plugins/sagas/concert.json")),
     ("payment-retry", include_str!("../../../plugins/sagas/payment-retry.json")),
+    ("order-credit", include_str!("../../../plugins/sagas/order-credit.json")),
+    ("customer-credit", include_str!("../../../plugins/sagas/customer-credit.json")),
 ];
 
 /// The scenarios the demo runs (one per path of each example saga) and the plugin state they
@@ -125,6 +128,9 @@ pub struct Scenario {
     pub title: String,
     /// Trigger input.
     pub input: Value,
+    /// Its business key (`Execution-Key`).
+    #[serde(default)]
+    pub key: Option<String>,
     /// Expected final status.
     pub expect: String,
 }
@@ -214,8 +220,11 @@ pub async fn run_scenarios(client: &reqwest::Client, url: &str) -> anyhow::Resul
 async fn run_stage(client: &reqwest::Client, url: &str, scenarios: &[Scenario]) -> anyhow::Result<Vec<Value>> {
     // Triggered together, reported in order: executions run concurrently.
     let runs = scenarios.iter().map(|s| async move {
-        let resp =
-            client.post(format!("{url}/v1/sagas/{}/executions?wait=30000", s.saga)).json(&s.input).send().await?;
+        let mut request = client.post(format!("{url}/v1/sagas/{}/executions?wait=30000", s.saga)).json(&s.input);
+        if let Some(key) = &s.key {
+            request = request.header("Execution-Key", key);
+        }
+        let resp = request.send().await?;
         let exec: Value = resp.json().await?;
         let id = exec["id"].as_str().context("execution id")?.to_owned();
         let events: Value = client.get(format!("{url}/v1/executions/{id}/events")).send().await?.json().await?;
@@ -237,7 +246,10 @@ fn print_run(s: &Scenario, exec: &Value, events: &Value) {
     println!("\n{} {}  →  {status}", if status == s.expect { "✔" } else { "✘" }, s.title);
     println!("  execution {}", exec["id"].as_str().unwrap_or("?"));
     for step in exec["steps"].as_array().into_iter().flatten() {
-        let shown = |v: &Value| v.get("state").or(v.get("message")).map(|x| x.to_string()).unwrap_or_default();
+        // A wait step's result is the event that ended it: its topic.
+        let shown = |v: &Value| {
+            v.get("state").or(v.get("message")).or(v.get("topic")).map(|x| x.to_string()).unwrap_or_default()
+        };
         let mut line = format!(
             "    {:<22} {:<12} attempts {}",
             step["name"].as_str().unwrap_or(""),
@@ -267,6 +279,24 @@ fn print_run(s: &Scenario, exec: &Value, events: &Value) {
     println!("  events: {}", kinds.join(" → "));
 }
 
+/// The events the choreography exchanged, from the host's topic log.
+async fn print_topic_log(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let log: Value = client.get(format!("{url}/v1/events?limit=100")).send().await?.error_for_status()?.json().await?;
+    println!("\ntopic log (events the steps emitted; each started or resumed a saga):");
+    for e in log["events"].as_array().into_iter().flatten() {
+        let source = &e["source"];
+        println!(
+            "  {:<20} key {:<7} from {}/{}  {}",
+            e["topic"].as_str().unwrap_or(""),
+            e["key"].as_str().unwrap_or("-"),
+            source["saga"].as_str().unwrap_or("outside"),
+            source["step"].as_str().unwrap_or("-"),
+            e["payload"]
+        );
+    }
+    Ok(())
+}
+
 /// The whole demo: stand-ins and an embedded host on a temporary data directory, install,
 /// run, report.
 pub async fn run() -> anyhow::Result<()> {
@@ -281,6 +311,7 @@ pub async fn run() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     install(&client, &url, &standins).await?;
     let mut outcome = run_scenarios(&client, &url).await?;
+    print_topic_log(&client, &url).await?;
     let checks = report::print(&standins, &outcome.runs);
     outcome.ok += checks.iter().filter(|c| c.outcome.is_ok()).count();
     outcome.total += checks.len();

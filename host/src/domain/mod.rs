@@ -26,5 +26,5 @@ pub use http::{HttpCall, HttpGrant};
 pub use ids::{ExecutionId, InvalidId, PluginName, PluginRef, PluginVersion, SagaName, StepName};
 pub use state::Execution;
 pub use status::ExecutionStatus;
-pub use topic::{TopicEvent, Trigger};
+pub use topic::{EventSource, TopicEvent, Trigger};
 pub use view::ExecutionView;

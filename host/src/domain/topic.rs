@@ -19,6 +19,22 @@ pub struct TopicEvent {
     pub payload: Value,
     /// When the host recorded it (unix ms).
     pub at: u64,
+    /// The step that emitted it; absent for an event published from outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<EventSource>,
+}
+
+/// The step attempt an emitted event comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventSource {
+    /// The execution.
+    pub execution_id: String,
+    /// Its saga.
+    pub saga: String,
+    /// The step.
+    pub step: String,
+    /// `execute` or `compensate`.
+    pub side: String,
 }
 
 /// A saga's trigger: every event on `topic` starts one execution per value of `key`.
@@ -49,7 +65,15 @@ pub fn key_at(payload: &Value, path: &str) -> Option<String> {
         Value::Bool(b) => b.to_string(),
         _ => return None,
     };
-    (!key.is_empty() && key.len() <= MAX_KEY_BYTES && !key.chars().any(char::is_control)).then_some(key)
+    check_key(&key).is_ok().then_some(key)
+}
+
+/// Whether `key` may be an event's or an execution's key: 1-256 bytes, no control characters.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return Err(format!("a key has 1-{MAX_KEY_BYTES} bytes and no control characters"));
+    }
+    Ok(())
 }
 
 /// Longest event key, business key and trigger path.

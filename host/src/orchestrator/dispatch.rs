@@ -40,9 +40,14 @@ impl Orchestrator {
     /// its `seq`, and whether it is new.
     pub async fn publish_event(&self, event: TopicEvent) -> Result<(u64, bool), OrchestratorError> {
         let published = self.store.publish(event).await?;
+        self.events_published();
+        Ok(published)
+    }
+
+    /// Has the events just recorded in the log delivered.
+    pub(super) fn events_published(&self) {
         self.start_dispatcher();
         self.dispatcher.wake.notify_one();
-        Ok(published)
     }
 
     /// Starts the dispatcher once (at recovery, or on the first publish).

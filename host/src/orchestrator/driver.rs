@@ -19,11 +19,11 @@ use super::{Orchestrator, OrchestratorError};
 use crate::domain::decide::{InFlight, attempt_deadline, decide_with, step_input};
 use crate::domain::{
     Event, EventRecord, Execution, ExecutionId, FailureKind, HttpCall, Invocation, Next, SagaDefinition, Side,
-    StepFailure, record_outcome,
+    StepFailure, TopicEvent, record_outcome,
 };
 use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, HttpLabels, metrics, observe};
 use crate::runtime::{Call, HttpAccess, StateScope, StepConfig};
-use crate::store::{StateChanges, StoreError};
+use crate::store::{Effects, StoreError};
 
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
 const STORE_RETRY: Duration = Duration::from_millis(500);
@@ -49,8 +49,9 @@ struct Driver {
 pub(super) struct Outcome {
     inv: Invocation,
     result: Result<Value, StepFailure>,
-    /// State the attempt read and wrote: committed with its completion event, or not at all.
-    state: StateChanges,
+    /// State the attempt read and wrote, and events it emitted: committed with its completion
+    /// event, or not at all.
+    effects: Effects,
     /// Outbound requests the attempt made, recorded with its outcome event.
     http: Vec<HttpCall>,
 }
@@ -172,12 +173,21 @@ impl Driver {
                 }
             };
             if !batch.is_empty() {
-                let state = match &outcome {
-                    Some(o) if completes => o.state.clone(),
-                    _ => StateChanges::default(),
+                let effects = match &outcome {
+                    Some(o) if completes => o.effects.clone(),
+                    _ => Effects::default(),
                 };
-                match self.orch.store.append_with_state(self.id, base, batch.clone(), state).await {
+                let emitted = effects.events.len();
+                let effects = Effects {
+                    events: effects.events.into_iter().map(|e| TopicEvent { at: now, ..e }).collect(),
+                    ..effects
+                };
+                match self.orch.store.append_with_state(self.id, base, batch.clone(), effects).await {
                     Ok(()) => {
+                        if emitted > 0 {
+                            tracing::debug!(events = emitted, "emitted events recorded");
+                            self.orch.events_published();
+                        }
                         for r in &batch {
                             tracing::debug!(seq = r.seq, event = r.event.type_name(), "recorded");
                         }
@@ -207,7 +217,7 @@ impl Driver {
                         tracing::info!(error = %e, "state conflict; the attempt will be retried");
                         if let Some(o) = outcome.as_mut() {
                             o.result = Err(StepFailure::new(FailureKind::Conflict, e.to_string()));
-                            o.state = StateChanges::default();
+                            o.effects = Effects::default();
                         }
                         continue;
                     }
@@ -248,11 +258,11 @@ impl Driver {
                 }
                 Next::Invoke(inv) => {
                     let (result, http) = self.invoke(&current, &def, &inv).await;
-                    let (result, state) = match result {
-                        Ok((value, state)) => (Ok(value), state),
-                        Err(f) => (Err(f), StateChanges::default()),
+                    let (result, effects) = match result {
+                        Ok((value, effects)) => (Ok(value), effects),
+                        Err(f) => (Err(f), Effects::default()),
                     };
-                    outcome = Some(Outcome { inv, result, state, http });
+                    outcome = Some(Outcome { inv, result, effects, http });
                     exec = Some(current);
                 }
                 Next::Record(_) => unreachable!("plan records every decision"),
@@ -280,7 +290,7 @@ impl Driver {
         exec: &Execution,
         def: &SagaDefinition,
         inv: &Invocation,
-    ) -> (Result<(Value, StateChanges), StepFailure>, Vec<HttpCall>) {
+    ) -> (Result<(Value, Effects), StepFailure>, Vec<HttpCall>) {
         let sdef = &def.steps[inv.index];
         let plugin = match inv.side {
             Side::Execute => sdef.plugin.as_ref().expect("decide invokes only plugin steps"),
@@ -296,6 +306,7 @@ impl Driver {
             step: inv.step.to_string(),
             attempt: inv.attempt,
             idempotency_key: inv.idempotency_key(exec),
+            execution_key: exec.key.clone(),
             deadline_unix_ms: deadline,
             timeout: Duration::from_millis(deadline.saturating_sub(now)),
             input: step_input(exec, def, inv).to_string(),
@@ -342,7 +353,7 @@ impl Driver {
                         format!("plugin broke the contract: its result is not JSON ({e})"),
                     )
                 })?;
-                Ok((value, done.state))
+                Ok((value, done.effects))
             });
             let (saga, side) = (exec.saga.to_string(), inv.side.as_str().to_string());
             let m = metrics();

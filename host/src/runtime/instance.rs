@@ -6,7 +6,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{current, v0_1};
+use super::bindings::{current, v0_1, v0_2};
+use super::events::EventSession;
 use super::http::HttpSession;
 use super::state::StateSession;
 
@@ -155,6 +156,8 @@ pub struct StepData {
     pub state: StateSession,
     /// The attempt's outbound HTTP: its grants, limits and journal.
     pub http: HttpSession,
+    /// The events the attempt emitted.
+    pub events: EventSession,
     http_ctx: wasmtime_wasi_http::WasiHttpCtx,
     config: wasmtime_wasi_config::WasiConfigVariables,
     log_bytes: usize,
@@ -170,6 +173,7 @@ impl StepData {
         log_bytes: usize,
         state: StateSession,
         http: HttpSession,
+        events: EventSession,
     ) -> Self {
         let stdout = MemoryOutputPipe::new(log_bytes);
         let stderr = MemoryOutputPipe::new(log_bytes);
@@ -183,6 +187,7 @@ impl StepData {
             stderr,
             state,
             http,
+            events,
             http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
             config: Default::default(),
             log_bytes,
@@ -269,4 +274,5 @@ macro_rules! host_interfaces {
 }
 
 host_interfaces!(current);
+host_interfaces!(v0_2);
 host_interfaces!(v0_1);

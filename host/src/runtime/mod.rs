@@ -3,6 +3,7 @@
 
 pub mod bindings;
 mod engine;
+mod events;
 pub mod http;
 mod instance;
 mod plugins;
@@ -15,12 +16,13 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use crate::domain::{FailureKind, HttpCall, Side, StepFailure};
+use crate::domain::{EventSource, FailureKind, HttpCall, Side, StepFailure};
 use crate::secrets::{Redactor, SecretValue};
-use crate::store::{StateChanges, StateValue};
+use crate::store::{Effects, StateValue};
 
 pub use bindings::PluginPre;
 pub use engine::EPOCH_TICK;
+pub use events::EventLimits;
 pub use http::{HttpAccess, HttpLimits};
 pub use instance::StepData;
 pub use plugins::{LoadError, PluginCache, UploadError, digest_of};
@@ -47,6 +49,8 @@ pub struct Limits {
     pub state: StateLimits,
     /// Bounds on an attempt's outbound HTTP.
     pub http: HttpLimits,
+    /// Bounds on the events an attempt emits.
+    pub events: EventLimits,
 }
 
 impl Default for Limits {
@@ -61,6 +65,7 @@ impl Default for Limits {
             max_instances: 256,
             state: StateLimits::default(),
             http: HttpLimits::default(),
+            events: EventLimits::default(),
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct Call {
     pub attempt: u32,
     /// Stable key for de-duplication in other systems.
     pub idempotency_key: String,
+    /// The execution's business key.
+    pub execution_key: Option<String>,
     /// When the host interrupts the attempt (unix ms).
     pub deadline_unix_ms: u64,
     /// How long the attempt may run.
@@ -111,13 +118,13 @@ impl StepConfig {
     }
 }
 
-/// A successful attempt: its result and the state changes to commit with it.
+/// A successful attempt: its result and the effects to commit with it.
 #[derive(Debug)]
 pub struct Completed {
     /// JSON text the plugin answered.
     pub output: String,
-    /// What it read and wrote.
-    pub state: StateChanges,
+    /// The state it read and wrote, and the events it emitted.
+    pub effects: Effects,
 }
 
 /// An attempt's outcome with the outbound requests it made, whatever the outcome.
@@ -245,7 +252,14 @@ impl Runtime {
             redactor,
         };
         let state = state::StateSession::new(call.state.clone(), self.limits.state.clone());
-        let mut data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state, http);
+        let source = EventSource {
+            execution_id: call.execution_id.clone(),
+            saga: call.saga.clone(),
+            step: call.step.clone(),
+            side: call.side.as_str().to_owned(),
+        };
+        let events = events::EventSession::new(source, call.execution_key.clone(), self.limits.events.clone());
+        let mut data = StepData::new(log, self.limits.max_memory_bytes, self.limits.max_log_bytes, state, http, events);
         data.set_config(&call.config);
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limiter);
@@ -301,9 +315,10 @@ impl Runtime {
                 ),
             )),
             Ok(Ok(Ok(output))) => {
-                let state =
-                    std::mem::replace(&mut store.data_mut().state, state::StateSession::new(None, Default::default()));
-                Ok(Completed { output, state: state.into_changes() })
+                let data = store.into_data();
+                let mut effects = data.state.into_changes();
+                effects.events = data.events.into_events();
+                Ok(Completed { output, effects })
             }
             Ok(Ok(Err(Refusal::Retryable(m)))) => Err(StepFailure::new(FailureKind::Retryable, truncate(m))),
             Ok(Ok(Err(Refusal::Permanent(m)))) => Err(StepFailure::new(FailureKind::Permanent, truncate(m))),
@@ -311,8 +326,8 @@ impl Runtime {
     }
 }
 
-/// `attempted` without any of its secrets' values: its result, state writes, failure message
-/// and request records (docs/secrets.md, "Redaction").
+/// `attempted` without any of its secrets' values: its result, state writes, emitted events,
+/// failure message and request records (docs/secrets.md, "Redaction").
 fn redacted(mut attempted: Attempted, redactor: &Redactor) -> Attempted {
     if redactor.is_empty() {
         return attempted;
@@ -320,12 +335,19 @@ fn redacted(mut attempted: Attempted, redactor: &Redactor) -> Attempted {
     match &mut attempted.result {
         Ok(done) => {
             done.output = redactor.json(std::mem::take(&mut done.output));
-            for (_, value) in done.state.writes.iter_mut() {
+            for (_, value) in done.effects.writes.iter_mut() {
                 *value = match value.take() {
                     Some(StateValue::Json(text)) => Some(StateValue::Json(redactor.json(text))),
                     Some(StateValue::Bytes(bytes)) => Some(StateValue::Bytes(redactor.bytes(bytes))),
                     None => None,
                 };
+            }
+            for event in done.effects.events.iter_mut() {
+                let text = redactor.json(event.payload.to_string());
+                event.payload = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                if let Some(key) = &mut event.key {
+                    *key = redactor.text(key).into_owned();
+                }
             }
         }
         Err(failure) => failure.message = redactor.text(&failure.message).into_owned(),
@@ -347,13 +369,15 @@ enum Refusal {
 /// Instantiates `pre` and calls `execute` or `compensate`, with the context and error types of
 /// the plugin's world.
 macro_rules! call_step {
-    ($world:ident, $pre:expr, $store:expr, $call:expr) => {{
+    ($world:ident, $pre:expr, $store:expr, $call:expr $(, $field:ident: $value:expr)*) => {{
         use bindings::$world::exports::saga::plugin::step::StepError;
         let instantiating = std::time::Instant::now();
         let plugin = $pre.instantiate_async(&mut *$store).await.map_err(instantiate_failed)?;
         crate::metrics::observe(&crate::metrics::metrics().instantiate_seconds, instantiating.elapsed());
         let call = $call;
+        // The world's extra fields first: they read `call` before its strings move.
         let ctx = bindings::$world::saga::plugin::types::StepContext {
+            $($field: $value(&call),)*
             execution_id: call.execution_id,
             saga: call.saga,
             step: call.step,
@@ -377,7 +401,10 @@ macro_rules! call_step {
 
 async fn run(store: &mut Store<StepData>, pre: &PluginPre, call: Call) -> Result<Result<String, Refusal>, StepFailure> {
     match pre {
-        PluginPre::Current(pre) => call_step!(current, pre, store, call),
+        PluginPre::Current(pre) => {
+            call_step!(current, pre, store, call, execution_key: |c: &Call| c.execution_key.clone())
+        }
+        PluginPre::V0_2(pre) => call_step!(v0_2, pre, store, call),
         PluginPre::V0_1(pre) => call_step!(v0_1, pre, store, call),
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use super::{
-    Created, DefinitionPut, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StateChanges,
+    Created, DefinitionPut, Effects, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry,
     StateKey, StateValue, StoreError, StoredDefinition,
 };
 use crate::domain::{
@@ -246,13 +246,14 @@ impl<S: Snapshot> Commit<S> {
     }
 
     /// Appends `records` if the stream is at `expected`, with `state`'s writes if every entry
-    /// in its read set is still at the version read.
+    /// in its read set is still at the version read, and its events in the topic log (those
+    /// whose id is there already are skipped).
     pub fn append(
         &mut self,
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
-        state: StateChanges,
+        state: Effects,
     ) -> Result<(), StoreError> {
         let mut summary = self.head(id)?.ok_or(StoreError::NotFound(id))?;
         if summary.version != expected {
@@ -263,6 +264,13 @@ impl<S: Snapshot> Commit<S> {
             let now = self.state_version(key)?;
             if now != *read {
                 return Err(StoreError::StateConflict { key: key.to_string(), read: *read, now });
+            }
+        }
+        // Read before anything is staged: a failed read stages nothing.
+        let mut events = Vec::with_capacity(state.events.len());
+        for event in state.events {
+            if self.topic_event_seq(&event.id)?.is_none() {
+                events.push(event);
             }
         }
         for (key, value) in state.writes {
@@ -284,7 +292,27 @@ impl<S: Snapshot> Commit<S> {
         self.mutations.push(Mutation::Records { id, records });
         self.heads.insert(id, summary.clone());
         self.mutations.push(Mutation::Head { summary, previous });
+        for event in events {
+            self.stage_event(event);
+        }
         Ok(())
+    }
+
+    fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
+        match self.topic_events.get(id) {
+            Some(seq) => Ok(Some(*seq)),
+            None => self.snapshot.topic_event_seq(id),
+        }
+    }
+
+    /// Stages a new event at the next tick of the store-wide clock: its `seq`.
+    fn stage_event(&mut self, event: TopicEvent) -> u64 {
+        self.state_clock += 1;
+        self.clock_moved = true;
+        let seq = self.state_clock;
+        self.topic_events.insert(event.id.clone(), seq);
+        self.mutations.push(Mutation::TopicEvent { seq, event });
+        seq
     }
 
     /// Stores a plugin unless its version exists (same bytes: `Unchanged`; other: `Conflict`).
@@ -320,19 +348,10 @@ impl<S: Snapshot> Commit<S> {
     /// whether it is new. Seqs come from the store-wide clock, so the log's order is the order
     /// of commits.
     pub fn publish(&mut self, event: TopicEvent) -> Result<(u64, bool), StoreError> {
-        let existing = match self.topic_events.get(&event.id) {
-            Some(seq) => Some(*seq),
-            None => self.snapshot.topic_event_seq(&event.id)?,
-        };
-        if let Some(seq) = existing {
+        if let Some(seq) = self.topic_event_seq(&event.id)? {
             return Ok((seq, false));
         }
-        self.state_clock += 1;
-        self.clock_moved = true;
-        let seq = self.state_clock;
-        self.topic_events.insert(event.id.clone(), seq);
-        self.mutations.push(Mutation::TopicEvent { seq, event });
-        Ok((seq, true))
+        Ok((self.stage_event(event), true))
     }
 
     /// Moves the named cursor of the topic log to `seq`.

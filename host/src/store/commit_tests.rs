@@ -125,8 +125,8 @@ fn a_stale_append_is_refused_and_stages_nothing() {
     let mut m = Model::default();
     let id = ExecutionId::new();
     m.stage(|c| c.create(id, saga(), vec![started(1)], None)).unwrap();
-    m.stage(|c| c.append(id, 1, records(1, 2), StateChanges::default())).unwrap();
-    let stale = m.stage(|c| c.append(id, 1, records(1, 1), StateChanges::default()));
+    m.stage(|c| c.append(id, 1, records(1, 2), Effects::default())).unwrap();
+    let stale = m.stage(|c| c.append(id, 1, records(1, 1), Effects::default()));
     assert_eq!(stale, Err(StoreError::Conflict { id, expected: 1, actual: 3 }));
     assert_eq!(m.streams[&id].len(), 3);
     assert_eq!(m.heads[&id].version, 3);
@@ -138,13 +138,10 @@ fn gaps_and_empty_appends_are_refused() {
     let id = ExecutionId::new();
     assert_eq!(m.stage(|c| c.create(id, saga(), vec![started(2)], None)), Err(StoreError::BadSequence(1)));
     m.stage(|c| c.create(id, saga(), vec![started(1)], None)).unwrap();
-    assert_eq!(m.stage(|c| c.append(id, 1, vec![record(3)], StateChanges::default())), Err(StoreError::BadSequence(2)));
-    assert_eq!(m.stage(|c| c.append(id, 1, vec![], StateChanges::default())), Err(StoreError::BadSequence(2)));
+    assert_eq!(m.stage(|c| c.append(id, 1, vec![record(3)], Effects::default())), Err(StoreError::BadSequence(2)));
+    assert_eq!(m.stage(|c| c.append(id, 1, vec![], Effects::default())), Err(StoreError::BadSequence(2)));
     let other = ExecutionId::new();
-    assert_eq!(
-        m.stage(|c| c.append(other, 0, records(0, 1), StateChanges::default())),
-        Err(StoreError::NotFound(other))
-    );
+    assert_eq!(m.stage(|c| c.append(other, 0, records(0, 1), Effects::default())), Err(StoreError::NotFound(other)));
 }
 
 #[test]
@@ -170,9 +167,10 @@ fn a_read_set_that_moved_refuses_the_whole_append() {
     let (a, b) = (ExecutionId::new(), ExecutionId::new());
     m.stage(|c| c.create(a, saga(), vec![started(1)], None)).unwrap();
     m.stage(|c| c.create(b, saga(), vec![started(1)], None)).unwrap();
-    let write = |read: u64| StateChanges {
+    let write = |read: u64| Effects {
         reads: vec![(key("x"), read)],
         writes: vec![(key("x"), Some(StateValue::Json("1".into())))],
+        events: Vec::new(),
     };
     // Both read x absent; in one group the first commits, the second sees its write.
     let both = m.stage(|c| Ok((c.append(a, 1, records(1, 1), write(0)), c.append(b, 1, records(1, 1), write(0)))));
@@ -182,7 +180,7 @@ fn a_read_set_that_moved_refuses_the_whole_append() {
     assert_eq!((m.heads[&a].version, m.heads[&b].version), (2, 1));
     assert_eq!(m.state[&key("x")], 1);
     // Deleting and writing again gives a new version: versions are never reused.
-    let delete = StateChanges { reads: vec![(key("x"), 1)], writes: vec![(key("x"), None)] };
+    let delete = Effects { reads: vec![(key("x"), 1)], writes: vec![(key("x"), None)], events: Vec::new() };
     m.stage(|c| c.append(b, 1, records(1, 1), delete)).unwrap();
     m.stage(|c| c.append(a, 2, records(2, 1), write(0))).unwrap();
     assert_eq!(m.state[&key("x")], 2);
@@ -195,8 +193,7 @@ fn status_changes_name_the_previous_status() {
     let id = ExecutionId::new();
     let mut c = Commit::new(&m, 0);
     c.create(id, saga(), vec![started(1)], None).unwrap();
-    c.append(id, 1, vec![EventRecord { seq: 2, at: 2, event: Event::ExecutionCompleted }], StateChanges::default())
-        .unwrap();
+    c.append(id, 1, vec![EventRecord { seq: 2, at: 2, event: Event::ExecutionCompleted }], Effects::default()).unwrap();
     let (mutations, _) = c.finish();
     let heads: Vec<_> = mutations
         .iter()
@@ -290,13 +287,14 @@ proptest! {
                     Op::Append { stream, stale, n, reads, writes } => {
                         let current = versions.get(&stream).copied();
                         let expected = current.unwrap_or(0).saturating_sub(stale);
-                        let changes = StateChanges {
+                        let changes = Effects {
                             reads: reads.iter().map(|(k, outdated)| {
                                 (key(&k.to_string()), state.get(k).copied().unwrap_or(0) + u64::from(*outdated))
                             }).collect(),
                             writes: writes.iter().map(|(k, del)| {
                                 (key(&k.to_string()), (!del).then(|| StateValue::Json("0".into())))
                             }).collect(),
+                            events: Vec::new(),
                         };
                         let r = c.append(ids[stream], expected, records(expected, n), changes);
                         match current {

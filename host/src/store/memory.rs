@@ -160,7 +160,7 @@ impl EventStore for MemoryStore {
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
-        state: StateChanges,
+        state: Effects,
     ) -> Result<(), StoreError> {
         self.lock().commit(|c| c.append(id, expected, records, state))
     }

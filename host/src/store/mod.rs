@@ -19,7 +19,7 @@ use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, Plugi
 pub use memory::MemoryStore;
 pub use sled::{CommitStats, DEFAULT_RESERVE_BYTES, SledStore};
 pub use state::{
-    InvalidStateKey, MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateChanges, StateEntry, StateItem, StateKey, StateValue,
+    Effects, InvalidStateKey, MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateEntry, StateItem, StateKey, StateValue,
 };
 
 /// Why a store operation failed.
@@ -203,7 +203,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends `records` (numbered from `expected + 1`) if the stream is at `expected`.
     /// Returns once they are durable.
     async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
-        self.append_with_state(id, expected, records, StateChanges::default()).await
+        self.append_with_state(id, expected, records, Effects::default()).await
     }
 
     /// Like [`append`](Self::append), and in the same atomic commit applies `state.writes`,
@@ -214,7 +214,7 @@ pub trait EventStore: Send + Sync + 'static {
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
-        state: StateChanges,
+        state: Effects,
     ) -> Result<(), StoreError>;
 
     /// The records of a stream with `seq > after`, in order. `NotFound` when there is no stream.

@@ -146,19 +146,22 @@ pub struct StateEntry {
     pub version: u64,
 }
 
-/// What an attempt read and wants written, committed with its completion event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateChanges {
+/// What an attempt changes besides its own stream, committed with its completion event or not
+/// at all: the plugin state it read and wants written, and the events it emitted (an outbox).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Effects {
     /// Entries read, with the version seen (0: absent). Each must still be at that version.
     pub reads: Vec<(StateKey, u64)>,
     /// Entries to set (`Some`) or delete (`None`).
     pub writes: Vec<(StateKey, Option<StateValue>)>,
+    /// Events for the topic log.
+    pub events: Vec<crate::domain::TopicEvent>,
 }
 
-impl StateChanges {
+impl Effects {
     /// Whether there is nothing to check or write.
     pub fn is_empty(&self) -> bool {
-        self.reads.is_empty() && self.writes.is_empty()
+        self.reads.is_empty() && self.writes.is_empty() && self.events.is_empty()
     }
 }
 

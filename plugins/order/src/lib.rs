@@ -1,7 +1,12 @@
-//! The order of the order saga, kept in the plugin's durable state (`orders/{order_id}`). One
+//! The order of the order sagas, kept in the plugin's durable state (`orders/{order_id}`). One
 //! plugin serves two steps: `create_order` records the order as PENDING (a soft state visible
-//! while the saga runs), `approve_order` marks it APPROVED once payment and shipping succeeded.
+//! while the saga runs), `approve_order` marks it APPROVED once the steps between succeeded.
 //! Compensation marks it CANCELLED.
+//!
+//! An order with a `customer_id` and an `amount` takes part in the choreography with the
+//! customer service (`order-credit.json`): `create_order` emits `OrderCreated`, and the
+//! customer saga answers `CreditReserved` or `CreditLimitExceeded`; such an order is REJECTED
+//! rather than cancelled when the saga compensates.
 
 use saga_guest::state::{self, Versioned};
 use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
@@ -12,6 +17,20 @@ struct OrderInput {
     order_id: String,
     #[serde(default)]
     item: String,
+    /// Whose credit pays for the order (the choreographed saga only).
+    #[serde(default)]
+    customer_id: Option<String>,
+    /// What it costs.
+    #[serde(default)]
+    amount: u64,
+}
+
+/// What `create_order` announces for the customer service.
+#[derive(Serialize)]
+struct OrderCreated<'a> {
+    order_id: &'a str,
+    customer_id: &'a str,
+    amount: u64,
 }
 
 /// `orders/{order_id}`, and each step's result.
@@ -23,6 +42,14 @@ struct OrderState {
     state: String,
     #[serde(default)]
     execution_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    amount: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn orders() -> state::Collection {
@@ -42,7 +69,7 @@ impl Step for Order {
     type Undone = OrderState;
 
     fn execute(ctx: &Context, step: StepInput<OrderInput>) -> Result<OrderState, StepError> {
-        let OrderInput { order_id, item } = step.input;
+        let OrderInput { order_id, item, customer_id, amount } = step.input;
         let order = match ctx.step.as_str() {
             "approve_order" => {
                 let Some(mut order) = own_order(ctx, &order_id)? else {
@@ -57,7 +84,18 @@ impl Step for Order {
                 {
                     return Err(StepError::permanent(format!("order {order_id} already exists ({})", other.state)));
                 }
-                OrderState { order_id, item, state: "PENDING".into(), execution_id: ctx.execution_id.clone() }
+                if let Some(customer_id) = &customer_id {
+                    let created = OrderCreated { order_id: &order_id, customer_id, amount };
+                    saga_guest::events::emit_keyed("OrderCreated", &order_id, &created)?;
+                }
+                OrderState {
+                    order_id,
+                    item,
+                    state: "PENDING".into(),
+                    execution_id: ctx.execution_id.clone(),
+                    customer_id,
+                    amount,
+                }
             }
         };
         orders().set(&order.order_id, &order)?;
@@ -66,18 +104,21 @@ impl Step for Order {
     }
 
     fn compensate(ctx: &Context, undo: Compensation<OrderInput, OrderState>) -> Result<OrderState, StepError> {
-        let order_id = undo.input.order_id;
-        saga_guest::warn!("order {order_id} cancelled: {}", undo.reason);
+        let OrderInput { order_id, item, customer_id, amount } = undo.input;
+        let undone = if customer_id.is_some() { "REJECTED" } else { "CANCELLED" };
+        saga_guest::warn!("order {order_id} {}: {}", undone.to_lowercase(), undo.reason);
         let Some(mut order) = own_order(ctx, &order_id)? else {
-            // The order was never recorded (its step's outcome was unknown): nothing to cancel.
+            // The order was never recorded (its step's outcome was unknown): nothing to undo.
             return Ok(OrderState {
                 order_id,
-                item: undo.input.item,
-                state: "CANCELLED".into(),
+                item,
+                state: undone.into(),
                 execution_id: ctx.execution_id.clone(),
+                customer_id,
+                amount,
             });
         };
-        order.state = "CANCELLED".into();
+        order.state = undone.into();
         orders().set(&order.order_id, &order)?;
         Ok(order)
     }

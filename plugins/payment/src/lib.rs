@@ -91,9 +91,9 @@ impl Step for Payment {
     fn execute(ctx: &Context, step: StepInput<PaymentInput>) -> Result<Charge, StepError> {
         let gateway = config::require("gateway_url")?;
         let p = step.input;
-        let mut request = authorized(http::post(&format!("{gateway}/charges")))?.timeout(REQUEST_TIMEOUT).json(
-            &NewCharge { amount: p.amount, card: &p.card, reference: &ctx.execution_id },
-        );
+        let mut request = authorized(http::post(&format!("{gateway}/charges")))?
+            .timeout(REQUEST_TIMEOUT)
+            .json(&NewCharge { amount: p.amount, card: &p.card, reference: &ctx.execution_id });
         if p.gateway_outage_attempts > 0 {
             request = request.header("x-standin-outage", &p.gateway_outage_attempts.to_string());
         }

@@ -1,6 +1,7 @@
 //! A test plugin whose behaviour is chosen per step by the execution input, so one plugin
 //! can play every part in host tests: `{"behaviors": {"<step>": "<behavior>"},
-//! "compensations": {"<step>": "<behavior>"}}`. Unlisted steps succeed.
+//! "compensations": {"<step>": "<behavior>"}}`. Unlisted steps succeed. An execution started by
+//! a trigger reads these tables from its event's payload (`{"event": {"payload": {...}}}`).
 //!
 //! It uses the raw bindings rather than the typed `Step` trait so that it can also break
 //! the contract (answer text that is not JSON).
@@ -32,6 +33,11 @@
 //! `{"set": [c, k, json]}`, `{"set_raw": [c, k, text]}`, `{"set_bytes": [c, k, text]}`, `{"delete": [c, k]}`,
 //! `{"cas": [c, k, expected_version_or_null, json_or_null]}`, `{"add": [c, k, n]}` (read a
 //! number, add `n`, write it back).
+//!
+//! Events: `{"emit": {"<step>": [[topic, key_or_null, payload], ...]}}` (and
+//! `"compensation_emit"`) emits events before the behaviour (a payload that is a string is sent
+//! as that raw text); each one's id or error is in the answer's `"emitted"`. The answer's
+//! `"execution_key"` is the context's business key.
 
 use saga_guest::bindings::exports::saga::plugin::step::Guest;
 use saga_guest::bindings::saga::plugin::state::{self, Value as Stored};
@@ -47,9 +53,16 @@ static SCRATCH: std::sync::Mutex<[u8; 256 << 10]> = std::sync::Mutex::new([0; 25
 /// 7 in a fresh instance (`.data`); `residue` sets it to 8.
 static GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(7);
 
-fn behavior(input: &str, table: &str, step: &str) -> String {
+/// The entry of `step` in `table` of the execution input, or of the payload of the event that
+/// triggered the execution (`{"input": {"event": {"payload": {...}}}}`).
+fn entry(input: &str, table: &str, step: &str) -> Value {
     let v: Value = serde_json::from_str(input).unwrap_or(Value::Null);
-    v["input"][table][step].as_str().unwrap_or("ok").to_string()
+    let direct = &v["input"][table][step];
+    if direct.is_null() { v["input"]["event"]["payload"][table][step].clone() } else { direct.clone() }
+}
+
+fn behavior(input: &str, table: &str, step: &str) -> String {
+    entry(input, table, step).as_str().unwrap_or("ok").to_string()
 }
 
 #[inline(never)]
@@ -104,16 +117,41 @@ fn state_op(op: &Value) -> Value {
 }
 
 fn state_ops(input: &str, table: &str, step: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(input).unwrap_or(Value::Null);
-    v["input"][table][step].as_array().map(|ops| ops.iter().map(state_op).collect()).unwrap_or_default()
+    entry(input, table, step).as_array().map(|ops| ops.iter().map(state_op).collect()).unwrap_or_default()
 }
 
-fn act(ctx: &StepContext, side: &str, behavior: &str, state: Vec<Value>, input: &Value) -> Result<String, StepError> {
+fn emit_ops(input: &str, table: &str, step: &str) -> Vec<Value> {
+    use saga_guest::bindings::saga::plugin::events::emit;
+    let ops = entry(input, table, step);
+    let Some(ops) = ops.as_array() else { return Vec::new() };
+    ops.iter()
+        .map(|op| {
+            let topic = op[0].as_str().unwrap_or_default();
+            let payload = match &op[2] {
+                Value::String(raw) => raw.clone(),
+                other => other.to_string(),
+            };
+            match emit(topic, op[1].as_str(), &payload) {
+                Ok(id) => json!({ "id": id }),
+                Err(e) => json!({ "error": format!("{e:?}") }),
+            }
+        })
+        .collect()
+}
+
+fn act(
+    ctx: &StepContext,
+    side: &str,
+    behavior: &str,
+    (state, emitted): (Vec<Value>, Vec<Value>),
+    input: &Value,
+) -> Result<String, StepError> {
     let ok = || {
         Ok(json!({
             "step": ctx.step, "side": side, "attempt": ctx.attempt,
             "execution_id": ctx.execution_id, "idempotency_key": ctx.idempotency_key,
-            "state": state,
+            "execution_key": ctx.execution_key,
+            "state": state, "emitted": emitted,
         })
         .to_string())
     };
@@ -319,14 +357,15 @@ fn http_once(ctx: &StepContext, arg: &str, input: &Value) -> Result<String, Step
 impl Guest for Testkit {
     fn execute(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "behaviors", &ctx.step);
-        let state = state_ops(&input, "state", &ctx.step);
-        act(&ctx, "execute", &b, state, &serde_json::from_str(&input).unwrap_or(Value::Null))
+        let effects = (state_ops(&input, "state", &ctx.step), emit_ops(&input, "emit", &ctx.step));
+        act(&ctx, "execute", &b, effects, &serde_json::from_str(&input).unwrap_or(Value::Null))
     }
 
     fn compensate(ctx: StepContext, input: String) -> Result<String, StepError> {
         let b = behavior(&input, "compensations", &ctx.step);
-        let state = state_ops(&input, "compensation_state", &ctx.step);
-        act(&ctx, "compensate", &b, state, &serde_json::from_str(&input).unwrap_or(Value::Null))
+        let effects =
+            (state_ops(&input, "compensation_state", &ctx.step), emit_ops(&input, "compensation_emit", &ctx.step));
+        act(&ctx, "compensate", &b, effects, &serde_json::from_str(&input).unwrap_or(Value::Null))
     }
 }
 

@@ -111,7 +111,7 @@ impl EventStore for SledStore {
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
-        state: StateChanges,
+        state: Effects,
     ) -> Result<(), StoreError> {
         self.write(|reply| Write::Append { id, expected, records, state, reply }).await
     }

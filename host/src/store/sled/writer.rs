@@ -16,7 +16,7 @@ use super::{CommitStats, unavailable};
 use crate::domain::{EventRecord, ExecutionId, PluginName, PluginVersion, SagaDefinition, SagaName};
 use crate::store::commit::{Commit, KeyRecord, Mutation, Snapshot};
 use crate::store::{
-    Created, DefinitionPut, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StateChanges,
+    Created, DefinitionPut, Effects, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry,
     StateKey, StateValue, StoreError, StoredDefinition, keys,
 };
 
@@ -38,7 +38,7 @@ pub(super) enum Write {
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
-        state: StateChanges,
+        state: Effects,
         reply: Reply<()>,
     },
     PutPlugin {
