@@ -13,6 +13,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod metrics;

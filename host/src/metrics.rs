@@ -56,6 +56,22 @@ pub struct HttpLabels {
     pub status: String,
 }
 
+/// Labels of a subscription's deliveries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// The subscription.
+    pub subscription: String,
+    /// `delivered`, `failed` (an attempt that will be retried or dead-lettered) or `dead_lettered`.
+    pub outcome: String,
+}
+
+/// Labels of one subscription.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    /// The subscription.
+    pub subscription: String,
+}
+
 fn seconds_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -90,6 +106,10 @@ pub struct Metrics {
     pub active_executions: Gauge,
     /// Executions set aside because their stored stream cannot be read.
     pub quarantined_executions: Gauge,
+    /// Events handed to subscriptions' targets, by subscription and outcome.
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Time from an event's record in the log to its delivery, by subscription.
+    pub delivery_lag_seconds: Family<SubscriptionLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -109,6 +129,8 @@ impl Metrics {
             instances_in_use: Gauge::default(),
             active_executions: Gauge::default(),
             quarantined_executions: Gauge::default(),
+            deliveries: Family::default(),
+            delivery_lag_seconds: Family::new_with_constructor(seconds_histogram),
             registry: Registry::default(),
         };
         registry.register("executions_started", "Executions started", m.executions_started.clone());
@@ -151,6 +173,16 @@ impl Metrics {
             "quarantined_executions",
             "Executions set aside because their stored stream cannot be read (GET /v1/quarantine)",
             m.quarantined_executions.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Events handed to subscriptions' targets, by subscription and outcome (delivered, failed, dead_lettered)",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "delivery_lag_seconds",
+            "Time from an event's record in the topic log to its delivery, by subscription",
+            m.delivery_lag_seconds.clone(),
         );
         Self { registry, ..m }
     }

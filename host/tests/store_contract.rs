@@ -137,6 +137,12 @@ macro_rules! contract {
                 let (store, _guard) = $make;
                 secret_records(store).await;
             }
+
+            #[tokio::test]
+            async fn subscriptions_keep_their_cursor_and_dead_letters_until_deleted() {
+                let (store, _guard) = $make;
+                subscriptions(store).await;
+            }
         }
     };
 }
@@ -655,4 +661,68 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+async fn subscriptions(store: Arc<dyn Store>) {
+    use sagahost::domain::subscription::{DeadLetter, StartAt, cursor_name, parse_subscription};
+    let sub = |name: &str| {
+        let doc = br#"{"topics": ["*"], "webhook": {"url": "http://127.0.0.1:9/hook"}}"#;
+        parse_subscription(name, doc, 1).unwrap().0
+    };
+    let event = |id: &str| sagahost::domain::TopicEvent {
+        id: id.into(),
+        topic: "T".into(),
+        key: None,
+        payload: json!({}),
+        at: 1,
+        source: None,
+    };
+    let (first, _) = store.publish(event("before")).await.unwrap();
+    // A new subscription starts after the log's end ("now") or at its start.
+    assert!(store.subscription_put(sub("now"), StartAt::Now).await.unwrap());
+    assert!(store.subscription_put(sub("all"), StartAt::Start).await.unwrap());
+    let now = store.cursor(&cursor_name("now")).await.unwrap();
+    assert!(now >= first, "{now} {first}");
+    assert!(store.topic_events(now, 10).await.unwrap().is_empty(), "nothing before its creation");
+    assert_eq!(store.cursor(&cursor_name("all")).await.unwrap(), 0);
+    let (later, _) = store.publish(event("after")).await.unwrap();
+    assert!(later > now);
+    // Replacing keeps the cursor.
+    store.set_cursor(&cursor_name("now"), later).await.unwrap();
+    assert!(!store.subscription_put(sub("now"), StartAt::Start).await.unwrap(), "replaced");
+    assert_eq!(store.cursor(&cursor_name("now")).await.unwrap(), later);
+    let names: Vec<String> = store.subscriptions().await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["all", "now"]);
+
+    // Dead letters and the cursor move in one write, in seq order; removal by seq.
+    let letter = |seq: u64, id: &str| DeadLetter {
+        seq,
+        event_id: id.into(),
+        topic: "T".into(),
+        attempts: 3,
+        error: "503".into(),
+        at: 9,
+        redrive: false,
+    };
+    let letters = vec![(later, Some(letter(later, "after"))), (first, Some(letter(first, "before")))];
+    assert!(store.dead_letters_write("all", letters, Some(later)).await.unwrap());
+    assert_eq!(store.cursor(&cursor_name("all")).await.unwrap(), later);
+    let listed = store.dead_letters("all", 0, 10).await.unwrap();
+    assert_eq!(listed, [letter(first, "before"), letter(later, "after")]);
+    assert_eq!(store.dead_letters("all", first, 10).await.unwrap(), [letter(later, "after")]);
+    assert_eq!(store.dead_letters("all", 0, 1).await.unwrap().len(), 1);
+    assert!(store.dead_letters("now", 0, 10).await.unwrap().is_empty(), "letters are per subscription");
+    store.dead_letters_write("all", vec![(first, None)], None).await.unwrap();
+    assert_eq!(store.dead_letters("all", 0, 10).await.unwrap(), [letter(later, "after")]);
+
+    // Deleting removes the cursor and the letters; writes for a deleted one are refused.
+    assert!(store.subscription_delete("all").await.unwrap());
+    assert!(!store.subscription_delete("all").await.unwrap());
+    assert_eq!(store.cursor(&cursor_name("all")).await.unwrap(), 0);
+    assert!(store.dead_letters("all", 0, 10).await.unwrap().is_empty());
+    assert!(!store.dead_letters_write("all", vec![(first, Some(letter(first, "x")))], None).await.unwrap());
+    assert!(store.dead_letters("all", 0, 10).await.unwrap().is_empty());
+    // A subscription made again under the name starts afresh.
+    assert!(store.subscription_put(sub("all"), StartAt::Now).await.unwrap());
+    assert!(store.cursor(&cursor_name("all")).await.unwrap() >= later);
 }

@@ -21,6 +21,7 @@ mod secrets;
 mod semantics;
 mod slow_clients;
 mod storage;
+mod subscriptions;
 mod telemetry;
 mod topics;
 mod transfers;

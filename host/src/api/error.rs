@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::domain::DefinitionError;
 use crate::domain::decide::CommandError;
+use crate::domain::subscription::SubscriptionError;
 use crate::orchestrator::OrchestratorError;
 use crate::runtime::UploadError;
 use crate::store::StoreError;
@@ -171,7 +172,13 @@ impl From<crate::secrets::SecretError> for ApiError {
 impl From<OrchestratorError> for ApiError {
     fn from(e: OrchestratorError) -> Self {
         match e {
-            OrchestratorError::UnknownSaga(_) | OrchestratorError::UnknownExecution(_) => Self::NotFound(e.to_string()),
+            OrchestratorError::UnknownSaga(_)
+            | OrchestratorError::UnknownExecution(_)
+            | OrchestratorError::UnknownSubscription(_) => Self::NotFound(e.to_string()),
+            OrchestratorError::Subscription(SubscriptionError::Malformed(m)) => {
+                Self::BadRequest(format!("malformed subscription: {m}"))
+            }
+            OrchestratorError::Subscription(SubscriptionError::Invalid(problems)) => Self::Invalid(problems),
             OrchestratorError::Command(c @ CommandError::UnknownTopic(_)) => Self::Invalid(vec![c.to_string()]),
             OrchestratorError::Command(c) => Self::Conflict(c.to_string()),
             OrchestratorError::Busy(_) => Self::Busy(e.to_string()),

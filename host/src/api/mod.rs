@@ -11,6 +11,7 @@ mod plugins;
 mod quarantine;
 mod sagas;
 mod secrets;
+mod subscriptions;
 mod topics;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use guard::{MAX_HEADER_BYTES, MAX_URI_BYTES, body_read_timeout};
 pub use openapi::{ApiDoc, ROUTES};
 pub use secrets::{SecretList, SecretRequest};
+pub use subscriptions::{DeadLetterList, Redrive, SubscriptionList};
 pub use topics::{EventLog, LoggedEvent, Published};
 
 use crate::orchestrator::Orchestrator;
@@ -130,6 +132,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/quarantine", get(quarantine::list))
         .route("/v1/secrets", get(secrets::list))
         .route("/v1/secrets/{name}", put(secrets::put).delete(secrets::delete))
+        .route("/v1/subscriptions", get(subscriptions::list))
+        .route(
+            "/v1/subscriptions/{name}",
+            put(subscriptions::put).get(subscriptions::show).delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{name}/dead-letters", get(subscriptions::dead_letters))
+        .route("/v1/subscriptions/{name}/dead-letters/redrive", post(subscriptions::redrive))
         .route_layer(middleware::from_fn_with_state(max_body, guard::announced_body_limit))
         .merge(uploads)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));

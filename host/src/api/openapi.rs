@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr};
 
-use super::{executions, plugins, quarantine, sagas, secrets, topics};
+use super::{executions, plugins, quarantine, sagas, secrets, subscriptions, topics};
 use crate::domain::DefinitionLimits;
 
 /// Every route of the API: (method, path). The router, the document and the test that
@@ -39,6 +39,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/secrets"),
     ("put", "/v1/secrets/{name}"),
     ("delete", "/v1/secrets/{name}"),
+    ("get", "/v1/subscriptions"),
+    ("put", "/v1/subscriptions/{name}"),
+    ("get", "/v1/subscriptions/{name}"),
+    ("delete", "/v1/subscriptions/{name}"),
+    ("get", "/v1/subscriptions/{name}/dead-letters"),
+    ("post", "/v1/subscriptions/{name}/dead-letters/redrive"),
 ];
 
 /// The routes a client token opens (docs/api.md, "Tokens"); the others need the admin token.
@@ -73,9 +79,11 @@ const MULTIPLIER_RANGE: (f64, f64) = (1.0, 100.0);
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
         executions::cancel, executions::resume, executions::signal, quarantine::list,
         secrets::put, secrets::list, secrets::delete, topics::publish, topics::list,
+        subscriptions::put, subscriptions::list, subscriptions::show, subscriptions::delete,
+        subscriptions::dead_letters, subscriptions::redrive,
     ),
     modifiers(&Conventions),
-    tags((name = "plugins"), (name = "sagas"), (name = "executions"), (name = "secrets"), (name = "events"))
+    tags((name = "plugins"), (name = "sagas"), (name = "executions"), (name = "secrets"), (name = "events"), (name = "subscriptions"))
 )]
 pub struct ApiDoc;
 

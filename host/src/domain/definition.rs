@@ -263,9 +263,10 @@ struct WaitDoc {
     timeout_ms: i64,
 }
 
+/// A retry policy as written (every field optional).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetryDoc {
+pub(crate) struct RetryDoc {
     #[serde(default)]
     max_attempts: Option<i64>,
     #[serde(default)]
@@ -515,7 +516,8 @@ fn grants(at: &str, texts: &[String], problems: &mut Vec<String>) -> Vec<HttpGra
     out
 }
 
-fn retry_policy(
+/// `doc` checked against `limits`, `default` filling what it leaves out; problems are pushed.
+pub(crate) fn retry_policy(
     at: &str,
     doc: Option<&RetryDoc>,
     default: RetryPolicy,

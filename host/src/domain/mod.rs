@@ -11,6 +11,7 @@ pub mod ids;
 pub mod json;
 pub mod state;
 pub mod status;
+pub mod subscription;
 pub mod topic;
 pub mod view;
 

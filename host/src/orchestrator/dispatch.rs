@@ -48,6 +48,7 @@ impl Orchestrator {
     pub(super) fn events_published(&self) {
         self.start_dispatcher();
         self.dispatcher.wake.notify_one();
+        self.deliveries.log_changed();
     }
 
     /// Starts the dispatcher once (at recovery, or on the first publish).

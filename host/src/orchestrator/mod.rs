@@ -10,7 +10,9 @@
 //! - `definitions.rs`: storing definitions and the cache of them;
 //! - `waiters.rs`: callers waiting for an execution to end;
 //! - `timers.rs`: executions parked until a time, and the task that restarts them;
-//! - `quarantine.rs`: executions whose stored stream cannot be read, set aside once.
+//! - `quarantine.rs`: executions whose stored stream cannot be read, set aside once;
+//! - `dispatch.rs`: the topic log's delivery to triggers and waits;
+//! - `subscriptions.rs`: subscriptions, their dead letters, and their workers' control.
 
 mod commands;
 mod definitions;
@@ -18,6 +20,7 @@ mod dispatch;
 mod driver;
 mod quarantine;
 mod registry;
+mod subscriptions;
 mod timers;
 mod trace;
 mod waiters;
@@ -38,6 +41,7 @@ use crate::runtime::PluginCache;
 use crate::store::{Store, StoreError};
 
 pub use commands::TriggerKeys;
+pub use subscriptions::SubscriptionView;
 pub use timers::PARK_AFTER_MS;
 
 /// Orchestrator settings.
@@ -114,6 +118,12 @@ pub enum OrchestratorError {
     /// A secret could not be stored or read.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    /// No subscription with that name.
+    #[error("subscription {0} does not exist")]
+    UnknownSubscription(String),
+    /// A subscription was refused.
+    #[error(transparent)]
+    Subscription(#[from] crate::domain::subscription::SubscriptionError),
     /// The stored stream could not be folded.
     #[error(transparent)]
     Fold(#[from] crate::domain::state::FoldError),
@@ -157,6 +167,7 @@ pub struct Orchestrator {
     quarantine: quarantine::Quarantine,
     secrets: crate::secrets::Vault,
     dispatcher: dispatch::Dispatcher,
+    deliveries: crate::delivery::Deliveries,
     /// Every driver and the timer task: shutdown waits for these, not for a count to drop.
     tasks: TaskTracker,
 }
@@ -170,10 +181,21 @@ impl Orchestrator {
         config: OrchestratorConfig,
     ) -> Arc<Self> {
         let secrets = crate::secrets::Vault::new(store.clone(), config.secret_key.clone());
+        let stopping = watch::channel(false).0;
+        let tasks = TaskTracker::new();
+        let deliveries = crate::delivery::Deliveries::new(
+            store.clone(),
+            secrets.clone(),
+            clock.clone(),
+            plugins.runtime().tls_config(),
+            stopping.subscribe(),
+            tasks.clone(),
+        );
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             secrets,
             dispatcher: Default::default(),
+            deliveries,
             store,
             plugins,
             clock,
@@ -187,8 +209,8 @@ impl Orchestrator {
             streams_loaded: AtomicU64::new(0),
             timers: Default::default(),
             quarantine: Default::default(),
-            tasks: TaskTracker::new(),
-            stopping: watch::channel(false).0,
+            tasks,
+            stopping,
         })
     }
 
@@ -246,6 +268,10 @@ impl Orchestrator {
         self.load_quarantine().await?;
         // Events recorded but not yet delivered when the host stopped are delivered now.
         self.start_dispatcher();
+        let subscriptions = self.deliveries.start_all().await?;
+        if subscriptions > 0 {
+            tracing::info!(count = subscriptions, "delivering to subscriptions");
+        }
         let ids = self.store.unfinished().await?;
         for id in &ids {
             self.ensure_driver(*id);

@@ -181,6 +181,12 @@ impl Runtime {
         Ok(Arc::new(Self { engine, linker, limits, instances, outbound, _ticker: ticker }))
     }
 
+    /// The TLS client settings plugins' requests use (roots and `--ca-bundle`), for the host's
+    /// own outbound connections (webhooks).
+    pub fn tls_config(&self) -> rustls::ClientConfig {
+        self.outbound.tls_config()
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -114,6 +114,7 @@ pub struct OpenReport {
 }
 
 /// The host's secrets: the store's records, sealed and opened with the host's key.
+#[derive(Clone)]
 pub struct Vault {
     store: Arc<dyn SecretStore>,
     key: Option<SealKey>,

@@ -17,6 +17,7 @@ use super::{
     Created, DefinitionPut, Effects, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry,
     StateKey, StateValue, StoreError, StoredDefinition,
 };
+use crate::domain::subscription::{DeadLetter, StartAt, Subscription, cursor_name};
 use crate::domain::{
     EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName, TopicEvent,
 };
@@ -42,6 +43,10 @@ pub trait Snapshot {
     fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError>;
     /// The `seq` of the topic event with this id, if the log holds one.
     fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError>;
+    /// Whether a subscription is stored under `name`.
+    fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError>;
+    /// The `seq`s of a subscription's dead letters.
+    fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError>;
 }
 
 /// One change a backend must make durable. Applied in order, all in one atomic write.
@@ -128,6 +133,22 @@ pub enum Mutation {
         /// The last `seq` it has dealt with.
         seq: u64,
     },
+    /// A subscription stored (`Some`), or removed (`None`) with its cursor.
+    Subscription {
+        /// Its name.
+        name: String,
+        /// It.
+        record: Option<Subscription>,
+    },
+    /// A subscription's dead letter stored (`Some`) or removed (`None`).
+    DeadLetter {
+        /// The subscription.
+        subscription: String,
+        /// The event's `seq`.
+        seq: u64,
+        /// The letter.
+        record: Option<DeadLetter>,
+    },
     /// A secret's record stored (`Some`) or removed (`None`).
     Secret {
         /// Its name.
@@ -153,6 +174,7 @@ pub struct Commit<S> {
     plugins: HashMap<(PluginName, PluginVersion), PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
     secrets: HashMap<String, bool>,
+    subscriptions: HashMap<String, bool>,
     topic_events: HashMap<String, u64>,
     state_clock: u64,
     clock_moved: bool,
@@ -170,6 +192,7 @@ impl<S: Snapshot> Commit<S> {
             plugins: HashMap::new(),
             definitions: HashMap::new(),
             secrets: HashMap::new(),
+            subscriptions: HashMap::new(),
             topic_events: HashMap::new(),
             state_clock,
             clock_moved: false,
@@ -381,6 +404,64 @@ impl<S: Snapshot> Commit<S> {
         match self.secrets.get(name) {
             Some(exists) => Ok(*exists),
             None => self.snapshot.secret_exists(name),
+        }
+    }
+
+    /// Stores `sub`; `true` when its name was new. A new subscription's cursor starts at the
+    /// log's end (`StartAt::Now`: the events recorded after this commit) or its start; a
+    /// replaced one keeps its cursor and dead letters.
+    pub fn put_subscription(&mut self, sub: Subscription, start: StartAt) -> Result<bool, StoreError> {
+        let existed = self.subscription_exists(&sub.name)?;
+        if !existed {
+            let seq = match start {
+                StartAt::Now => self.state_clock,
+                StartAt::Start => 0,
+            };
+            self.mutations.push(Mutation::Cursor { name: cursor_name(&sub.name), seq });
+        }
+        self.subscriptions.insert(sub.name.clone(), true);
+        self.mutations.push(Mutation::Subscription { name: sub.name.clone(), record: Some(sub) });
+        Ok(!existed)
+    }
+
+    /// Removes the subscription `name` with its cursor and dead letters; `false` (and nothing
+    /// staged) when there was none.
+    pub fn delete_subscription(&mut self, name: String) -> Result<bool, StoreError> {
+        if !self.subscription_exists(&name)? {
+            return Ok(false);
+        }
+        for seq in self.snapshot.dead_letter_seqs(&name)? {
+            self.mutations.push(Mutation::DeadLetter { subscription: name.clone(), seq, record: None });
+        }
+        self.subscriptions.insert(name.clone(), false);
+        self.mutations.push(Mutation::Subscription { name, record: None });
+        Ok(true)
+    }
+
+    /// Stores (`Some`) or removes (`None`) dead letters of subscription `name` and moves its
+    /// cursor to `cursor`, if given; nothing when the subscription is gone (`false`).
+    pub fn dead_letters(
+        &mut self,
+        name: String,
+        letters: Vec<(u64, Option<DeadLetter>)>,
+        cursor: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        if !self.subscription_exists(&name)? {
+            return Ok(false);
+        }
+        for (seq, record) in letters {
+            self.mutations.push(Mutation::DeadLetter { subscription: name.clone(), seq, record });
+        }
+        if let Some(seq) = cursor {
+            self.mutations.push(Mutation::Cursor { name: cursor_name(&name), seq });
+        }
+        Ok(true)
+    }
+
+    fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        match self.subscriptions.get(name) {
+            Some(exists) => Ok(*exists),
+            None => self.snapshot.subscription_exists(name),
         }
     }
 

@@ -41,6 +41,12 @@ impl Snapshot for &Model {
     fn topic_event_seq(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    fn subscription_exists(&mut self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn dead_letter_seqs(&mut self, _: &str) -> Result<Vec<u64>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 impl Model {
@@ -70,7 +76,9 @@ impl Model {
                 | Mutation::Definition(_)
                 | Mutation::Secret { .. }
                 | Mutation::TopicEvent { .. }
-                | Mutation::Cursor { .. } => {}
+                | Mutation::Cursor { .. }
+                | Mutation::Subscription { .. }
+                | Mutation::DeadLetter { .. } => {}
             }
         }
     }

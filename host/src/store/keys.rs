@@ -23,6 +23,8 @@ const BY_KEY: u8 = b'y';
 const TOPIC_EVENT: u8 = b'v';
 const TOPIC_EVENT_ID: u8 = b'w';
 const CURSOR: u8 = b'c';
+const SUBSCRIPTION: u8 = b'u';
+const DEAD_LETTER: u8 = b'l';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -219,6 +221,26 @@ pub fn topic_event_id(id: &str) -> Vec<u8> {
 /// `c ‖ name`: a cursor of the topic log.
 pub fn cursor(name: &str) -> Vec<u8> {
     key(&[&[CURSOR], name.as_bytes()])
+}
+
+/// `u ‖ name`: a subscription.
+pub fn subscription(name: &str) -> Vec<u8> {
+    key(&[&[SUBSCRIPTION], name.as_bytes()])
+}
+
+/// Prefix of all subscriptions.
+pub fn subscriptions() -> Vec<u8> {
+    vec![SUBSCRIPTION]
+}
+
+/// `l ‖ subscription ‖ 0 ‖ seq (big-endian)`: a dead letter; a subscription's sort by `seq`.
+pub fn dead_letter(subscription: &str, seq: u64) -> Vec<u8> {
+    key(&[&[DEAD_LETTER], subscription.as_bytes(), &[0], &seq.to_be_bytes()])
+}
+
+/// Prefix of a subscription's dead letters.
+pub fn dead_letters_of(subscription: &str) -> Vec<u8> {
+    key(&[&[DEAD_LETTER], subscription.as_bytes(), &[0]])
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ struct Inner {
     topic_log: BTreeMap<u64, crate::domain::TopicEvent>,
     topic_ids: HashMap<String, u64>,
     cursors: HashMap<String, u64>,
+    subscriptions: BTreeMap<String, Subscription>,
+    dead_letters: BTreeMap<(String, u64), DeadLetter>,
 }
 
 impl Snapshot for &mut Inner {
@@ -55,9 +57,21 @@ impl Snapshot for &mut Inner {
     fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.topic_ids.get(id).copied())
     }
+
+    fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.subscriptions.contains_key(name))
+    }
+
+    fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {
+        Ok(self.letters_of(name).map(|(seq, _)| seq).collect())
+    }
 }
 
 impl Inner {
+    fn letters_of(&self, name: &str) -> impl Iterator<Item = (u64, &DeadLetter)> {
+        self.dead_letters.range((name.to_owned(), 0)..=(name.to_owned(), u64::MAX)).map(|((_, seq), l)| (*seq, l))
+    }
+
     /// Stages one write with the commit rules and applies what it answers.
     fn commit<T>(
         &mut self,
@@ -121,6 +135,19 @@ impl Inner {
             }
             Mutation::Cursor { name, seq } => {
                 self.cursors.insert(name, seq);
+            }
+            Mutation::Subscription { name, record: Some(sub) } => {
+                self.subscriptions.insert(name, sub);
+            }
+            Mutation::Subscription { name, record: None } => {
+                self.cursors.remove(&cursor_name(&name));
+                self.subscriptions.remove(&name);
+            }
+            Mutation::DeadLetter { subscription, seq, record: Some(letter) } => {
+                self.dead_letters.insert((subscription, seq), letter);
+            }
+            Mutation::DeadLetter { subscription, seq, record: None } => {
+                self.dead_letters.remove(&(subscription, seq));
             }
         }
     }
@@ -302,6 +329,35 @@ impl TopicStore for MemoryStore {
             c.set_cursor(name.to_owned(), seq);
             Ok(())
         })
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for MemoryStore {
+    async fn subscription_put(&self, sub: Subscription, start: StartAt) -> Result<bool, StoreError> {
+        self.lock().commit(|c| c.put_subscription(sub, start))
+    }
+
+    async fn subscription_delete(&self, name: &str) -> Result<bool, StoreError> {
+        self.lock().commit(|c| c.delete_subscription(name.to_owned()))
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self.lock().subscriptions.values().cloned().collect())
+    }
+
+    async fn dead_letters_write(
+        &self,
+        name: &str,
+        letters: Vec<(u64, Option<DeadLetter>)>,
+        cursor: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.lock().commit(|c| c.dead_letters(name.to_owned(), letters, cursor))
+    }
+
+    async fn dead_letters(&self, name: &str, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.letters_of(name).filter(|(seq, _)| *seq > after).take(limit).map(|(_, l)| l.clone()).collect())
     }
 }
 

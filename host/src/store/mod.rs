@@ -14,6 +14,7 @@ mod state;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::subscription::{DeadLetter, StartAt, Subscription, cursor_name};
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
 
 pub use memory::MemoryStore;
@@ -384,6 +385,33 @@ pub trait TopicStore: Send + Sync + 'static {
     async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
 }
 
+/// Subscriptions (docs/subscriptions.md) and their dead letters. A subscription's cursor in the
+/// topic log is the [`TopicStore`] cursor named by [`cursor_name`].
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync + 'static {
+    /// Stores `sub` (a new one's cursor starts where `start` says); `true` when it is new.
+    async fn subscription_put(&self, sub: Subscription, start: StartAt) -> Result<bool, StoreError>;
+
+    /// Removes a subscription with its cursor and dead letters; `false` when there was none.
+    async fn subscription_delete(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every subscription, by name.
+    async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Stores (`Some`) or removes (`None`) dead letters of subscription `name`, by `seq`, and
+    /// moves its cursor to `cursor` if given, in one commit; `false` (nothing written) when the
+    /// subscription is gone.
+    async fn dead_letters_write(
+        &self,
+        name: &str,
+        letters: Vec<(u64, Option<DeadLetter>)>,
+        cursor: Option<u64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` dead letters of subscription `name` with a `seq` above `after`, in order.
+    async fn dead_letters(&self, name: &str, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+}
+
 /// Everything the host stores.
-pub trait Store: EventStore + CatalogStore + StateStore + SecretStore + TopicStore {}
-impl<T: EventStore + CatalogStore + StateStore + SecretStore + TopicStore> Store for T {}
+pub trait Store: EventStore + CatalogStore + StateStore + SecretStore + TopicStore + SubscriptionStore {}
+impl<T: EventStore + CatalogStore + StateStore + SecretStore + TopicStore + SubscriptionStore> Store for T {}

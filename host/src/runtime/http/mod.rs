@@ -163,6 +163,12 @@ impl Outbound {
         Ok(Self { limits, tls: Arc::new(tls) })
     }
 
+    /// The TLS client settings (the platform's roots and the configured bundle), for the
+    /// host's own outbound connections.
+    pub fn tls_config(&self) -> rustls::ClientConfig {
+        (*self.tls).clone()
+    }
+
     /// The hooks of one attempt.
     pub fn session(&self, access: HttpAccess, idempotency_key: &str) -> HttpSession {
         HttpSession {

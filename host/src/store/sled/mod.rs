@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicU64;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use super::commit::Commit;
 pub use disk_guard::DEFAULT_RESERVE_BYTES;
 use disk_guard::DiskGuard;
 use reads::{current_summary, decode, decode_write, get, latest_definition, scan_ids};
@@ -83,6 +84,15 @@ impl SledStore {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| unavailable("store writer has stopped"))?;
         rx.await.map_err(|_| unavailable("store writer has stopped"))?
+    }
+
+    /// Stages `f` into the writer's next group (the rules of [`super::commit`]) and answers
+    /// once that group is durable.
+    async fn commit<T: Send + 'static>(
+        &self,
+        f: impl for<'a, 'b> FnOnce(&'b mut Commit<writer::SledSnapshot<'a>>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write(|reply| Write::Staged(Box::new(move |c| writer::finish(f(c), reply)))).await
     }
 
     async fn read_with<T: Send + 'static>(
@@ -310,6 +320,44 @@ impl TopicStore for SledStore {
     async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
         let name = name.to_owned();
         self.write(|reply| Write::SetCursor { name, seq, reply }).await
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for SledStore {
+    async fn subscription_put(&self, sub: Subscription, start: StartAt) -> Result<bool, StoreError> {
+        self.commit(move |c| c.put_subscription(sub, start)).await
+    }
+
+    async fn subscription_delete(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.commit(move |c| c.delete_subscription(name)).await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        self.read_with(|db| {
+            db.scan_prefix(keys::subscriptions()).values().map(|v| decode(&v.map_err(unavailable)?)).collect()
+        })
+        .await
+    }
+
+    async fn dead_letters_write(
+        &self,
+        name: &str,
+        letters: Vec<(u64, Option<DeadLetter>)>,
+        cursor: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.commit(move |c| c.dead_letters(name, letters, cursor)).await
+    }
+
+    async fn dead_letters(&self, name: &str, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let (start, end) =
+            (keys::dead_letter(name, after.saturating_add(1)), keys::prefix_end(&keys::dead_letters_of(name)));
+        self.read_with(move |db| {
+            db.range(start..end).values().take(limit).map(|v| decode(&v.map_err(unavailable)?)).collect()
+        })
+        .await
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::disk_guard::DiskGuard;
 use super::reads::{current_summary, encode, get, latest_definition};
 use super::{CommitStats, unavailable};
+use crate::domain::subscription::cursor_name;
 use crate::domain::{EventRecord, ExecutionId, PluginName, PluginVersion, SagaDefinition, SagaName};
 use crate::store::commit::{Commit, KeyRecord, Mutation, Snapshot};
 use crate::store::{
@@ -80,12 +81,14 @@ pub(super) enum Write {
         seq: u64,
         reply: Reply<()>,
     },
+    /// Any other write: stages itself and answers its caller (see `SledStore::commit`).
+    Staged(Stage),
 }
 
 /// What the rules read, straight from sled; stream heads are cached across groups (this
 /// thread is the only writer, so they stay true) so that an append does not read and decode
 /// its summary.
-struct SledSnapshot<'a> {
+pub(super) struct SledSnapshot<'a> {
     db: &'a sled::Db,
     heads: &'a mut HashMap<ExecutionId, ExecutionSummary>,
 }
@@ -134,22 +137,41 @@ impl Snapshot for SledSnapshot<'_> {
             None => Ok(None),
         }
     }
+
+    fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        self.db.contains_key(keys::subscription(name)).map_err(unavailable)
+    }
+
+    fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {
+        self.db
+            .scan_prefix(keys::dead_letters_of(name))
+            .keys()
+            .map(|k| {
+                keys::event_seq(&k.map_err(unavailable)?).ok_or_else(|| StoreError::Corrupt("dead letter key".into()))
+            })
+            .collect()
+    }
 }
 
-type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A write that stages itself into the group's commit and returns how to answer its caller.
+pub(super) type Stage = Box<dyn for<'a, 'b> FnOnce(&'b mut Commit<SledSnapshot<'a>>) -> Finish + Send>;
+
+/// Answers `reply` with `result` once the group it was staged in is committed.
+pub(super) fn finish<T: Send + 'static>(result: Result<T, StoreError>, reply: Reply<T>) -> Finish {
+    Box::new(move |committed| {
+        // Failed writes staged nothing, so they answer with their own error.
+        let answer = match (result, committed) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+        };
+        let _ = reply.send(answer);
+    })
+}
 
 /// Stages one write; the returned closure answers its caller once the group is committed.
 fn stage(commit: &mut Commit<SledSnapshot<'_>>, w: Write) -> Finish {
-    fn finish<T: Send + 'static>(result: Result<T, StoreError>, reply: Reply<T>) -> Finish {
-        Box::new(move |committed| {
-            // Failed writes staged nothing, so they answer with their own error.
-            let answer = match (result, committed) {
-                (Ok(v), Ok(())) => Ok(v),
-                (Ok(_), Err(e)) | (Err(e), _) => Err(e),
-            };
-            let _ = reply.send(answer);
-        })
-    }
     match w {
         Write::Create { id, saga, records, idem, reply } => finish(commit.create(id, saga, records, idem), reply),
         Write::Append { id, expected, records, state, reply } => {
@@ -171,6 +193,7 @@ fn stage(commit: &mut Commit<SledSnapshot<'_>>, w: Write) -> Finish {
             commit.set_cursor(name, seq);
             finish(Ok(()), reply)
         }
+        Write::Staged(f) => f(commit),
     }
 }
 
@@ -236,6 +259,17 @@ impl Batch {
                 self.put(keys::topic_event(*seq), encode(event));
             }
             Mutation::Cursor { name, seq } => self.put(keys::cursor(name), &seq.to_be_bytes()),
+            Mutation::Subscription { name, record: Some(sub) } => self.put(keys::subscription(name), encode(sub)),
+            Mutation::Subscription { name, record: None } => {
+                self.batch.remove(keys::subscription(name));
+                self.batch.remove(keys::cursor(&cursor_name(name)));
+            }
+            Mutation::DeadLetter { subscription, seq, record: Some(letter) } => {
+                self.put(keys::dead_letter(subscription, *seq), encode(letter))
+            }
+            Mutation::DeadLetter { subscription, seq, record: None } => {
+                self.batch.remove(keys::dead_letter(subscription, *seq))
+            }
         }
     }
 }
