@@ -16,6 +16,7 @@ pub mod clock;
 pub mod delivery;
 pub mod demo;
 pub mod domain;
+pub mod ingress;
 pub mod metrics;
 pub mod orchestrator;
 pub mod runtime;

@@ -65,6 +65,15 @@ pub struct DeliveryLabels {
     pub outcome: String,
 }
 
+/// Labels of a stream ingress's entries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressLabels {
+    /// The stream.
+    pub stream: String,
+    /// `recorded`, `duplicate` (an event with its id was in the log) or `refused` (unusable).
+    pub outcome: String,
+}
+
 /// Labels of one subscription.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriptionLabels {
@@ -110,6 +119,8 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     /// Time from an event's record in the log to its delivery, by subscription.
     pub delivery_lag_seconds: Family<SubscriptionLabels, Histogram, fn() -> Histogram>,
+    /// Stream entries read by an ingress, by stream and outcome.
+    pub ingress_entries: Family<IngressLabels, Counter>,
 }
 
 impl Metrics {
@@ -131,6 +142,7 @@ impl Metrics {
             quarantined_executions: Gauge::default(),
             deliveries: Family::default(),
             delivery_lag_seconds: Family::new_with_constructor(seconds_histogram),
+            ingress_entries: Family::default(),
             registry: Registry::default(),
         };
         registry.register("executions_started", "Executions started", m.executions_started.clone());
@@ -183,6 +195,11 @@ impl Metrics {
             "delivery_lag_seconds",
             "Time from an event's record in the topic log to its delivery, by subscription",
             m.delivery_lag_seconds.clone(),
+        );
+        registry.register(
+            "ingress_entries",
+            "Redis stream entries read by an ingress, by stream and outcome (recorded, duplicate, refused)",
+            m.ingress_entries.clone(),
         );
         Self { registry, ..m }
     }

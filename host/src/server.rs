@@ -41,6 +41,8 @@ pub struct HostConfig {
     pub shutdown_grace: Duration,
     /// Free disk space the store keeps; writes are refused below it.
     pub store_reserve_bytes: u64,
+    /// Redis streams read into the topic log.
+    pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,
 }
 
 impl HostConfig {
@@ -56,6 +58,7 @@ impl HostConfig {
             insecure: false,
             shutdown_grace: Duration::from_secs(10),
             store_reserve_bytes: crate::store::DEFAULT_RESERVE_BYTES,
+            redis_ingress: Vec::new(),
         }
     }
 }
@@ -120,6 +123,9 @@ impl Host {
                 tracing::error!(error = %e, "recovery failed");
             }
         });
+        for ingress in config.redis_ingress.clone() {
+            orch.spawn(crate::ingress::redis::run(orch.clone(), ingress));
+        }
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "sagahost listening");
         Ok(Self { orch, addr, stop_http: Some(stop_http), server, grace: config.shutdown_grace })
     }

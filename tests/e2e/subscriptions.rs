@@ -347,3 +347,90 @@ async fn redis_streams_get_every_event_with_its_id() {
     assert_eq!(serde_json::from_str::<Value>(&fields["payload"]).unwrap(), json!({"i": 3}));
     let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
 }
+
+/// The Redis Streams ingress, on the real local Redis: entries become events once each (by
+/// id), start the sagas they trigger, and are acknowledged only once recorded — also across a
+/// kill -9 in the middle; an unusable entry is acknowledged and not recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stream_ingress_records_every_entry_once_and_acknowledges_it() {
+    let Some(url) = redis_url() else { return };
+    let mut conn = redis_connection(&url).await;
+    let stream = format!("sagahost-in-{}", uuid::Uuid::now_v7());
+    let spec = format!("{url}?stream={stream}&group=hosts&from=start");
+    let (_tmp, dir) = data_dir();
+    let mut host = HostProcess::start(&dir, &["--redis-ingress", &spec]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    api.put_saga(
+        "on-order",
+        &json!({"triggers": [{"topic": "OrderCreated", "key": "order_id"}],
+                "steps": [{"name": "note", "plugin": "testkit@1.0.0"}]}),
+    )
+    .await;
+    let add = |i: usize| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&stream).arg("*").arg("topic").arg("OrderCreated").arg("id").arg(format!("in-{i}"));
+        cmd.arg("payload").arg(json!({"order_id": format!("o-{i}")}).to_string());
+        cmd
+    };
+    for i in 0..150 {
+        let _: String = add(i).query_async(&mut conn).await.unwrap();
+    }
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("topic")
+        .arg("OrderCreated")
+        .arg("payload")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Killed while reading; the rest (and a re-sent entry) after the restart.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    host.kill();
+    let host = HostProcess::start(&dir, &["--redis-ingress", &spec]);
+    let api = Api::new(&host.url);
+    for i in 150..300 {
+        let _: String = add(i).query_async(&mut conn).await.unwrap();
+    }
+    let _: String = add(7).query_async(&mut conn).await.unwrap();
+
+    let start = Instant::now();
+    let log = loop {
+        let (_, log) = api.call(Method::GET, "/v1/events?limit=1000", None).await;
+        let log = log["events"].as_array().unwrap().clone();
+        if log.len() >= 300 {
+            break log;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{} of 300 recorded", log.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut ids: Vec<&str> = log.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 300, "each entry once, the unusable one not at all");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300);
+    // Every entry is acknowledged once recorded (or refused).
+    let start = Instant::now();
+    loop {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING").arg(&stream).arg("hosts").query_async(&mut conn).await.unwrap();
+        if pending.first() == Some(&redis::Value::Int(0)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "entries left unacknowledged: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And each started its saga once.
+    let start = Instant::now();
+    loop {
+        let (_, list) = api.call(Method::GET, "/v1/executions?saga=on-order&limit=1000", None).await;
+        let n = list["executions"].as_array().unwrap().len();
+        if n == 300 {
+            break;
+        }
+        assert!(n < 300 && start.elapsed() < Duration::from_secs(60), "{n} executions");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+}

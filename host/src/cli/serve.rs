@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Events in from brokers.
+    #[command(flatten)]
+    pub ingress: IngressArgs,
     /// Not a flag of `serve` but of the client commands: caught so that `serve --token X`
     /// fails naming the flags meant instead of starting an unprotected host.
     #[arg(long = "token", hide = true, num_args = 0..=1, value_name = "TOKEN")]
@@ -199,6 +202,17 @@ pub struct StoreArgs {
     pub secret_key: Option<String>,
 }
 
+/// Events in from brokers (docs/topics.md, "Redis Streams ingress").
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Ingress")]
+pub struct IngressArgs {
+    /// Read a Redis stream into the topic log through a consumer group:
+    /// `redis://HOST:PORT[/DB]?stream=NAME[&group=G][&consumer=C][&topic=T][&from=start|now]`.
+    /// Repeat for several streams (in the variable: separated by spaces).
+    #[arg(long, env = "SAGAHOST_REDIS_INGRESS", value_delimiter = ' ', value_parser = crate::ingress::redis::RedisIngress::parse)]
+    pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,
+}
+
 /// Telemetry.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Telemetry")]
@@ -293,6 +307,7 @@ impl ServeArgs {
         http.ca_bundle = h.http_ca_bundle;
         config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
         config.orchestrator.secret_key = secret_key(self.store.secret_key_file, self.store.secret_key)?;
+        config.redis_ingress = self.ingress.redis_ingress;
         Ok(config)
     }
 }

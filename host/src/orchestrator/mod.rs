@@ -214,6 +214,19 @@ impl Orchestrator {
         })
     }
 
+    /// Turns true when the host starts to stop.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Runs `task` beside the executions (an ingress, ...): a stop waits for it, within its
+    /// grace period, so it must end soon after [`Orchestrator::stopping`] turns true.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if !*self.stopping.borrow() {
+            self.tasks.spawn(task);
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
