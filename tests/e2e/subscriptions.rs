@@ -414,7 +414,8 @@ async fn a_redis_stream_ingress_records_every_entry_once_and_acknowledges_it() {
     // Every entry is acknowledged once recorded (or refused).
     let start = Instant::now();
     loop {
-        let pending: Vec<redis::Value> = redis::cmd("XPENDING").arg(&stream).arg("hosts").query_async(&mut conn).await.unwrap();
+        let pending: Vec<redis::Value> =
+            redis::cmd("XPENDING").arg(&stream).arg("hosts").query_async(&mut conn).await.unwrap();
         if pending.first() == Some(&redis::Value::Int(0)) {
             break;
         }

@@ -238,7 +238,10 @@ mod tests {
     #[test]
     fn specs_are_parsed_with_defaults_and_bad_ones_named() {
         let i = RedisIngress::parse("redis://127.0.0.1:6379?stream=orders").unwrap();
-        assert_eq!((i.url.as_str(), i.stream.as_str(), i.group.as_str()), ("redis://127.0.0.1:6379", "orders", "sagahost"));
+        assert_eq!(
+            (i.url.as_str(), i.stream.as_str(), i.group.as_str()),
+            ("redis://127.0.0.1:6379", "orders", "sagahost")
+        );
         assert!(!i.from_start && i.topic.is_none());
         let i = RedisIngress::parse("redis://u:p@h:1/2?stream=s&group=g&consumer=c&topic=T&from=start").unwrap();
         assert_eq!((i.consumer.as_str(), i.topic.as_deref(), i.from_start), ("c", Some("T"), true));
@@ -260,9 +263,12 @@ mod tests {
     #[test]
     fn entries_become_events_or_say_why_not() {
         let i = RedisIngress::parse("redis://h:1?stream=orders").unwrap();
-        let e = event_of(&i, &entry(&[("topic", b"OrderCreated"), ("payload", b"{\"a\":1}"), ("key", b"o-1")]), 5)
-            .unwrap();
-        assert_eq!((e.id.as_str(), e.topic.as_str(), e.key.as_deref(), e.at), ("orders:1700-0", "OrderCreated", Some("o-1"), 5));
+        let e =
+            event_of(&i, &entry(&[("topic", b"OrderCreated"), ("payload", b"{\"a\":1}"), ("key", b"o-1")]), 5).unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.topic.as_str(), e.key.as_deref(), e.at),
+            ("orders:1700-0", "OrderCreated", Some("o-1"), 5)
+        );
         assert_eq!(e.payload, serde_json::json!({"a": 1}));
         let e = event_of(&i, &entry(&[("topic", b"T"), ("id", b"evt-9")]), 0).unwrap();
         assert_eq!((e.id.as_str(), &e.payload), ("evt-9", &serde_json::json!({})));
