@@ -27,6 +27,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.events {
+        let phase = std::time::Duration::from_secs_f64(args.phase_secs);
+        let report = sagahost::bench::events::run(phase, Some(args.redis_url)).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            sagahost::bench::events::print(&report);
+        }
+        return Ok(());
+    }
     if args.http {
         let report = sagahost::bench::http::run(std::time::Duration::from_secs_f64(args.phase_secs)).await?;
         if args.json {

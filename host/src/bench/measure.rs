@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::lock;
 
+#[derive(Default)]
 pub(super) struct Progress {
     pub(super) phase: std::sync::Mutex<String>,
     pub(super) count: AtomicU64,

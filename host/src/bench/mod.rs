@@ -4,10 +4,11 @@
 //! HTTP and in-process at a sweep of concurrencies. It prints a table (or `--json`) and,
 //! last, the ratio of the host's steps/s to the lower raw limit. `--scale N` measures the
 //! scale figures instead (see [`scale`]), `--http` what a plugin's HTTP call adds to a step
-//! (see [`http`]).
+//! (see [`http`]), `--events` how fast emitted events reach subscribers (see [`events`]).
 #![allow(clippy::print_stdout)]
 
 mod client;
+pub mod events;
 pub mod http;
 mod measure;
 pub mod scale;

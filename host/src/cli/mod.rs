@@ -83,6 +83,13 @@ pub struct BenchArgs {
     /// same call made by the host (one phase of `--phase-secs`).
     #[arg(long, env = "SAGAHOST_HTTP", value_parser = BoolishValueParser::new(), conflicts_with = "scale")]
     pub http: bool,
+    /// Measure instead how fast emitted events reach a webhook and a Redis stream: events/s
+    /// and emit → delivery latency (one live phase of `--phase-secs` per target).
+    #[arg(long, env = "SAGAHOST_EVENTS", value_parser = BoolishValueParser::new(), conflicts_with_all = ["scale", "http"])]
+    pub events: bool,
+    /// The Redis `--events` measures (skipped, saying so, when it does not answer).
+    #[arg(long, env = "SAGAHOST_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }
 
 /// A bearer token from the command line or the environment. An empty or blank one is refused:
