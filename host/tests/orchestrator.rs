@@ -276,3 +276,54 @@ async fn shutdown_waits_for_running_attempts_but_not_for_waiting_executions() {
         assert_eq!(exec.status, ExecutionStatus::Completed, "{id}");
     }
 }
+
+/// docs/topics.md, "Waits resumed by events": an event recorded with an execution's business
+/// key before the execution existed resumes its wait when the wait begins — if it was recorded
+/// at most ten minutes before the execution started; an older one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_recorded_before_an_execution_started_resume_its_wait_within_the_window() {
+    use sagahost::domain::TopicEvent;
+    use sagahost::orchestrator::TriggerKeys;
+    let (_store, orch, clock) = host(false).await;
+    let saga = SagaName::parse("order").unwrap();
+    let doc = json!({"steps": [
+        {"name": "create", "plugin": "testkit@1.0.0"},
+        {"name": "await_credit", "wait_for": {"topics": ["CreditReserved"], "timeout_ms": 3_600_000}},
+    ]});
+    orch.put_definition(saga.clone(), doc.to_string().as_bytes()).await.unwrap();
+    let publish = |id: &str, key: &str| TopicEvent {
+        id: id.into(),
+        topic: "CreditReserved".into(),
+        key: Some(key.into()),
+        payload: json!({"from": id}),
+        at: sagahost::clock::Clock::now_ms(&*clock),
+        source: None,
+    };
+    orch.publish_event(publish("old", "o-old")).await.unwrap();
+    orch.publish_event(publish("other-key", "o-x")).await.unwrap();
+    clock.advance(11 * 60 * 1_000);
+    orch.publish_event(publish("early", "o-1")).await.unwrap();
+    clock.advance(9 * 60 * 1_000);
+
+    let start = |key: &str| {
+        let (orch, saga, key) = (orch.clone(), saga.clone(), key.to_owned());
+        async move {
+            let keys = TriggerKeys { idempotency_key: None, key: Some(key) };
+            orch.start_keyed(&saga, json!({}), keys).await.unwrap().id
+        }
+    };
+    // Recorded 9 minutes before the execution started: taken when the wait begins.
+    let id = start("o-1").await;
+    let done = until_recorded(&orch, id, is_terminal).await;
+    assert!(matches!(done.event, Event::ExecutionCompleted), "{done:?}");
+    let exec = orch.execution(id).await.unwrap();
+    assert_eq!(exec.signals.len(), 1);
+    assert_eq!((exec.signals[0].id.as_deref(), &exec.signals[0].payload), (Some("early"), &json!({"from": "early"})));
+
+    // Recorded 20 minutes before: not taken; the wait goes on.
+    let id = start("o-old").await;
+    until_recorded(&orch, id, started("await_credit", 1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exec = orch.execution(id).await.unwrap();
+    assert!(exec.signals.is_empty() && exec.status == ExecutionStatus::Running, "{:?}", exec.signals);
+}

@@ -88,9 +88,7 @@ pub async fn run(phase: Duration, redis_url: Option<String>) -> anyhow::Result<E
     orch.put_definition(saga.clone(), definition.to_string().as_bytes()).await?;
     let mut targets = Vec::new();
     let (webhook, arrivals) = webhook_receiver().await?;
-    targets.push(
-        measure(&orch, &saga, "webhook", json!({"webhook": {"url": webhook}}), &arrivals, phase, "w").await?,
-    );
+    targets.push(measure(&orch, &saga, "webhook", json!({"webhook": {"url": webhook}}), &arrivals, phase, "w").await?);
     let mut redis_skipped = None;
     match redis_url {
         None => redis_skipped = Some("no Redis URL given".into()),
@@ -139,8 +137,7 @@ async fn measure(
         async move {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let input = json!({"order_id": format!("{prefix}-{n}"), "customer_id": "c", "amount": 1});
-            let (_, done) =
-                orch.start_and_wait(&saga, input, TriggerKeys::default(), Duration::from_secs(30)).await?;
+            let (_, done) = orch.start_and_wait(&saga, input, TriggerKeys::default(), Duration::from_secs(30)).await?;
             match done.map(|e| e.status) {
                 Some(crate::domain::ExecutionStatus::Completed) => Ok(()),
                 other => bail!("a bench saga ended {other:?}"),
@@ -220,9 +217,10 @@ async fn webhook_receiver() -> anyhow::Result<(String, Arrivals)> {
 async fn redis_receiver(url: &str) -> anyhow::Result<(String, Arrivals)> {
     let client = redis::Client::open(url)?;
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
-    let mut conn = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection_with_config(&config))
-        .await
-        .context("connecting timed out")??;
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection_with_config(&config))
+            .await
+            .context("connecting timed out")??;
     let stream = format!("sagahost-bench-{}", uuid::Uuid::now_v7());
     let arrivals: Arrivals = Arc::default();
     let state = arrivals.clone();

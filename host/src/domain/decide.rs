@@ -160,6 +160,18 @@ fn all_steps_done(exec: &Execution, def: &SagaDefinition) -> bool {
     })
 }
 
+/// The wait step the execution is in, if it is in one: started, not ended, while running.
+pub fn open_wait<'a>(exec: &Execution, def: &'a SagaDefinition) -> Option<(&'a StepDefinition, &'a WaitFor)> {
+    if exec.status != ExecutionStatus::Running {
+        return None;
+    }
+    def.steps.iter().find_map(|sdef| {
+        let wait = sdef.wait_for.as_ref()?;
+        let state = exec.step(&sdef.name)?;
+        matches!(state.execute.phase, Phase::Running { .. }).then_some((sdef, wait))
+    })
+}
+
 /// A wait step that has started: a pending signal on its topics ends it (completed, or failed
 /// when the topic is in `fail_on`); past its timeout it fails; otherwise sleep until then (or
 /// the deadline), unless a signal wakes the execution first.

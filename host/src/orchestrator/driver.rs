@@ -16,10 +16,10 @@ use tracing::Instrument;
 
 use super::registry::DriverSlot;
 use super::{Orchestrator, OrchestratorError};
-use crate::domain::decide::{InFlight, attempt_deadline, decide_with, step_input};
+use crate::domain::decide::{InFlight, attempt_deadline, decide_with, open_wait, step_input};
 use crate::domain::{
     Event, EventRecord, Execution, ExecutionId, FailureKind, HttpCall, Invocation, Next, SagaDefinition, Side,
-    StepFailure, TopicEvent, record_outcome,
+    StepFailure, StepName, TopicEvent, record_outcome,
 };
 use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, HttpLabels, metrics, observe};
 use crate::runtime::{Call, HttpAccess, StateScope, StepConfig};
@@ -27,6 +27,11 @@ use crate::store::{Effects, StoreError};
 
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+/// How long before an execution started an event with its key may have been recorded and
+/// still resume its wait (docs/topics.md).
+pub const EARLY_WINDOW_MS: u64 = 10 * 60 * 1_000;
+/// Most recent events of a key looked at for that.
+const EARLY_EVENTS: usize = 64;
 
 pub(super) async fn drive(
     orch: Arc<Orchestrator>,
@@ -122,6 +127,8 @@ impl Driver {
         };
         let mut outcome: Option<Outcome> = None;
         let mut outage_logged = false;
+        // The wait step whose early events were looked up (once per wait, per driver).
+        let mut early_checked: Option<StepName> = None;
         // An attempt that ended during the grace period of a stop still has its outcome
         // recorded: the loop goes on until it is, starting nothing new.
         while !*stopping.borrow() || outcome.is_some() {
@@ -234,6 +241,10 @@ impl Driver {
                     }
                 }
             }
+            // A wait that begins takes the events its key had before the execution started.
+            if matches!(next, Next::SleepUntil(_)) && self.early_events(&current, &def, &mut early_checked).await {
+                continue;
+            }
             match next {
                 Next::Done => {
                     if self.orch.drivers.retire(self.id, &self.slot) {
@@ -269,6 +280,41 @@ impl Driver {
             }
         }
         self.orch.drivers.remove(self.id);
+    }
+
+    /// Delivers, as signals, the events with the execution's business key on the topics of the
+    /// wait it is in that were recorded before the execution started (up to [`EARLY_WINDOW_MS`]
+    /// before): no dispatch could deliver them, since the execution did not exist yet
+    /// (docs/topics.md, "Waits resumed by events"). Whether one was recorded.
+    async fn early_events(&self, exec: &Execution, def: &SagaDefinition, checked: &mut Option<StepName>) -> bool {
+        let (Some(key), Some((sdef, wait))) = (&exec.key, open_wait(exec, def)) else { return false };
+        if checked.as_ref() == Some(&sdef.name) {
+            return false;
+        }
+        *checked = Some(sdef.name.clone());
+        let events = match self.orch.store.topic_events_by_key(key, EARLY_EVENTS).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the events of the execution's key failed");
+                return false;
+            }
+        };
+        let since = exec.created_at.saturating_sub(EARLY_WINDOW_MS);
+        let mut recorded = false;
+        for (_, event) in events.into_iter().filter(|(_, e)| e.at >= since && wait.topics.contains(&e.topic)) {
+            if exec.signals.iter().any(|s| s.id.as_deref() == Some(event.id.as_str())) {
+                continue;
+            }
+            let event_id = event.id.clone();
+            match self.orch.signal(self.id, event.topic, event.payload, Some(event.id)).await {
+                Ok(_) => {
+                    tracing::info!(event = %event_id, "an event recorded before the execution started resumes its wait");
+                    recorded = true;
+                }
+                Err(e) => tracing::debug!(event = %event_id, error = %e, "early event not delivered"),
+            }
+        }
+        recorded
     }
 
     fn in_flight(&self) -> InFlight {

@@ -25,6 +25,7 @@ const TOPIC_EVENT_ID: u8 = b'w';
 const CURSOR: u8 = b'c';
 const SUBSCRIPTION: u8 = b'u';
 const DEAD_LETTER: u8 = b'l';
+const TOPIC_EVENT_BY_KEY: u8 = b'z';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -216,6 +217,16 @@ pub fn topic_events() -> Vec<u8> {
 /// `w ‖ id`: the `seq` of the topic event with this id.
 pub fn topic_event_id(id: &str) -> Vec<u8> {
     key(&[&[TOPIC_EVENT_ID], id.as_bytes()])
+}
+
+/// `z ‖ key ‖ 0 ‖ seq (big-endian)`: the topic events with this key, by `seq`.
+pub fn topic_event_by_key(event_key: &str, seq: u64) -> Vec<u8> {
+    key(&[&[TOPIC_EVENT_BY_KEY], event_key.as_bytes(), &[0], &seq.to_be_bytes()])
+}
+
+/// Prefix of the topic events with this key.
+pub fn topic_events_by_key(event_key: &str) -> Vec<u8> {
+    key(&[&[TOPIC_EVENT_BY_KEY], event_key.as_bytes(), &[0]])
 }
 
 /// `c ‖ name`: a cursor of the topic log.

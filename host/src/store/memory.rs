@@ -320,6 +320,24 @@ impl TopicStore for MemoryStore {
         Ok(inner.topic_log.range(after.saturating_add(1)..).take(limit).map(|(s, e)| (*s, e.clone())).collect())
     }
 
+    async fn topic_events_by_key(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<_> = inner
+            .topic_log
+            .iter()
+            .rev()
+            .filter(|(_, e)| e.key.as_deref() == Some(key))
+            .take(limit)
+            .map(|(s, e)| (*s, e.clone()))
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
+
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
         Ok(self.lock().cursors.get(name).copied().unwrap_or(0))
     }

@@ -378,6 +378,13 @@ pub trait TopicStore: Send + Sync + 'static {
     async fn topic_events(&self, after: u64, limit: usize)
     -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError>;
 
+    /// The newest `limit` events with this key, in log order.
+    async fn topic_events_by_key(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError>;
+
     /// The named cursor (0 when never moved).
     async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
 

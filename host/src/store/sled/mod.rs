@@ -308,6 +308,31 @@ impl TopicStore for SledStore {
         .await
     }
 
+    async fn topic_events_by_key(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::domain::TopicEvent)>, StoreError> {
+        let prefix = keys::topic_events_by_key(key);
+        self.read_with(move |db| {
+            let mut out = Vec::new();
+            for k in db.scan_prefix(&prefix).keys().rev().take(limit) {
+                let k = k.map_err(unavailable)?;
+                let seq = keys::event_seq(&k).ok_or_else(|| StoreError::Corrupt("topic key index".into()))?;
+                let v = db.get(keys::topic_event(seq)).map_err(unavailable)?;
+                out.push((
+                    seq,
+                    decode(
+                        &v.ok_or_else(|| StoreError::Corrupt(format!("topic event {seq} is indexed but missing")))?,
+                    )?,
+                ));
+            }
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
         let key = keys::cursor(name);
         self.read_with(move |db| match db.get(key).map_err(unavailable)? {

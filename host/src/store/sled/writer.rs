@@ -256,6 +256,9 @@ impl Batch {
             Mutation::Secret { name, record: None } => self.batch.remove(keys::secret(name)),
             Mutation::TopicEvent { seq, event } => {
                 self.put(keys::topic_event_id(&event.id), &seq.to_be_bytes());
+                if let Some(key) = &event.key {
+                    self.put(keys::topic_event_by_key(key, *seq), &[]);
+                }
                 self.put(keys::topic_event(*seq), encode(event));
             }
             Mutation::Cursor { name, seq } => self.put(keys::cursor(name), &seq.to_be_bytes()),
