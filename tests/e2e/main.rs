@@ -24,6 +24,8 @@ mod slow_clients;
 mod storage;
 mod subscriptions;
 mod telemetry;
+#[path = "../../host/tests/common/tls.rs"]
+mod tls;
 mod topics;
 mod transfers;
 mod ui;

@@ -245,6 +245,48 @@ async fn a_target_that_is_down_is_retried_then_dead_lettered_and_redrive_deliver
     assert_eq!(receiver.ids().iter().filter(|i| *i == "p-after").count(), 1, "only the patient one is left");
 }
 
+/// HTTPS webhooks trust what plugins' HTTPS trusts: the platform's roots plus
+/// `--http-ca-bundle`. A certificate of an unknown CA is a failed try, named in the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_trust_the_configured_ca_bundle() {
+    let server = crate::tls::tls_server(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+    let (tmp, dir) = data_dir();
+    let bundle = tmp.path().join("ca.pem");
+    std::fs::write(&bundle, &server.ca_pem).unwrap();
+    let mut host = HostProcess::start(&dir, &["--http-ca-bundle", bundle.to_str().unwrap()]);
+    let api = Api::new(&host.url);
+    let url = format!("{}/hook", server.base);
+    subscribe(&api, "secure", json!({"topics": ["*"], "webhook": {"url": url}, "retry": fast_retry(1000)})).await;
+    for i in 0..3 {
+        publish(&api, "Paid", &format!("tls-{i}"), "k", json!({"i": i})).await;
+    }
+    let delivered = |api: Api| async move { api.call(Method::GET, "/v1/subscriptions/secure", None).await.1 };
+    let start = Instant::now();
+    while delivered(api.clone()).await["status"]["delivered"] != 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", delivered(api.clone()).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.answered.load(Ordering::SeqCst), 3);
+
+    // Without the bundle the server's certificate is unknown: every try fails, saying why.
+    host.terminate();
+    let host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&host.url);
+    publish(&api, "Paid", "tls-untrusted", "k", json!({})).await;
+    let start = Instant::now();
+    loop {
+        let view = delivered(api.clone()).await;
+        if view["status"]["failing"] == true {
+            let error = view["status"]["last_error"].as_str().unwrap().to_owned();
+            assert!(error.contains("certificate") || error.contains("UnknownIssuer"), "{error}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.answered.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_subscriptions_get_json_errors() {
     let (_tmp, dir) = data_dir();
