@@ -207,10 +207,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ExecutionList>, ApiError> {
     let q = extract::query(query)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = extract::page_limit(q.limit, 50)?;
     let filter = ListFilter {
         saga: q.saga.as_deref().map(|s| extract::name(s, SagaName::parse)).transpose()?,
         status: q.status.as_deref().map(|s| extract::name(s, str::parse)).transpose()?,

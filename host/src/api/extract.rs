@@ -77,3 +77,13 @@ pub fn required_json(bytes: &[u8], what: &str) -> Result<serde_json::Value, ApiE
     }
     json(bytes, what)
 }
+
+/// A page size: `default` when absent, else 1 to 1000.
+pub fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=1_000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest("limit must be between 1 and 1000".into()))
+    }
+}

@@ -82,10 +82,7 @@ pub async fn state(
 ) -> Result<Json<PluginState>, ApiError> {
     let name = extract::name(&name, PluginName::parse)?;
     let q = extract::query(query)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = extract::page_limit(q.limit, 100)?;
     let store = state.orch.store();
     if !store.plugins().await?.iter().any(|p| p.name == name) {
         return Err(ApiError::NotFound(format!("no plugin named {name} has been uploaded")));

@@ -108,10 +108,7 @@ pub async fn dead_letters(
     query: Result<Query<LetterQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let q = extract::query(query)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = extract::page_limit(q.limit, 100)?;
     let dead_letters = state.orch.dead_letters(&name, q.after.unwrap_or(0), limit).await?;
     let next = (dead_letters.len() == limit).then(|| dead_letters.last().map(|l| l.seq)).flatten();
     Ok(Json(DeadLetterList { dead_letters, next }))

@@ -90,10 +90,7 @@ pub async fn list(
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Json<EventLog>, ApiError> {
     let q = extract::query(query)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = extract::page_limit(q.limit, 100)?;
     let page = state.orch.store().topic_events(q.after.unwrap_or(0), limit).await?;
     let next = (page.len() == limit).then(|| page.last().map(|(seq, _)| *seq)).flatten();
     let events = page.into_iter().map(|(seq, event)| LoggedEvent { seq, event }).collect();
