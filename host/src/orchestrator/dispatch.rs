@@ -15,7 +15,7 @@ use super::{Orchestrator, OrchestratorError, Started, TriggerKeys};
 use crate::domain::decide::CommandError;
 use crate::domain::topic::key_at;
 use crate::domain::{ExecutionStatus, TopicEvent};
-use crate::store::{ListFilter, StoreError};
+use crate::store::{ListFilter, StoreError, StoredDefinition};
 
 /// The dispatcher's cursor in the topic log.
 const CURSOR: &str = "dispatch";
@@ -58,10 +58,11 @@ impl Orchestrator {
         }
     }
 
-    /// Starts the sagas `event` triggers and signals the waits it ends. An error leaves the
-    /// event to be delivered again.
-    async fn deliver(&self, event: &TopicEvent) -> Result<(), OrchestratorError> {
-        for stored in self.store.definitions().await? {
+    /// Starts the sagas `event` triggers (among `triggered`: the definitions with a trigger,
+    /// read once per batch) and signals the waits it ends. An error leaves the event to be
+    /// delivered again.
+    async fn deliver(&self, event: &TopicEvent, triggered: &[StoredDefinition]) -> Result<(), OrchestratorError> {
+        for stored in triggered {
             let Some(trigger) = stored.definition.triggers.iter().find(|t| t.topic == event.topic) else { continue };
             let Some(key) = key_at(&event.payload, &trigger.key) else {
                 tracing::warn!(event = %event.id, saga = %stored.name, path = %trigger.key, "event has no key at its trigger's path: no execution started");
@@ -110,13 +111,19 @@ impl Orchestrator {
     async fn dispatch_batch(&self) -> Result<usize, OrchestratorError> {
         let cursor = self.store.cursor(CURSOR).await?;
         let events = self.store.topic_events(cursor, BATCH).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        // Read after the events: every definition stored before one of them was recorded is here.
+        let mut triggered = self.store.definitions().await?;
+        triggered.retain(|d| !d.definition.triggers.is_empty());
         let mut delivered = 0;
         let mut result = Ok(());
         for (seq, event) in &events {
             if *self.stopping.borrow() {
                 break;
             }
-            if let Err(e) = self.deliver(event).await {
+            if let Err(e) = self.deliver(event, &triggered).await {
                 result = Err(e);
                 break;
             }
