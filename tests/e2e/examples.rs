@@ -3,7 +3,7 @@
 
 use sagahost::demo::report::gateway_checks;
 use sagahost::demo::standins::StandIns;
-use sagahost::demo::{PLUGINS, SAGAS, Scenarios};
+use sagahost::demo::{PLUGINS, SAGAS, SUBSCRIPTIONS, Scenarios};
 use serde_json::Value;
 
 use crate::harness::{Api, HostProcess, assert_gapless, compensated_steps, data_dir, trace};
@@ -23,6 +23,10 @@ async fn every_example_path_ends_as_expected() {
     }
     for (name, json) in SAGAS {
         api.put_saga(name, &serde_json::from_str(&standins.fill(json).unwrap()).unwrap()).await;
+    }
+    for (name, json) in SUBSCRIPTIONS {
+        let doc = standins.fill(json).unwrap().into_bytes();
+        assert_eq!(api.call(reqwest::Method::PUT, &format!("/v1/subscriptions/{name}"), Some(doc)).await.0, 201);
     }
     let all = Scenarios::examples();
     let mut ids = Vec::new();
@@ -184,6 +188,26 @@ async fn every_example_path_ends_as_expected() {
     for check in gateway_checks(&ledger(), &views) {
         assert_eq!(check.outcome, Ok(()), "{}", check.name);
     }
+    // The seat events reached the data platform's webhook through the subscription, signed
+    // (the stand-in refuses a bad signature), each once by id and with the seat as key.
+    let (_, log) = api.call(reqwest::Method::GET, "/v1/events?limit=1000", None).await;
+    let mut seat_events: Vec<String> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e["topic"].as_str(), Some("SeatReserved" | "SeatReleased")))
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seat_events.len(), 5, "4 seats reserved, 1 released: {log}");
+    let start = std::time::Instant::now();
+    let mut delivered: Vec<String> = Vec::new();
+    while delivered.len() < seat_events.len() && start.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        delivered = standins.data_platform.delivered().into_iter().map(|d| d.id).collect();
+    }
+    seat_events.sort();
+    delivered.sort();
+    assert_eq!(delivered, seat_events);
     // Correlation: every step and compensation of one execution carried its id.
     let first_order = ran.iter().position(|s| s.title == "order: paid and shipped").unwrap();
     let shipped = api.execution(&ids[first_order]).await;

@@ -59,6 +59,10 @@ pub const SAGAS: &[(&str, &str)] = &[
     ("customer-credit", include_str!("../../../plugins/sagas/customer-credit.json")),
 ];
 
+/// Every example subscription: (name, JSON), placeholders as in [`SAGAS`].
+pub const SUBSCRIPTIONS: &[(&str, &str)] =
+    &[("data-platform", include_str!("../../../plugins/sagas/data-platform.subscription.json"))];
+
 /// The scenarios the demo runs (one per path of each example saga) and the plugin state they
 /// must leave behind.
 pub const SCENARIOS: &str = include_str!("../../../plugins/sagas/scenarios.json");
@@ -160,9 +164,13 @@ pub async fn install(client: &reqwest::Client, url: &str, standins: &StandIns) -
         if !status.is_success() {
             bail!("storing secret {name}: {status} {body}");
         }
-        println!(
-            "  secret {name:<14} the gateway's API key: write-only, read by the payment step, redacted from events"
-        );
+        let what = match name {
+            standins::GATEWAY_KEY_SECRET => {
+                "the gateway's API key: write-only, read by the payment step, redacted from events"
+            }
+            _ => "the key the data platform's webhook checks the subscription's signatures with",
+        };
+        println!("  secret {name:<18} {what}");
     }
     for (name, json) in SAGAS {
         let definition = standins.fill(json)?;
@@ -177,6 +185,16 @@ pub async fn install(client: &reqwest::Client, url: &str, standins: &StandIns) -
             body["version"],
             body["definition"]["steps"].as_array().map_or(0, Vec::len)
         );
+    }
+    for (name, json) in SUBSCRIPTIONS {
+        let doc = standins.fill(json)?;
+        let resp = client.put(format!("{url}/v1/subscriptions/{name}")).body(doc).send().await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("subscribing {name}: {status} {body}");
+        }
+        println!("  subscription {name}: {} → {}", body["topics"], body["webhook"]["url"].as_str().unwrap_or("?"));
     }
     Ok(())
 }
@@ -279,11 +297,13 @@ fn print_run(s: &Scenario, exec: &Value, events: &Value) {
     println!("  events: {}", kinds.join(" → "));
 }
 
-/// The events the choreography exchanged, from the host's topic log.
-async fn print_topic_log(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let log: Value = client.get(format!("{url}/v1/events?limit=100")).send().await?.error_for_status()?.json().await?;
-    println!("\ntopic log (events the steps emitted; each started or resumed a saga):");
-    for e in log["events"].as_array().into_iter().flatten() {
+/// Every event the steps emitted, from the host's topic log: the choreography's, which started
+/// or resumed sagas, and the seat events the subscription delivers.
+async fn print_topic_log(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<Value>> {
+    let log: Value = client.get(format!("{url}/v1/events?limit=1000")).send().await?.error_for_status()?.json().await?;
+    let events = log["events"].as_array().cloned().unwrap_or_default();
+    println!("\ntopic log (every event the steps emitted):");
+    for e in &events {
         let source = &e["source"];
         println!(
             "  {:<20} key {:<7} from {}/{}  {}",
@@ -294,7 +314,31 @@ async fn print_topic_log(client: &reqwest::Client, url: &str) -> anyhow::Result<
             e["payload"]
         );
     }
-    Ok(())
+    Ok(events)
+}
+
+/// Waits (up to 10 s) until the data platform's webhook has every event of `log` the example
+/// subscription asks for.
+async fn webhook_check(standins: &StandIns, log: &[Value]) -> report::Check {
+    let wanted: Vec<&str> = log
+        .iter()
+        .filter(|e| matches!(e["topic"].as_str(), Some("SeatReserved" | "SeatReleased")))
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    let name = "the data platform's webhook got every seat event, signed";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Vec<String> = standins.data_platform.delivered().into_iter().map(|d| d.id).collect();
+        let missing: Vec<&str> = wanted.iter().copied().filter(|id| !got.iter().any(|g| g == id)).collect();
+        if missing.is_empty() && !wanted.is_empty() {
+            return report::Check { name, outcome: Ok(()) };
+        }
+        if tokio::time::Instant::now() > deadline {
+            let outcome = Err(format!("{} of {} missing: {missing:?}", missing.len(), wanted.len()));
+            return report::Check { name, outcome };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The whole demo: stand-ins and an embedded host on a temporary data directory, install,
@@ -311,8 +355,14 @@ pub async fn run() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     install(&client, &url, &standins).await?;
     let mut outcome = run_scenarios(&client, &url).await?;
-    print_topic_log(&client, &url).await?;
-    let checks = report::print(&standins, &outcome.runs);
+    let log = print_topic_log(&client, &url).await?;
+    let delivered = webhook_check(&standins, &log).await;
+    let mut checks = report::print(&standins, &outcome.runs);
+    match &delivered.outcome {
+        Ok(()) => println!("✔ {}", delivered.name),
+        Err(problems) => println!("✘ {}: {problems}", delivered.name),
+    }
+    checks.push(delivered);
     outcome.ok += checks.iter().filter(|c| c.outcome.is_ok()).count();
     outcome.total += checks.len();
     let (ok, total) = (outcome.ok, outcome.total);

@@ -130,7 +130,8 @@ pub fn print(standins: &StandIns, runs: &[(Scenario, Value)]) -> Vec<Check> {
         }
     }
     let events = standins.data_platform.events();
-    let requests = standins.data_platform.requests();
+    // The notify plugin's requests; the webhook's are listed below.
+    let requests: Vec<_> = standins.data_platform.requests().into_iter().filter(|r| r.path == "/events").collect();
     let unavailable = requests.iter().filter(|r| r.status == 503).count();
     println!(
         "\ndata platform stand-in ({}): {} booking events kept from {} requests ({unavailable} answered 503)",
@@ -138,6 +139,12 @@ pub fn print(standins: &StandIns, runs: &[(Scenario, Value)]) -> Vec<Check> {
         events.len(),
         requests.len()
     );
+    let delivered = standins.data_platform.delivered();
+    println!("  its webhook, from the host's `data-platform` subscription (signed; each event once by id):");
+    for d in &delivered {
+        let again = if d.deliveries > 1 { format!(" ({} deliveries)", d.deliveries) } else { String::new() };
+        println!("    {:<13} key {:<4} {}{again}", d.topic, d.body["key"].as_str().unwrap_or("-"), d.id);
+    }
     let views: Result<Vec<ExecutionView>, _> =
         runs.iter().map(|(_, exec)| serde_json::from_value(exec.clone())).collect();
     let checks = match views {

@@ -1,8 +1,10 @@
 //! Reserves a concert seat in the plugin's durable state (`seats/{seat}`): a seat held by
-//! another booking cannot be reserved again; compensation releases it.
+//! another booking cannot be reserved again; compensation releases it. Each emits an event
+//! (`SeatReserved`, `SeatReleased`, keyed by the seat), recorded with the step's completion:
+//! the demo's subscription delivers them to the data platform's webhook.
 
 use saga_guest::state::{self, Versioned};
-use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
+use saga_guest::{Compensation, Context, Step, StepError, StepInput, events, export_step};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -43,7 +45,9 @@ impl Step for Seat {
         }
         let state = "SEAT_RESERVED".to_string();
         seats().set(&seat, &Reservation { execution_id: ctx.execution_id.clone(), state: state.clone() })?;
-        Ok(SeatState { seat, state })
+        let done = SeatState { seat, state };
+        events::emit_keyed("SeatReserved", &done.seat, &done)?;
+        Ok(done)
     }
 
     fn compensate(ctx: &Context, undo: Compensation<Booking, SeatState>) -> Result<SeatState, StepError> {
@@ -54,7 +58,9 @@ impl Step for Seat {
         {
             seats().delete(&seat)?;
         }
-        Ok(SeatState { seat, state: "SEAT_RELEASED".into() })
+        let done = SeatState { seat, state: "SEAT_RELEASED".into() };
+        events::emit_keyed("SeatReleased", &done.seat, &done)?;
+        Ok(done)
     }
 }
 

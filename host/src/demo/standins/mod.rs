@@ -59,6 +59,10 @@ pub type Journal = Arc<Mutex<Vec<Seen>>>;
 /// The secret the example definitions list for the gateway's API key (docs/secrets.md).
 pub const GATEWAY_KEY_SECRET: &str = "gateway_key";
 
+/// The secret the example subscription signs its webhook requests with
+/// (`plugins/sagas/data-platform.subscription.json`).
+pub const DATA_PLATFORM_HOOK_SECRET: &str = "data_platform_hook";
+
 /// Both stand-ins, running.
 pub struct StandIns {
     /// The payment gateway the `payment` plugin charges and refunds through.
@@ -66,8 +70,12 @@ pub struct StandIns {
     /// The API key the gateway requires (`Authorization: Bearer`), made for this run: the host
     /// must hold it as the secret [`GATEWAY_KEY_SECRET`].
     pub gateway_key: String,
-    /// The data platform the `notify` plugin reports bookings to.
+    /// The data platform the `notify` plugin reports bookings to, and the example subscription
+    /// delivers seat events to.
     pub data_platform: DataPlatform,
+    /// The key the data platform's webhook checks signatures with, made for this run: the host
+    /// must hold it as the secret [`DATA_PLATFORM_HOOK_SECRET`].
+    pub hook_key: String,
 }
 
 /// A `${NAME}` in a definition that no stand-in provides.
@@ -80,17 +88,19 @@ impl StandIns {
     /// API key, [`StandIns::gateway_key`].
     pub async fn start() -> std::io::Result<Self> {
         let gateway_key = format!("sk_demo_{}", uuid::Uuid::now_v7().simple());
+        let hook_key = format!("whsec_demo_{}", uuid::Uuid::now_v7().simple());
         Ok(Self {
             gateway: PaymentGateway::start_with_api_key(&gateway_key).await?,
             gateway_key,
-            data_platform: DataPlatform::start().await?,
+            data_platform: DataPlatform::start(&hook_key).await?,
+            hook_key,
         })
     }
 
-    /// The secrets the example definitions list, with their values: store them in the host
-    /// (`PUT /v1/secrets/{name}`) before defining the sagas.
-    pub fn secrets(&self) -> [(&'static str, &str); 1] {
-        [(GATEWAY_KEY_SECRET, self.gateway_key.as_str())]
+    /// The secrets the example definitions and subscription list, with their values: store
+    /// them in the host (`PUT /v1/secrets/{name}`) before defining the sagas.
+    pub fn secrets(&self) -> [(&'static str, &str); 2] {
+        [(GATEWAY_KEY_SECRET, self.gateway_key.as_str()), (DATA_PLATFORM_HOOK_SECRET, self.hook_key.as_str())]
     }
 
     /// Each placeholder and the origin it stands for.
