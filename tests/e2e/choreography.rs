@@ -8,8 +8,9 @@
 //!   with its customer's credit: a customer's reserved credit is exactly the sum of its
 //!   approved orders, never over its limit, and an order has a reservation iff it is approved;
 //! - no trigger started two executions for one key: one customer execution per order;
-//! - every event in the log reached the webhook at least once, and per key the receiver saw
-//!   the events in log order with none missing.
+//! - every event in the log reached the webhook (and, when the tests have a Redis, a Redis
+//!   stream) at least once, and per key each consumer saw the events in log order with none
+//!   missing.
 //!
 //! 500 orders and 3 kills by default; `SAGAHOST_CHOREO_ORDERS`, `SAGAHOST_CRASH_ROUNDS` and
 //! `SAGAHOST_CRASH_SEED` change that.
@@ -31,7 +32,7 @@ fn example(name: &str) -> &'static str {
     sagahost::demo::SAGAS.iter().find(|(n, _)| *n == name).unwrap().1
 }
 
-async fn install(api: &Api, webhook: &str) {
+async fn install(api: &Api, webhook: &str, redis_stream: Option<&(String, String)>) {
     for p in sagahost::demo::PLUGINS.iter().filter(|p| p.name == "order" || p.name == "customer") {
         api.put_plugin(p.name, p.wasm.to_vec()).await;
     }
@@ -41,6 +42,37 @@ async fn install(api: &Api, webhook: &str) {
     let retry = json!({"max_attempts": 1000, "initial_backoff_ms": 20, "multiplier": 2.0, "max_backoff_ms": 200});
     subscribe(api, "audit", json!({"topics": ["*"], "webhook": {"url": webhook}, "retry": retry, "from": "start"}))
         .await;
+    if let Some((url, stream)) = redis_stream {
+        let target = json!({"url": url, "stream": stream});
+        subscribe(
+            api,
+            "audit-redis",
+            json!({"topics": ["*"], "redis_stream": target, "retry": retry, "from": "start"}),
+        )
+        .await;
+    }
+}
+
+/// Checks that a consumer saw every event of `log` at least once, and per key in log order
+/// with none missing; `received` is the ids and keys in order of arrival (repeats included).
+/// How many arrivals were repeats.
+fn check_consumer(name: &str, log: &[Value], received: &[(String, String)]) -> usize {
+    let mut log_order: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in log {
+        log_order.entry(e["key"].as_str().unwrap_or("")).or_default().push(e["id"].as_str().unwrap());
+    }
+    let mut first_seen: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (id, key) in received {
+        if seen.insert(id.as_str()) {
+            first_seen.entry(key.as_str()).or_default().push(id.as_str());
+        }
+    }
+    for (key, ids) in &log_order {
+        assert_eq!(first_seen.get(key), Some(ids), "{name}: key {key}");
+    }
+    assert_eq!(seen.len(), log.len(), "{name}: events it saw that are not in the log");
+    received.len() - seen.len()
 }
 
 /// Starts order `i` (idempotent: its order id is the Idempotency-Key): whether the host said 202.
@@ -114,6 +146,8 @@ async fn choreographed_orders_stay_consistent_across_kills() {
         .map(|i| (format!("o-{i}"), format!("c-{}", rng.below(CUSTOMERS as u64)), 50 + rng.below(351)))
         .collect();
     let (receiver, webhook) = Receiver::start().await;
+    // A Redis stream consumer too, when the tests have a Redis.
+    let redis = crate::subscriptions::redis_url().map(|url| (url, format!("sagahost-choreo-{}", uuid::Uuid::now_v7())));
     let (_tmp, dir) = data_dir();
     let started = Instant::now();
     let mut confirmed: HashSet<String> = HashSet::new();
@@ -121,7 +155,7 @@ async fn choreographed_orders_stay_consistent_across_kills() {
         let mut host = HostProcess::start(&dir, &[]);
         let api = Api::new(&host.url);
         if round == 0 {
-            install(&api, &webhook).await;
+            install(&api, &webhook, redis.as_ref()).await;
         }
         // Each round triggers its share (and what earlier rounds could not confirm); the last
         // one, not killed, everything left.
@@ -200,27 +234,32 @@ async fn choreographed_orders_stay_consistent_across_kills() {
             assert!(Instant::now() < deadline, "{missing} of {} events never reached the webhook", log.len());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let mut log_order: HashMap<&str, Vec<&str>> = HashMap::new();
-        for e in &log {
-            log_order.entry(e["key"].as_str().unwrap_or("")).or_default().push(e["id"].as_str().unwrap());
+        let received: Vec<(String, String)> = receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| (r.json["id"].as_str().unwrap().to_owned(), r.json["key"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        let redelivered = check_consumer("webhook", &log, &received);
+        if let Some((url, stream)) = &redis {
+            let mut conn = crate::subscriptions::redis_connection(url).await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let entries = loop {
+                let entries: Vec<(String, HashMap<String, String>)> =
+                    redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+                let ids: HashSet<&str> = entries.iter().map(|(_, f)| f["id"].as_str()).collect();
+                if ids.len() >= log.len() {
+                    break entries;
+                }
+                assert!(Instant::now() < deadline, "{} of {} events in the Redis stream", ids.len(), log.len());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let in_stream: Vec<(String, String)> =
+                entries.iter().map(|(_, f)| (f["id"].clone(), f.get("key").cloned().unwrap_or_default())).collect();
+            check_consumer("redis stream", &log, &in_stream);
+            let _: () = redis::cmd("DEL").arg(stream).query_async(&mut conn).await.unwrap();
         }
-        let received = receiver.got.lock().unwrap().clone();
-        let mut first_seen: HashMap<String, Vec<String>> = HashMap::new();
-        let mut seen = HashSet::new();
-        for r in &received {
-            let id = r.json["id"].as_str().unwrap().to_owned();
-            if seen.insert(id.clone()) {
-                first_seen.entry(r.json["key"].as_str().unwrap_or("").to_owned()).or_default().push(id);
-            }
-        }
-        for (key, ids) in &log_order {
-            assert_eq!(
-                first_seen.get(*key).map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()),
-                Some(ids.clone()),
-                "key {key}"
-            );
-        }
-        let redelivered = received.len() - seen.len();
         println!(
             "choreography crash test: {orders_n} orders {outcomes:?}, {} events, {} deliveries ({redelivered} again after kills), {:.1} s",
             log.len(),
