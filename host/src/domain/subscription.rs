@@ -66,6 +66,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target as the API shows it: a password in a Redis URL is replaced by `***`.
+    pub fn redacted(&self) -> Self {
+        match self {
+            Self::RedisStream { url, stream, max_len } => {
+                Self::RedisStream { url: redact_password(url), stream: stream.clone(), max_len: *max_len }
+            }
+            other => other.clone(),
+        }
+    }
+
     /// `webhook` or `redis_stream`, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -256,6 +266,17 @@ fn redis(doc: RedisDoc, problems: &mut Vec<String>) -> Target {
     Target::RedisStream { url: doc.url, stream: doc.stream, max_len }
 }
 
+/// `scheme://user:password@host...` with the password replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 fn check_url(at: &str, url: &str, schemes: &[&str], problems: &mut Vec<String>) {
     if url.len() > MAX_URL_BYTES {
         problems.push(format!("{at} is longer than {MAX_URL_BYTES} bytes"));
@@ -347,6 +368,19 @@ mod tests {
         assert!(problems(&long).contains("longer than"));
         assert!(problems(r#"{"topics": ["A"], "webhook": {"url": "http:///path"}}"#).contains("webhook.url"));
         assert!(parse_subscription("bad name", br#"{"topics": ["A"], "webhook": {"url": "http://h"}}"#, 0).is_err());
+    }
+
+    #[test]
+    fn passwords_in_redis_urls_are_not_shown() {
+        assert_eq!(redact_password("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_password("redis://:secret@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_password("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact_password("redis://user@h:1"), "redis://user@h:1");
+        let t = Target::RedisStream { url: "redis://a:b@h:1".into(), stream: "s".into(), max_len: None };
+        assert_eq!(
+            t.redacted(),
+            Target::RedisStream { url: "redis://a:***@h:1".into(), stream: "s".into(), max_len: None }
+        );
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl Orchestrator {
     /// Every subscription with its cursor and status, by name.
     pub async fn subscriptions(&self) -> Result<Vec<SubscriptionView>, OrchestratorError> {
         let mut out = Vec::new();
-        for subscription in self.store.subscriptions().await? {
+        for mut subscription in self.store.subscriptions().await? {
+            subscription.target = subscription.target.redacted();
             let cursor = self.store.cursor(&cursor_name(&subscription.name)).await?;
             let status = self.deliveries.status(&subscription.name);
             out.push(SubscriptionView { subscription, cursor, status });
