@@ -260,3 +260,48 @@ async fn secrets_are_put_from_standard_input_and_listed_without_values() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not stored"), "{out:?}");
 }
+
+/// `sagahost subscription …` against a webhook that is down: apply, list (table and JSON),
+/// the dead letters it leaves, redrive once it is back, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_managed_from_the_command_line() {
+    use std::sync::atomic::Ordering;
+    let (receiver, hook) = crate::subscriptions::Receiver::start().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &[]);
+    let url = host.url.clone();
+    let work = tempfile::tempdir().unwrap();
+    let doc = work.path().join("audit.json");
+    let retry = serde_json::json!({"max_attempts": 2, "initial_backoff_ms": 10, "max_backoff_ms": 10});
+    std::fs::write(&doc, serde_json::json!({"topics": ["*"], "webhook": {"url": hook}, "retry": retry}).to_string())
+        .unwrap();
+
+    let out = sagahost(&url, &["subscription", "apply", "audit", doc.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("subscription audit created"), "{}", stdout(&out));
+    let out = sagahost(&url, &["publish", "Paid", "--payload", "{}", "--id", "p-1"]);
+    assert!(out.status.success(), "{out:?}");
+    let start = Instant::now();
+    let letters = loop {
+        let out = sagahost(&url, &["subscription", "dead-letters", "audit", "--json"]);
+        let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if letters["dead_letters"].as_array().is_some_and(|l| !l.is_empty()) {
+            break letters;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters["dead_letters"][0]["event_id"], "p-1");
+    let table = stdout(&sagahost(&url, &["subscription", "list"]));
+    assert!(table.contains("audit") && table.contains("1 dead-lettered"), "{table}");
+
+    receiver.down.store(false, Ordering::SeqCst);
+    let out = sagahost(&url, &["subscription", "redrive", "audit"]);
+    assert!(stdout(&out).contains("1 dead letters of audit will be tried once more"), "{}", stdout(&out));
+    receiver.until(1, Duration::from_secs(30)).await;
+    let out = sagahost(&url, &["subscription", "delete", "audit"]);
+    assert!(out.status.success() && stdout(&out).contains("subscription audit deleted"), "{out:?}");
+    let out = sagahost(&url, &["subscription", "show", "audit"]);
+    assert!(!out.status.success(), "a deleted subscription is gone");
+}

@@ -13,7 +13,9 @@ use super::sse;
 use crate::api::{
     Accepted, ErrorBody, ErrorDetail, ExecutionList, PluginList, PluginState, Published, SagaList, SecretList,
 };
+use crate::api::{DeadLetterList, Redrive, SubscriptionList};
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, ExecutionView, PluginName, PluginVersion, SagaName};
+use crate::orchestrator::SubscriptionView;
 use crate::secrets::SecretInfo;
 use crate::store::{PluginMeta, StoredDefinition};
 
@@ -268,6 +270,40 @@ impl Client {
     pub async fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
         let url = self.url(&["v1", "secrets", name], &[]);
         self.fetch(self.request(Method::DELETE, &url), &url).await.map(drop)
+    }
+
+    /// `PUT /v1/subscriptions/{name}`.
+    pub async fn put_subscription(&self, name: &str, doc: Vec<u8>) -> Result<Put<SubscriptionView>, ClientError> {
+        let url = self.url(&["v1", "subscriptions", name], &[]);
+        let req = self.request(Method::PUT, &url).header(reqwest::header::CONTENT_TYPE, "application/json");
+        let (status, value) = self.call(req.body(doc), &url).await?;
+        Ok(Put { value, created: status == StatusCode::CREATED })
+    }
+
+    /// `GET /v1/subscriptions`.
+    pub async fn subscriptions(&self) -> Result<SubscriptionList, ClientError> {
+        self.get(&["v1", "subscriptions"], &[]).await
+    }
+
+    /// `GET /v1/subscriptions/{name}`.
+    pub async fn subscription(&self, name: &str) -> Result<SubscriptionView, ClientError> {
+        self.get(&["v1", "subscriptions", name], &[]).await
+    }
+
+    /// `DELETE /v1/subscriptions/{name}`.
+    pub async fn delete_subscription(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "subscriptions", name], &[]);
+        self.fetch(self.request(Method::DELETE, &url), &url).await.map(drop)
+    }
+
+    /// `GET /v1/subscriptions/{name}/dead-letters?limit=`.
+    pub async fn dead_letters(&self, name: &str, limit: usize) -> Result<DeadLetterList, ClientError> {
+        self.get(&["v1", "subscriptions", name, "dead-letters"], &[("limit", limit.to_string())]).await
+    }
+
+    /// `POST /v1/subscriptions/{name}/dead-letters/redrive`.
+    pub async fn redrive(&self, name: &str) -> Result<Redrive, ClientError> {
+        self.post(&["v1", "subscriptions", name, "dead-letters", "redrive"]).await
     }
 
     /// `POST /v1/events/{topic}`.

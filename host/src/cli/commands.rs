@@ -60,6 +60,16 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Deliver events to webhooks and Redis streams: apply, list, show, delete subscriptions;
+    /// list and redrive their dead letters (docs/subscriptions.md).
+    Subscription {
+        /// How to reach the host.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: SubscriptionCommand,
+    },
     /// Start an execution of a saga.
     Run {
         /// How to reach the host.
@@ -271,6 +281,43 @@ pub enum SecretCommand {
     /// Delete a secret.
     Delete {
         /// Secret name.
+        name: String,
+    },
+}
+
+/// `subscription …`.
+#[derive(Subcommand, Debug)]
+pub enum SubscriptionCommand {
+    /// Store a subscription from a JSON file (or replace it); delivery starts at once.
+    Apply {
+        /// Subscription name.
+        name: String,
+        /// The subscription's JSON document.
+        file: PathBuf,
+    },
+    /// List subscriptions with their cursor and delivery status.
+    List,
+    /// Describe one subscription.
+    Show {
+        /// Subscription name.
+        name: String,
+    },
+    /// Stop delivering and remove a subscription, its cursor and its dead letters.
+    Delete {
+        /// Subscription name.
+        name: String,
+    },
+    /// List the events a subscription gave up on.
+    DeadLetters {
+        /// Subscription name.
+        name: String,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Try every dead letter of a subscription once more.
+    Redrive {
+        /// Subscription name.
         name: String,
     },
 }

@@ -20,7 +20,9 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::{ApiFailure, Client, ClientError, ListQuery, Put, StateQuery, Trigger, Triggered};
-pub use commands::{ClientCommand, Connection, PluginCommand, SagaCommand, SecretCommand, default_url};
+pub use commands::{
+    ClientCommand, Connection, PluginCommand, SagaCommand, SecretCommand, SubscriptionCommand, default_url,
+};
 pub use render::Render;
 pub use run::run;
 pub use scaffold::{HTTP_EXAMPLE_API, Template, build_plugin, default_sdk_path, new_plugin};

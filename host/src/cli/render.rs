@@ -4,7 +4,10 @@
 use serde_json::Value;
 
 use crate::api::{Accepted, ExecutionList, PluginList, PluginState, SagaList, SecretList};
+use crate::api::{DeadLetterList, Redrive, SubscriptionList};
+use crate::domain::subscription::Target;
 use crate::domain::{Event, EventRecord, ExecutionView, StepFailure};
+use crate::orchestrator::SubscriptionView;
 use crate::secrets::SecretInfo;
 use crate::store::{PluginMeta, StateItem, StoredDefinition};
 
@@ -102,6 +105,61 @@ impl Render for SecretList {
 impl Render for SecretInfo {
     fn render(&self) -> String {
         table(&["name", "updated", "at rest"], &[secret_row(self)])
+    }
+}
+
+fn subscription_row(s: &SubscriptionView) -> Vec<String> {
+    let sub = &s.subscription;
+    let target = match &sub.target {
+        Target::Webhook { url, .. } => format!("webhook {url}"),
+        Target::RedisStream { url, stream, .. } => format!("redis {url} {stream}"),
+    };
+    let status = s.status.as_ref().map_or_else(none, |st| {
+        let failing =
+            if st.failing { format!(", failing: {}", st.last_error.as_deref().unwrap_or("?")) } else { String::new() };
+        format!("{} delivered, {} dead-lettered{failing}", st.delivered, st.dead_lettered)
+    });
+    vec![sub.name.clone(), sub.topics.join(" "), target, s.cursor.to_string(), status]
+}
+
+const SUBSCRIPTION_HEADER: [&str; 5] = ["name", "topics", "target", "cursor", "since the host started"];
+
+impl Render for SubscriptionList {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self.subscriptions.iter().map(subscription_row).collect();
+        table(&SUBSCRIPTION_HEADER, &rows)
+    }
+}
+
+impl Render for SubscriptionView {
+    fn render(&self) -> String {
+        table(&SUBSCRIPTION_HEADER, &[subscription_row(self)])
+    }
+}
+
+impl Render for DeadLetterList {
+    fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .dead_letters
+            .iter()
+            .map(|l| {
+                let redrive = if l.redrive { " (redrive pending)" } else { "" };
+                vec![
+                    l.seq.to_string(),
+                    l.event_id.clone(),
+                    l.topic.clone(),
+                    l.attempts.to_string(),
+                    format!("{}{redrive}", l.error),
+                ]
+            })
+            .collect();
+        table(&["seq", "event", "topic", "attempts", "last error"], &rows)
+    }
+}
+
+impl Render for Redrive {
+    fn render(&self) -> String {
+        table(&["redriving"], &[vec![self.redriving.to_string()]])
     }
 }
 

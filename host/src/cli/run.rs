@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::client::{Client, ListQuery, StateQuery, Trigger, Triggered};
-use super::commands::{ClientCommand, Connection, PluginCommand, SagaCommand, SecretCommand};
+use super::commands::{ClientCommand, Connection, PluginCommand, SagaCommand, SecretCommand, SubscriptionCommand};
 use super::render::Render;
 use super::scaffold::{HTTP_EXAMPLE_API, Template, build_plugin, default_sdk_path, new_plugin};
 use crate::domain::ExecutionStatus;
@@ -82,6 +82,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Plugin { conn, command } => plugin(&Session::new(conn)?, command).await?,
         ClientCommand::Saga { conn, command } => saga(&Session::new(conn)?, command).await?,
         ClientCommand::Secret { conn, command } => secret(&Session::new(conn)?, command).await?,
+        ClientCommand::Subscription { conn, command } => subscription(&Session::new(conn)?, command).await?,
         ClientCommand::Run { conn, saga, input, input_file, wait, idempotency_key, key } => {
             let s = Session::new(conn)?;
             let input = match (input, input_file) {
@@ -219,6 +220,30 @@ async fn secret(s: &Session, command: SecretCommand) -> anyhow::Result<()> {
                 println!("secret {name} deleted");
             }
             Ok(())
+        }
+    }
+}
+
+async fn subscription(s: &Session, command: SubscriptionCommand) -> anyhow::Result<()> {
+    match command {
+        SubscriptionCommand::Apply { name, file } => {
+            let put = s.client.put_subscription(&name, read(&file)?).await?;
+            let what = if put.created { "created" } else { "replaced" };
+            s.show(Some(format!("subscription {name} {what}")), &put.value)
+        }
+        SubscriptionCommand::List => s.show(None, &s.client.subscriptions().await?),
+        SubscriptionCommand::Show { name } => s.show(None, &s.client.subscription(&name).await?),
+        SubscriptionCommand::Delete { name } => {
+            s.client.delete_subscription(&name).await?;
+            if !s.json {
+                println!("subscription {name} deleted");
+            }
+            Ok(())
+        }
+        SubscriptionCommand::DeadLetters { name, limit } => s.show(None, &s.client.dead_letters(&name, limit).await?),
+        SubscriptionCommand::Redrive { name } => {
+            let redrive = s.client.redrive(&name).await?;
+            s.show(Some(format!("{} dead letters of {name} will be tried once more", redrive.redriving)), &redrive)
         }
     }
 }
