@@ -65,7 +65,13 @@ pub async fn publish(
     extract::json_content_type(&headers)?;
     let bytes = extract::body(body)?;
     let payload = extract::required_json(&bytes, "payload")?;
-    let id = key_header(&headers, "Event-Id")?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = match key_header(&headers, "Event-Id")? {
+        Some(id) => {
+            crate::domain::topic::check_external_id(&id).map_err(|e| ApiError::BadRequest(format!("Event-Id: {e}")))?;
+            id
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
     let key = key_header(&headers, "Event-Key")?;
     let event = TopicEvent { id: id.clone(), topic, key, payload, at: state.orch.now_ms(), source: None };
     let (seq, new) = state.orch.publish_event(event).await?;

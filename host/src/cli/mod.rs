@@ -90,7 +90,7 @@ pub struct BenchArgs {
     #[arg(long, env = "SAGAHOST_EVENTS", value_parser = BoolishValueParser::new(), conflicts_with_all = ["scale", "http"])]
     pub events: bool,
     /// The Redis `--events` measures (skipped, saying so, when it does not answer).
-    #[arg(long, env = "SAGAHOST_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "SAGAHOST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 }
 

@@ -89,6 +89,9 @@ pub(crate) struct Shared {
 
 /// The workers of every subscription.
 pub struct Deliveries {
+    /// Held across a subscription's store write and its worker's (re)start or stop, so that
+    /// concurrent changes leave the worker in step with what is stored.
+    pub changes: tokio::sync::Mutex<()>,
     shared: Arc<Shared>,
     log: watch::Sender<u64>,
     workers: Mutex<HashMap<String, Worker>>,
@@ -109,7 +112,7 @@ impl Deliveries {
         let http = webhook::client(tls);
         let (log, log_rx) = watch::channel(0);
         let shared = Arc::new(Shared { store, vault, clock, http, log: log_rx, stopping });
-        Self { shared, log, workers: Mutex::new(HashMap::new()), tasks }
+        Self { changes: tokio::sync::Mutex::new(()), shared, log, workers: Mutex::new(HashMap::new()), tasks }
     }
 
     /// Tells the workers that the log has new events.

@@ -35,6 +35,9 @@ enum Halt {
     Stopped,
     /// The store failed; the step is retried from the cursor.
     Store(StoreError),
+    /// The signing secret cannot be read (missing, or the store failed): nothing is tried, so
+    /// nothing is dead-lettered for it; the step is retried from the cursor.
+    Key(String),
 }
 
 impl From<StoreError> for Halt {
@@ -128,11 +131,16 @@ pub(super) async fn run(shared: Arc<Shared>, sub: Subscription, status: Arc<Stat
             return;
         }
         let step = async {
-            if w.status.redrive.swap(false, Ordering::SeqCst)
-                && let Err(e) = w.redrive().await
-            {
-                w.status.redrive.store(true, Ordering::SeqCst);
-                return Err(e);
+            // A page of redrive at a time, then live delivery: a long redrive does not hold
+            // back new events.
+            if w.status.redrive.swap(false, Ordering::SeqCst) {
+                match w.redrive().await {
+                    Ok(more) => w.status.redrive.fetch_or(more, Ordering::SeqCst),
+                    Err(e) => {
+                        w.status.redrive.store(true, Ordering::SeqCst);
+                        return Err(e);
+                    }
+                };
             }
             w.step().await
         };
@@ -154,6 +162,14 @@ pub(super) async fn run(shared: Arc<Shared>, sub: Subscription, status: Arc<Stat
                 }
                 tokio::time::sleep(STORE_RETRY).await;
             }
+            Err(Halt::Key(e)) => {
+                if !std::mem::replace(&mut outage_logged, true) {
+                    tracing::warn!(subscription = %w.sub.name, error = %e, "cannot sign; delivery waits for the secret");
+                }
+                w.status.failing.store(true, Ordering::Relaxed);
+                *w.status.last_error.lock().expect("status lock") = Some(e);
+                tokio::time::sleep(STORE_RETRY).await;
+            }
         }
     }
 }
@@ -167,11 +183,11 @@ impl Worker {
         let Some(&(last, _)) = batch.last() else { return Ok(false) };
         let matching: Vec<(u64, &TopicEvent)> =
             batch.iter().filter(|(_, e)| self.sub.matches(&e.topic)).map(|(s, e)| (*s, e)).collect();
-        let key = self.signing_key().await;
+        let key = if matching.is_empty() { None } else { self.signing_key().await.map_err(Halt::Key)? };
         let mut done = cursor;
         for chunk in matching.chunks(self.sender.chunk()) {
             let chunk_end = chunk.last().expect("chunks are not empty").0;
-            match self.deliver(chunk, cursor, done, &key).await? {
+            match self.deliver(chunk, cursor, done, key.as_ref()).await? {
                 Outcome::Delivered => self.count("delivered", chunk.len()),
                 Outcome::GaveUp { error, attempts } => {
                     let at = self.shared.clock.now_ms();
@@ -210,7 +226,7 @@ impl Worker {
         chunk: &[(u64, &TopicEvent)],
         cursor: u64,
         done: u64,
-        key: &Result<Option<SecretValue>, String>,
+        key: Option<&SecretValue>,
     ) -> Result<Outcome, Halt> {
         let policy = self.sub.retry.clone();
         let mut saved = done == cursor;
@@ -218,11 +234,7 @@ impl Worker {
         let mut attempt = 1;
         loop {
             let now = self.shared.clock.now_ms();
-            let result = match key {
-                Ok(key) => self.sender.send(chunk, attempt, now, key.as_ref()).await,
-                Err(e) => Err(e.clone()),
-            };
-            let error = match result {
+            let error = match self.sender.send(chunk, attempt, now, key).await {
                 Ok(()) => {
                     self.status.failing.store(false, Ordering::Relaxed);
                     self.status.delivered.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -255,24 +267,27 @@ impl Worker {
         }
     }
 
-    /// Tries once more every dead letter marked for redrive: a delivered one is removed, a
-    /// failed one stays (unmarked) with its new error.
-    async fn redrive(&mut self) -> Result<(), Halt> {
+    /// Tries once more up to [`REDRIVE_PAGE`] dead letters marked for redrive: a delivered one
+    /// is removed, a failed one stays (unmarked) with its new error. Whether more may be marked.
+    async fn redrive(&mut self) -> Result<bool, Halt> {
         let store = self.shared.store.clone();
-        let key = self.signing_key().await;
-        let mut after = 0;
+        let key = self.signing_key().await.map_err(Halt::Key)?;
+        let (mut after, mut tried) = (0, 0);
         loop {
             let letters = store.dead_letters(&self.sub.name, after, REDRIVE_PAGE).await?;
-            let Some(last) = letters.last() else { return Ok(()) };
+            let Some(last) = letters.last() else { return Ok(false) };
             after = last.seq;
             for letter in letters.into_iter().filter(|l| l.redrive) {
+                if tried == REDRIVE_PAGE {
+                    return Ok(true);
+                }
+                tried += 1;
                 let now = self.shared.clock.now_ms();
                 let found = store.topic_events(letter.seq - 1, 1).await?.into_iter().find(|(s, _)| *s == letter.seq);
                 let attempt = letter.attempts.saturating_add(1);
-                let result = match (&found, &key) {
-                    (None, _) => Err("the event is no longer in the topic log".to_owned()),
-                    (Some(_), Err(e)) => Err(e.clone()),
-                    (Some((seq, e)), Ok(key)) => self.sender.send(&[(*seq, e)], attempt, now, key.as_ref()).await,
+                let result = match &found {
+                    None => Err("the event is no longer in the topic log".to_owned()),
+                    Some((seq, e)) => self.sender.send(&[(*seq, e)], attempt, now, key.as_ref()).await,
                 };
                 let update = match result {
                     Ok(()) => {

@@ -76,6 +76,18 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `id` may be given to an event from outside (an `Event-Id`, an ingress entry's
+/// `id`): ids of the form `<execution id>:…` are reserved for the events steps emit, so that
+/// no publisher can take an emitted event's id before the step that emits it commits.
+pub fn check_external_id(id: &str) -> Result<(), String> {
+    if let Some((head, _)) = id.split_once(':')
+        && head.parse::<uuid::Uuid>().is_ok()
+    {
+        return Err("ids of the form <execution id>:... are reserved for events emitted by steps".into());
+    }
+    Ok(())
+}
+
 /// Longest event key, business key and trigger path.
 pub const MAX_KEY_BYTES: usize = 256;
 
@@ -106,6 +118,16 @@ mod tests {
         }
         assert_eq!(key_at(&json!({"k": "x".repeat(257)}), "k"), None, "too long");
         assert_eq!(key_at(&json!({"k": "a\nb"}), "k"), None, "control characters");
+    }
+
+    #[test]
+    fn ids_of_emitted_events_are_reserved() {
+        assert!(check_external_id("evt-1").is_ok());
+        assert!(check_external_id("orders:1700-0").is_ok());
+        assert!(check_external_id("not-a-uuid:create:execute:0").is_ok());
+        let emitted = "01a201ba-c592-75bc-849b-47901389cd4c:reserve_seat:execute:0";
+        assert!(check_external_id(emitted).is_err());
+        assert!(check_external_id("01A201BA-C592-75BC-849B-47901389CD4C:x").is_err());
     }
 
     #[test]

@@ -95,6 +95,14 @@ impl RedisIngress {
 /// text; `{}` when absent), `id` (default `<stream>:<entry id>`) and `key`, all optional but
 /// the topic. `Err` says why the entry cannot be an event.
 pub fn event_of(ingress: &RedisIngress, entry: &StreamId, now_ms: u64) -> Result<TopicEvent, String> {
+    // A pending entry deleted or trimmed from the stream comes back without fields.
+    if entry.map.is_empty() {
+        return Err("the entry has no fields (deleted or trimmed from the stream)".into());
+    }
+    let size: usize = entry.map.iter().map(|(k, v)| k.len() + value_len(v)).sum();
+    if size > MAX_ENTRY_BYTES {
+        return Err(format!("the entry's {size} bytes exceed the limit of {MAX_ENTRY_BYTES}"));
+    }
     let text = |field: &str| -> Result<Option<String>, String> {
         match entry.map.get(field) {
             None => Ok(None),
@@ -112,15 +120,28 @@ pub fn event_of(ingress: &RedisIngress, entry: &StreamId, now_ms: u64) -> Result
             serde_json::from_str(&p).map_err(|e| format!("payload is not JSON: {e}"))?
         }
     };
-    let id = text("id")?.unwrap_or_else(|| format!("{}:{}", ingress.stream, entry.id));
+    let id = text("id")?.unwrap_or_else(|| format!("redis:{}:{}", ingress.stream, entry.id));
     if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| (b' '..=b'~').contains(&b)) {
         return Err("id: 1-256 printable ASCII characters".into());
     }
+    crate::domain::topic::check_external_id(&id).map_err(|e| format!("id: {e}"))?;
     let key = text("key")?;
     if let Some(k) = &key {
         check_key(k).map_err(|e| format!("key: {e}"))?;
     }
     Ok(TopicEvent { id, topic, key, payload, at: now_ms, source: None })
+}
+
+/// Largest entry taken (its fields' names and values): what a published event's body may be
+/// by default (`--max-body-kib`).
+const MAX_ENTRY_BYTES: usize = 1 << 20;
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::BulkString(b) => b.len(),
+        Value::SimpleString(s) => s.len(),
+        _ => 16,
+    }
 }
 
 /// Runs `ingress` until the host stops.
@@ -267,10 +288,13 @@ mod tests {
             event_of(&i, &entry(&[("topic", b"OrderCreated"), ("payload", b"{\"a\":1}"), ("key", b"o-1")]), 5).unwrap();
         assert_eq!(
             (e.id.as_str(), e.topic.as_str(), e.key.as_deref(), e.at),
-            ("orders:1700-0", "OrderCreated", Some("o-1"), 5)
+            ("redis:orders:1700-0", "OrderCreated", Some("o-1"), 5)
         );
         assert_eq!(e.payload, serde_json::json!({"a": 1}));
         let e = event_of(&i, &entry(&[("topic", b"T"), ("id", b"evt-9")]), 0).unwrap();
+        assert!(event_of(&i, &entry(&[]), 0).unwrap_err().contains("no fields"));
+        let big = vec![b'x'; (1 << 20) + 1];
+        assert!(event_of(&i, &entry(&[("topic", b"T"), ("payload", &big)]), 0).unwrap_err().contains("exceed"));
         assert_eq!((e.id.as_str(), &e.payload), ("evt-9", &serde_json::json!({})));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         for (fields, why) in [
@@ -280,11 +304,12 @@ mod tests {
             (vec![("topic", &b"T"[..]), ("payload", deep.as_bytes())], "payload"),
             (vec![("topic", &b"T"[..]), ("key", &b"a\nb"[..])], "key"),
             (vec![("topic", &b"T"[..]), ("id", &[0xff, 0xfe][..])], "UTF-8"),
+            (vec![("topic", &b"T"[..]), ("id", &b"01a201ba-c592-75bc-849b-47901389cd4c:s:execute:0"[..])], "reserved"),
         ] {
             let err = event_of(&i, &entry(&fields), 0).unwrap_err();
             assert!(err.contains(why), "{why}: {err}");
         }
         let with_topic = RedisIngress::parse("redis://h:1?stream=s&topic=Default").unwrap();
-        assert_eq!(event_of(&with_topic, &entry(&[]), 0).unwrap().topic, "Default");
+        assert_eq!(event_of(&with_topic, &entry(&[("payload", b"{}")]), 0).unwrap().topic, "Default");
     }
 }

@@ -242,8 +242,15 @@ impl Driver {
                 }
             }
             // A wait that begins takes the events its key had before the execution started.
-            if matches!(next, Next::SleepUntil(_)) && self.early_events(&current, &def, &mut early_checked).await {
-                continue;
+            if matches!(next, Next::SleepUntil(_)) {
+                match self.early_events(&current, &def, &mut early_checked).await {
+                    Some(false) => {}
+                    Some(true) => continue,
+                    None => {
+                        tokio::time::sleep(STORE_RETRY).await;
+                        continue;
+                    }
+                }
             }
             match next {
                 Next::Done => {
@@ -285,18 +292,23 @@ impl Driver {
     /// Delivers, as signals, the events with the execution's business key on the topics of the
     /// wait it is in that were recorded before the execution started (up to [`EARLY_WINDOW_MS`]
     /// before): no dispatch could deliver them, since the execution did not exist yet
-    /// (docs/topics.md, "Waits resumed by events"). Whether one was recorded.
-    async fn early_events(&self, exec: &Execution, def: &SagaDefinition, checked: &mut Option<StepName>) -> bool {
-        let (Some(key), Some((sdef, wait))) = (&exec.key, open_wait(exec, def)) else { return false };
+    /// (docs/topics.md, "Waits resumed by events"). `Some(true)` when one was recorded, `None`
+    /// when the store failed (try again later: the wait is not marked as looked up).
+    async fn early_events(
+        &self,
+        exec: &Execution,
+        def: &SagaDefinition,
+        checked: &mut Option<StepName>,
+    ) -> Option<bool> {
+        let (Some(key), Some((sdef, wait))) = (&exec.key, open_wait(exec, def)) else { return Some(false) };
         if checked.as_ref() == Some(&sdef.name) {
-            return false;
+            return Some(false);
         }
-        *checked = Some(sdef.name.clone());
         let events = match self.orch.store.topic_events_by_key(key, EARLY_EVENTS).await {
             Ok(events) => events,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the events of the execution's key failed");
-                return false;
+                tracing::warn!(error = %e, "reading the events of the execution's key failed; trying again");
+                return None;
             }
         };
         let since = exec.created_at.saturating_sub(EARLY_WINDOW_MS);
@@ -311,10 +323,18 @@ impl Driver {
                     tracing::info!(event = %event_id, "an event recorded before the execution started resumes its wait");
                     recorded = true;
                 }
-                Err(e) => tracing::debug!(event = %event_id, error = %e, "early event not delivered"),
+                // Refused for what it is (too many signals, the execution ended): final.
+                Err(e) if e.is_permanent() => {
+                    tracing::debug!(event = %event_id, error = %e, "early event not delivered")
+                }
+                Err(e) => {
+                    tracing::warn!(event = %event_id, error = %e, "delivering an early event failed; trying again");
+                    return None;
+                }
             }
         }
-        recorded
+        *checked = Some(sdef.name.clone());
+        Some(recorded)
     }
 
     fn in_flight(&self) -> InFlight {

@@ -34,6 +34,7 @@ impl Orchestrator {
             let problem = format!("webhook.signing_secret: no secret {secret:?} is stored (PUT /v1/secrets/{secret})");
             return Err(crate::domain::subscription::SubscriptionError::Invalid(vec![problem]).into());
         }
+        let _change = self.deliveries.changes.lock().await;
         let created = self.store.subscription_put(sub.clone(), start).await?;
         self.deliveries.run(sub.clone());
         tracing::info!(subscription = %sub.name, target = sub.target.kind(), created, "subscription stored");
@@ -42,12 +43,12 @@ impl Orchestrator {
 
     /// Removes subscription `name`, its cursor and its dead letters.
     pub async fn delete_subscription(&self, name: &str) -> Result<(), OrchestratorError> {
+        let _change = self.deliveries.changes.lock().await;
+        let deleted = self.store.subscription_delete(name).await?;
+        // After the delete: a failed delete leaves the worker running; a write the worker had
+        // in flight is refused by the store once the subscription is gone.
         self.deliveries.stop(name);
-        if self.store.subscription_delete(name).await? {
-            Ok(())
-        } else {
-            Err(OrchestratorError::UnknownSubscription(name.to_owned()))
-        }
+        if deleted { Ok(()) } else { Err(OrchestratorError::UnknownSubscription(name.to_owned())) }
     }
 
     /// Every subscription with its cursor and status, by name.

@@ -175,6 +175,8 @@ pub struct Commit<S> {
     definitions: HashMap<SagaName, StoredDefinition>,
     secrets: HashMap<String, bool>,
     subscriptions: HashMap<String, bool>,
+    /// Dead letters staged in this commit, by subscription.
+    letters: HashMap<String, Vec<u64>>,
     topic_events: HashMap<String, u64>,
     state_clock: u64,
     clock_moved: bool,
@@ -193,6 +195,7 @@ impl<S: Snapshot> Commit<S> {
             definitions: HashMap::new(),
             secrets: HashMap::new(),
             subscriptions: HashMap::new(),
+            letters: HashMap::new(),
             topic_events: HashMap::new(),
             state_clock,
             clock_moved: false,
@@ -430,7 +433,11 @@ impl<S: Snapshot> Commit<S> {
         if !self.subscription_exists(&name)? {
             return Ok(false);
         }
-        for seq in self.snapshot.dead_letter_seqs(&name)? {
+        let mut seqs = self.snapshot.dead_letter_seqs(&name)?;
+        seqs.extend(self.letters.remove(&name).unwrap_or_default());
+        seqs.sort_unstable();
+        seqs.dedup();
+        for seq in seqs {
             self.mutations.push(Mutation::DeadLetter { subscription: name.clone(), seq, record: None });
         }
         self.subscriptions.insert(name.clone(), false);
@@ -450,6 +457,9 @@ impl<S: Snapshot> Commit<S> {
             return Ok(false);
         }
         for (seq, record) in letters {
+            if record.is_some() {
+                self.letters.entry(name.clone()).or_default().push(seq);
+            }
             self.mutations.push(Mutation::DeadLetter { subscription: name.clone(), seq, record });
         }
         if let Some(seq) = cursor {

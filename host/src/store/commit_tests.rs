@@ -349,3 +349,31 @@ proptest! {
         }
     }
 }
+
+/// A worker's dead letters staged in the same group as the subscription's delete (and before
+/// it) are removed with it: none survive to come back under a subscription of the same name.
+#[test]
+fn a_delete_removes_the_dead_letters_staged_before_it_in_the_same_commit() {
+    use crate::domain::subscription::{DeadLetter, StartAt, parse_subscription};
+    let model = Model::default();
+    let mut c = Commit::new(&model, 0);
+    let (sub, _) = parse_subscription("s", br#"{"topics": ["*"], "webhook": {"url": "http://h"}}"#, 0).unwrap();
+    c.put_subscription(sub, StartAt::Start).unwrap();
+    let letter = DeadLetter {
+        seq: 7,
+        event_id: "e".into(),
+        topic: "T".into(),
+        attempts: 1,
+        error: "down".into(),
+        at: 0,
+        redrive: false,
+    };
+    assert!(c.dead_letters("s".into(), vec![(7, Some(letter))], Some(7)).unwrap());
+    assert!(c.delete_subscription("s".into()).unwrap());
+    let (mutations, _) = c.finish();
+    let last_letter = mutations.iter().rposition(|m| matches!(m, Mutation::DeadLetter { seq: 7, .. }));
+    assert!(
+        matches!(mutations[last_letter.unwrap()], Mutation::DeadLetter { record: None, .. }),
+        "the letter's removal comes after it: {mutations:?}"
+    );
+}
