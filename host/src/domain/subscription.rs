@@ -66,13 +66,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// The target as the API shows it: a password in a Redis URL is replaced by `***`.
+    /// The target as the API shows it: a password in its URL is replaced by `***`.
     pub fn redacted(&self) -> Self {
         match self {
             Self::RedisStream { url, stream, max_len } => {
                 Self::RedisStream { url: redact_password(url), stream: stream.clone(), max_len: *max_len }
             }
-            other => other.clone(),
+            Self::Webhook { url, signing_secret, timeout_ms } => Self::Webhook {
+                url: redact_password(url),
+                signing_secret: signing_secret.clone(),
+                timeout_ms: *timeout_ms,
+            },
         }
     }
 
@@ -226,6 +230,9 @@ pub fn parse_subscription(name: &str, bytes: &[u8], at: u64) -> Result<(Subscrip
 
 fn webhook(doc: WebhookDoc, problems: &mut Vec<String>) -> Target {
     check_url("webhook.url", &doc.url, &["http", "https"], problems);
+    if doc.url.parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.as_str().contains('@'))) == Some(true) {
+        problems.push("webhook.url: credentials in the URL are not sent; sign requests with signing_secret".into());
+    }
     if let Some(secret) = &doc.signing_secret
         && !crate::secrets::valid_name(secret)
     {
@@ -367,6 +374,7 @@ mod tests {
         let long = format!(r#"{{"topics": ["A"], "webhook": {{"url": "http://h/{}"}}}}"#, "x".repeat(MAX_URL_BYTES));
         assert!(problems(&long).contains("longer than"));
         assert!(problems(r#"{"topics": ["A"], "webhook": {"url": "http:///path"}}"#).contains("webhook.url"));
+        assert!(problems(r#"{"topics": ["A"], "webhook": {"url": "https://u:p@h/x"}}"#).contains("credentials"));
         assert!(parse_subscription("bad name", br#"{"topics": ["A"], "webhook": {"url": "http://h"}}"#, 0).is_err());
     }
 
