@@ -7,7 +7,8 @@
 //! - every order ended APPROVED (execution completed) or REJECTED (compensated), consistently
 //!   with its customer's credit: a customer's reserved credit is exactly the sum of its
 //!   approved orders, never over its limit, and an order has a reservation iff it is approved;
-//! - no trigger started two executions for one key: one customer execution per order;
+//! - no trigger started two executions for one key: one customer execution per order, and one
+//!   credit release (started by OrderRejected) per rejected order;
 //! - every event in the log reached the webhook (and, when the tests have a Redis, a Redis
 //!   stream) at least once, and per key each consumer saw the events in log order with none
 //!   missing.
@@ -36,7 +37,7 @@ async fn install(api: &Api, webhook: &str, redis_stream: Option<&(String, String
     for p in sagahost::demo::PLUGINS.iter().filter(|p| p.name == "order" || p.name == "customer") {
         api.put_plugin(p.name, p.wasm.to_vec()).await;
     }
-    for name in ["order-credit", "customer-credit"] {
+    for name in ["order-credit", "customer-credit", "customer-release"] {
         api.put_saga(name, &serde_json::from_str(example(name)).unwrap()).await;
     }
     let retry = json!({"max_attempts": 1000, "initial_backoff_ms": 20, "multiplier": 2.0, "max_backoff_ms": 200});
@@ -188,6 +189,16 @@ async fn choreographed_orders_stay_consistent_across_kills() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             by_key = executions_by_key(&api, "order-credit").await;
         }
+        // Every rejected order's OrderRejected started one release of its credit, which ended.
+        let rejected = by_key.values().flatten().filter(|e| e["status"] == "compensated").count();
+        let mut releases = executions_by_key(&api, "customer-release").await;
+        while releases.values().flatten().filter(|e| e["status"] == "completed").count() < rejected {
+            assert!(Instant::now() < deadline, "credit releases still running");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            releases = executions_by_key(&api, "customer-release").await;
+        }
+        assert!(releases.values().all(|v| v.len() == 1), "one release per order");
+        assert_eq!(releases.len(), rejected, "a release per rejected order, none for an approved one");
         let order_state = state(&api, "order", "orders").await;
         let reservations = state(&api, "customer", "reservations").await;
         let customers = state(&api, "customer", "customers").await;

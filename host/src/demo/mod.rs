@@ -57,6 +57,7 @@ pub const SAGAS: &[(&str, &str)] = &[
     ("payment-retry", include_str!("../../../plugins/sagas/payment-retry.json")),
     ("order-credit", include_str!("../../../plugins/sagas/order-credit.json")),
     ("customer-credit", include_str!("../../../plugins/sagas/customer-credit.json")),
+    ("customer-release", include_str!("../../../plugins/sagas/customer-release.json")),
 ];
 
 /// Every example subscription: (name, JSON), placeholders as in [`SAGAS`].

@@ -5,6 +5,10 @@
 //! `CreditLimitExceeded` when it does not. Either way the step completes: the answer is the
 //! outcome, and an event is only recorded with a completed step.
 //!
+//! The same plugin serves `customer-release.json`: its step `release_credit`, started by an
+//! order's `OrderRejected`, gives back what was reserved for that order (nothing when nothing
+//! was), so that a rejected order never keeps credit.
+//!
 //! State: `customers/{customer_id}` holds the credit limit and what is reserved;
 //! `reservations/{order_id}` the amount reserved for that order (so a retried or repeated
 //! request reserves once). A customer seen for the first time gets the step's `credit_limit`
@@ -66,8 +70,11 @@ impl Step for CustomerService {
     type Output = Answer;
     type Undone = Answer;
 
-    fn execute(_ctx: &Context, step: StepInput<Triggered>) -> Result<Answer, StepError> {
+    fn execute(ctx: &Context, step: StepInput<Triggered>) -> Result<Answer, StepError> {
         let order = step.input.event.payload;
+        if ctx.step == "release_credit" {
+            return release(order);
+        }
         let customers = state::collection("customers");
         let reservations = state::collection("reservations");
         let mut customer = match customers.get::<Customer>(&order.customer_id)? {
@@ -104,26 +111,31 @@ impl Step for CustomerService {
     fn compensate(_ctx: &Context, undo: Compensation<Triggered, Answer>) -> Result<Answer, StepError> {
         // The saga has no step after this one, so nothing makes it compensate; if it ever does
         // (a cancel while the answer's outcome is unknown), the reservation is released.
-        let order = undo.input.event.payload;
-        let customers = state::collection("customers");
-        let reservations = state::collection("reservations");
-        let mut available = 0;
-        if let Some(Versioned { value: amount, .. }) = reservations.get::<u64>(&order.order_id)?
-            && let Some(Versioned { value: mut customer, .. }) = customers.get::<Customer>(&order.customer_id)?
-        {
-            customer.reserved = customer.reserved.saturating_sub(amount);
-            available = customer.credit_limit.saturating_sub(customer.reserved);
-            customers.set(&order.customer_id, &customer)?;
-            reservations.delete(&order.order_id)?;
-        }
-        Ok(Answer {
-            order_id: order.order_id,
-            customer_id: order.customer_id,
-            amount: order.amount,
-            reserved: false,
-            available,
-        })
+        release(undo.input.event.payload)
     }
+}
+
+/// Gives back what `order` reserved, if anything.
+fn release(order: OrderCreated) -> Result<Answer, StepError> {
+    let customers = state::collection("customers");
+    let reservations = state::collection("reservations");
+    let mut available = 0;
+    if let Some(Versioned { value: amount, .. }) = reservations.get::<u64>(&order.order_id)?
+        && let Some(Versioned { value: mut customer, .. }) = customers.get::<Customer>(&order.customer_id)?
+    {
+        customer.reserved = customer.reserved.saturating_sub(amount);
+        available = customer.credit_limit.saturating_sub(customer.reserved);
+        customers.set(&order.customer_id, &customer)?;
+        reservations.delete(&order.order_id)?;
+        saga_guest::info!("order {} of customer {}: {amount} released", order.order_id, order.customer_id);
+    }
+    Ok(Answer {
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        amount: order.amount,
+        reserved: false,
+        available,
+    })
 }
 
 export_step!(CustomerService);

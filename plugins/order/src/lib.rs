@@ -6,7 +6,8 @@
 //! An order with a `customer_id` and an `amount` takes part in the choreography with the
 //! customer service (`order-credit.json`): `create_order` emits `OrderCreated`, and the
 //! customer saga answers `CreditReserved` or `CreditLimitExceeded`; such an order is REJECTED
-//! rather than cancelled when the saga compensates.
+//! rather than cancelled when the saga compensates, and the compensation emits `OrderRejected`
+//! so that the customer service releases any credit it reserved for it.
 
 use saga_guest::state::{self, Versioned};
 use saga_guest::{Compensation, Context, Step, StepError, StepInput, export_step};
@@ -106,6 +107,10 @@ impl Step for Order {
     fn compensate(ctx: &Context, undo: Compensation<OrderInput, OrderState>) -> Result<OrderState, StepError> {
         let OrderInput { order_id, item, customer_id, amount } = undo.input;
         let undone = if customer_id.is_some() { "REJECTED" } else { "CANCELLED" };
+        if let Some(customer_id) = &customer_id {
+            let rejected = OrderCreated { order_id: &order_id, customer_id, amount };
+            saga_guest::events::emit_keyed("OrderRejected", &order_id, &rejected)?;
+        }
         saga_guest::warn!("order {order_id} {}: {}", undone.to_lowercase(), undo.reason);
         let Some(mut order) = own_order(ctx, &order_id)? else {
             // The order was never recorded (its step's outcome was unknown): nothing to undo.
