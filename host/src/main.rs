@@ -27,6 +27,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(secs) = args.sustain {
+        let report = sagahost::bench::sustain::run(secs, args.rate, args.json).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        return Ok(());
+    }
     if args.events {
         let phase = std::time::Duration::from_secs_f64(args.phase_secs);
         let report = sagahost::bench::events::run(phase, Some(args.redis_url)).await?;

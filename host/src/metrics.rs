@@ -121,6 +121,9 @@ pub struct Metrics {
     pub delivery_lag_seconds: Family<SubscriptionLabels, Histogram, fn() -> Histogram>,
     /// Stream entries read by an ingress, by stream and outcome.
     pub ingress_entries: Family<IngressLabels, Counter>,
+    /// The slowest store commit since it was last taken, microseconds (for `bench --sustain`;
+    /// not exported).
+    pub store_commit_max_us: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -143,6 +146,7 @@ impl Metrics {
             deliveries: Family::default(),
             delivery_lag_seconds: Family::new_with_constructor(seconds_histogram),
             ingress_entries: Family::default(),
+            store_commit_max_us: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register("executions_started", "Executions started", m.executions_started.clone());

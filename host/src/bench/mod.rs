@@ -4,7 +4,8 @@
 //! HTTP and in-process at a sweep of concurrencies. It prints a table (or `--json`) and,
 //! last, the ratio of the host's steps/s to the lower raw limit. `--scale N` measures the
 //! scale figures instead (see [`scale`]), `--http` what a plugin's HTTP call adds to a step
-//! (see [`http`]), `--events` how fast emitted events reach subscribers (see [`events`]).
+//! (see [`http`]), `--events` how fast emitted events reach subscribers (see [`events`]),
+//! `--sustain` latency and memory over a long open-loop run (see [`sustain`]).
 #![allow(clippy::print_stdout)]
 
 mod client;
@@ -12,6 +13,7 @@ pub mod events;
 pub mod http;
 mod measure;
 pub mod scale;
+pub mod sustain;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -288,17 +290,9 @@ async fn open_loop(
     Ok(LoadResult::new("http-fixed-rate", 0, Driven { n, per_s, lat, cpu_us_each: cpu_us_per(cpu, n) }))
 }
 
-/// Runs the whole benchmark.
-pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let progress =
-        Arc::new(Progress { phase: Default::default(), count: AtomicU64::new(0), done: AtomicBool::new(false) });
-    let ticker = spawn_progress(progress.clone());
-    let (raw_instances_per_s, instance_cpu_us) = raw_instances(&opts, cores, &progress).await?;
-    let (raw_appends_per_s, raw_appends_per_flush, append_cpu_us) = raw_appends(&opts, &progress).await?;
-
-    let dir = tempfile::tempdir()?;
-    let mut config = HostConfig::new(dir.path());
+/// A host on `dir` with the bench plugin and the three-step `bench` saga defined.
+async fn start_bench_host(dir: &std::path::Path) -> anyhow::Result<Host> {
+    let mut config = HostConfig::new(dir);
     config.limits.max_instances = 512;
     config.orchestrator.max_concurrent_attempts = 256;
     let host = Host::start(config).await?;
@@ -313,6 +307,28 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     if !put.status().is_success() {
         bail!("defining the bench saga: {}", put.text().await?);
     }
+    Ok(host)
+}
+
+/// Sagas per second over HTTP at a concurrency of 64 for `phase`: the peak a fixed rate is a
+/// share of.
+async fn closed_loop_peak(host: &Host, phase: Duration) -> anyhow::Result<f64> {
+    let opts = BenchOptions { phase, concurrency: vec![64] };
+    let progress = Arc::new(Progress::default());
+    Ok(saga_load("http", 64, &opts, host, &progress).await?.sagas_per_s)
+}
+
+/// Runs the whole benchmark.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let progress =
+        Arc::new(Progress { phase: Default::default(), count: AtomicU64::new(0), done: AtomicBool::new(false) });
+    let ticker = spawn_progress(progress.clone());
+    let (raw_instances_per_s, instance_cpu_us) = raw_instances(&opts, cores, &progress).await?;
+    let (raw_appends_per_s, raw_appends_per_flush, append_cpu_us) = raw_appends(&opts, &progress).await?;
+
+    let dir = tempfile::tempdir()?;
+    let host = start_bench_host(dir.path()).await?;
     let mut loads = Vec::new();
     for via in ["http", "in-process"] {
         for &c in &opts.concurrency {

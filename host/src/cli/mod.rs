@@ -89,6 +89,13 @@ pub struct BenchArgs {
     /// and emit → delivery latency (one live phase of `--phase-secs` per target).
     #[arg(long, env = "SAGAHOST_EVENTS", value_parser = BoolishValueParser::new(), conflicts_with_all = ["scale", "http"])]
     pub events: bool,
+    /// Run sagas at a fixed rate for this many seconds instead, reporting latency, the slowest
+    /// commit, memory and data size every 10 s.
+    #[arg(long, env = "SAGAHOST_SUSTAIN", conflicts_with_all = ["scale", "http", "events"])]
+    pub sustain: Option<u64>,
+    /// The `--sustain` rate: sagas per second (`1500`) or a share of a peak measured first (`50%`).
+    #[arg(long, env = "SAGAHOST_RATE", default_value = "50%", value_parser = clap::value_parser!(crate::bench::sustain::Rate))]
+    pub rate: crate::bench::sustain::Rate,
     /// The Redis `--events` measures (skipped, saying so, when it does not answer).
     #[arg(long, env = "SAGAHOST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,

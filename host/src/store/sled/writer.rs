@@ -330,6 +330,7 @@ pub(super) fn run(
         let m = crate::metrics::metrics();
         m.store_batch_writes.observe(finishers.len() as f64);
         crate::metrics::observe(&m.store_commit_seconds, started.elapsed());
+        m.store_commit_max_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(finishers.len() as u64, Ordering::Relaxed);
         for f in finishers {
