@@ -477,3 +477,72 @@ async fn a_redis_stream_ingress_records_every_entry_once_and_acknowledges_it() {
     }
     let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
 }
+
+/// Entries another consumer of the group read and never acknowledged (a host that is gone) are
+/// taken over once idle for `claim_idle_ms`, recorded and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_ingress_takes_over_what_a_gone_consumer_left_pending() {
+    let Some(url) = redis_url() else { return };
+    let mut conn = redis_connection(&url).await;
+    let stream = format!("sagahost-claim-{}", uuid::Uuid::now_v7());
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("hosts")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("id")
+            .arg(format!("left-{i}"))
+            .arg("payload")
+            .arg("{}")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // The gone host read them all and acknowledged none.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("hosts")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spec = format!("{url}?stream={stream}&group=hosts&consumer=me&topic=Claimed&claim_idle_ms=200");
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &["--redis-ingress", &spec]);
+    let api = Api::new(&host.url);
+    let start = Instant::now();
+    loop {
+        let (_, log) = api.call(Method::GET, "/v1/events?limit=100", None).await;
+        let n = log["events"].as_array().unwrap().iter().filter(|e| e["topic"] == "Claimed").count();
+        if n == 20 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{n} of 20 taken over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = Instant::now();
+    loop {
+        let pending: Vec<redis::Value> =
+            redis::cmd("XPENDING").arg(&stream).arg("hosts").query_async(&mut conn).await.unwrap();
+        if pending.first() == Some(&redis::Value::Int(0)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "left pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+}

@@ -207,7 +207,7 @@ pub struct StoreArgs {
 #[command(next_help_heading = "Ingress")]
 pub struct IngressArgs {
     /// Read a Redis stream into the topic log through a consumer group:
-    /// `redis://HOST:PORT[/DB]?stream=NAME[&group=G][&consumer=C][&topic=T][&from=start|now]`.
+    /// `redis://HOST:PORT[/DB]?stream=NAME[&group=G][&consumer=C][&topic=T][&from=start|now][&claim_idle_ms=N]`.
     /// Repeat for several streams (in the variable: separated by spaces).
     #[arg(long, env = "SAGAHOST_REDIS_INGRESS", value_delimiter = ' ', value_parser = crate::ingress::redis::RedisIngress::parse)]
     pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,

@@ -1,5 +1,5 @@
 //! The Redis Streams ingress: `--redis-ingress 'redis://HOST:PORT[/DB]?stream=S[&group=G]
-//! [&consumer=C][&topic=T][&from=start|now]'`.
+//! [&consumer=C][&topic=T][&from=start|now][&claim_idle_ms=N]'`.
 //!
 //! One task per ingress reads its stream through a consumer group: first the entries it read
 //! before and did not acknowledge (a crash between reading and acknowledging), then new ones.
@@ -41,6 +41,9 @@ pub struct RedisIngress {
     pub topic: Option<String>,
     /// Where a group created by the host starts: the stream's first entry, or its end.
     pub from_start: bool,
+    /// Entries pending this long under another consumer of the group (one that read them and
+    /// never acknowledged them: a host that is gone) are taken over (`XAUTOCLAIM`), ms.
+    pub claim_idle_ms: u64,
 }
 
 impl RedisIngress {
@@ -58,6 +61,7 @@ impl RedisIngress {
             consumer: "sagahost".into(),
             topic: None,
             from_start: false,
+            claim_idle_ms: 60_000,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not name=value"))?;
@@ -74,6 +78,13 @@ impl RedisIngress {
                 }
                 "from" if v == "start" || v == "now" => me.from_start = v == "start",
                 "from" => return Err(format!("from must be start or now, got {v:?}")),
+                "claim_idle_ms" => {
+                    me.claim_idle_ms = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| (1..=86_400_000).contains(ms))
+                        .ok_or_else(|| format!("claim_idle_ms must be 1-86400000, got {v:?}"))?
+                }
                 other => return Err(format!("unknown Redis ingress setting {other:?}")),
             }
         }
@@ -153,9 +164,17 @@ pub async fn run(orch: Arc<Orchestrator>, ingress: RedisIngress) {
             let mut conn = connect(&ingress).await?;
             tracing::info!(ingress = %ingress.describe(), "reading the Redis stream");
             outage_logged = false;
-            // Entries read before and not acknowledged, then new ones.
+            // Entries read before and not acknowledged (this consumer's, and those another
+            // consumer left idle, claimed), then new ones; claiming again every CLAIM_EVERY.
             let mut from_pending = true;
+            let mut claimed_at = None;
             while !*orch.stopping().borrow() {
+                if claimed_at.is_none_or(|t: std::time::Instant| t.elapsed() >= CLAIM_EVERY) {
+                    if claim(&mut conn, &ingress).await? > 0 {
+                        from_pending = true;
+                    }
+                    claimed_at = Some(std::time::Instant::now());
+                }
                 let start = if from_pending { "0" } else { ">" };
                 let mut read = redis::cmd("XREADGROUP");
                 read.arg("GROUP").arg(&ingress.group).arg(&ingress.consumer).arg("COUNT").arg(COUNT);
@@ -194,6 +213,40 @@ pub async fn run(orch: Arc<Orchestrator>, ingress: RedisIngress) {
                 _ = stopping.wait_for(|s| *s) => {}
             }
         }
+    }
+}
+
+/// How often the entries other consumers left idle are looked for.
+const CLAIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Takes over the entries pending for longer than `claim_idle_ms` under other consumers of the
+/// group (`XAUTOCLAIM … JUSTID`): they become this consumer's pending entries, read next. How
+/// many were claimed.
+async fn claim(conn: &mut redis::aio::MultiplexedConnection, ingress: &RedisIngress) -> Result<usize, String> {
+    let (mut cursor, mut claimed) = ("0-0".to_owned(), 0);
+    loop {
+        let reply: Vec<Value> = redis::cmd("XAUTOCLAIM")
+            .arg(&ingress.stream)
+            .arg(&ingress.group)
+            .arg(&ingress.consumer)
+            .arg(ingress.claim_idle_ms)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(COUNT)
+            .arg("JUSTID")
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("XAUTOCLAIM: {e}"))?;
+        let next: String = reply.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+        let ids: Vec<String> = reply.get(1).and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+        claimed += ids.len();
+        if next.is_empty() || next == "0-0" {
+            if claimed > 0 {
+                tracing::info!(ingress = %ingress.describe(), claimed, "took over entries another consumer left pending");
+            }
+            return Ok(claimed);
+        }
+        cursor = next;
     }
 }
 
@@ -264,6 +317,9 @@ mod tests {
             ("redis://127.0.0.1:6379", "orders", "sagahost")
         );
         assert!(!i.from_start && i.topic.is_none());
+        assert_eq!(i.claim_idle_ms, 60_000);
+        let i = RedisIngress::parse("redis://h:1?stream=s&claim_idle_ms=500").unwrap();
+        assert_eq!(i.claim_idle_ms, 500);
         let i = RedisIngress::parse("redis://u:p@h:1/2?stream=s&group=g&consumer=c&topic=T&from=start").unwrap();
         assert_eq!((i.consumer.as_str(), i.topic.as_deref(), i.from_start), ("c", Some("T"), true));
         assert_eq!(i.describe(), "redis://h:1/2 stream s group g", "no credentials in logs");
@@ -276,6 +332,8 @@ mod tests {
             "redis://h:1?stream=s&topic=bad topic",
             "redis://h:1?stream=s&what=1",
             "redis://h:1?stream=",
+            "redis://h:1?stream=s&claim_idle_ms=0",
+            "redis://h:1?stream=s&claim_idle_ms=soon",
         ] {
             assert!(RedisIngress::parse(bad).is_err(), "{bad}");
         }
