@@ -354,6 +354,19 @@ pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis at {url} (SAGAHOST_TEST_REDIS_URL) is unreachable: {e}"))
 }
 
+/// Waits (up to 30 s) until the group has no entry pending on `stream`.
+async fn until_acknowledged(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) {
+    let start = Instant::now();
+    loop {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING").arg(stream).arg(group).query_async(conn).await.unwrap();
+        if pending.first() == Some(&redis::Value::Int(0)) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "entries left unacknowledged: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_streams_get_every_event_with_its_id() {
     let Some(url) = redis_url() else { return };
@@ -454,16 +467,7 @@ async fn a_redis_stream_ingress_records_every_entry_once_and_acknowledges_it() {
     ids.dedup();
     assert_eq!(ids.len(), 300);
     // Every entry is acknowledged once recorded (or refused).
-    let start = Instant::now();
-    loop {
-        let pending: Vec<redis::Value> =
-            redis::cmd("XPENDING").arg(&stream).arg("hosts").query_async(&mut conn).await.unwrap();
-        if pending.first() == Some(&redis::Value::Int(0)) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "entries left unacknowledged: {pending:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_acknowledged(&mut conn, &stream, "hosts").await;
     // And each started its saga once.
     let start = Instant::now();
     loop {
@@ -534,15 +538,6 @@ async fn a_redis_ingress_takes_over_what_a_gone_consumer_left_pending() {
         assert!(start.elapsed() < Duration::from_secs(30), "{n} of 20 taken over");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let start = Instant::now();
-    loop {
-        let pending: Vec<redis::Value> =
-            redis::cmd("XPENDING").arg(&stream).arg("hosts").query_async(&mut conn).await.unwrap();
-        if pending.first() == Some(&redis::Value::Int(0)) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "left pending: {pending:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_acknowledged(&mut conn, &stream, "hosts").await;
     let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
 }
