@@ -3,6 +3,7 @@
 //! this file only wires it to telemetry, the server and the client.
 #![allow(clippy::print_stdout)]
 
+use anyhow::Context;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use sagahost::cli::{BenchArgs, Cli, Command, LogFormat};
@@ -31,6 +32,15 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let report = sagahost::bench::sustain::run(secs, args.rate, args.json).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        return Ok(());
+    }
+    if let Some(url) = &args.store {
+        let loads = sagahost::bench::stores::run(url, std::time::Duration::from_secs_f64(args.phase_secs)).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&loads)?);
+        } else {
+            sagahost::bench::stores::print(&loads);
         }
         return Ok(());
     }
@@ -63,6 +73,22 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         sagahost::bench::print_table(&report);
     }
+    Ok(())
+}
+
+async fn migrate(args: sagahost::cli::MigrateArgs) -> anyhow::Result<()> {
+    let to = sagahost::store::PostgresConfig::new(args.to);
+    let started = std::time::Instant::now();
+    let done = sagahost::store::migrate::sled_to_postgres(&args.from, &to)
+        .await
+        .with_context(|| format!("migrating {}", args.from.display()))?;
+    println!(
+        "copied {} key-value pairs ({:.1} MiB) from {} in {:.1} s",
+        done.pairs,
+        done.bytes as f64 / (1 << 20) as f64,
+        args.from.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -122,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo => sagahost::demo::run().await,
         Command::Bench(args) => bench(args).await,
+        Command::Migrate(args) => migrate(args).await,
         Command::Client(cmd) => match sagahost::cli::run(cmd).await {
             Ok(code) => std::process::exit(code),
             Err(e) => {

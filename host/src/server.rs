@@ -16,7 +16,7 @@ use crate::api::{self, ApiConfig, AppState};
 use crate::clock::SystemClock;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::runtime::{Limits, PluginCache, Runtime};
-use crate::store::{SledStore, Store};
+use crate::store::{PgStore, PostgresConfig, SledStore, Store};
 
 pub use http::HttpConfig;
 
@@ -43,6 +43,8 @@ pub struct HostConfig {
     pub store_reserve_bytes: u64,
     /// Redis streams read into the topic log.
     pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,
+    /// Keep the store in this PostgreSQL database instead of sled in `data_dir`.
+    pub postgres: Option<PostgresConfig>,
 }
 
 impl HostConfig {
@@ -59,8 +61,32 @@ impl HostConfig {
             shutdown_grace: Duration::from_secs(10),
             store_reserve_bytes: crate::store::DEFAULT_RESERVE_BYTES,
             redis_ingress: Vec::new(),
+            postgres: None,
         }
     }
+}
+
+/// Where the store is, for logs: the data directory, or the database's URL without its password.
+fn store_name(config: &HostConfig) -> String {
+    match &config.postgres {
+        Some(pg) => crate::domain::subscription::redact_password(&pg.url),
+        None => config.data_dir.display().to_string(),
+    }
+}
+
+/// Opens the configured store: PostgreSQL when configured, else sled in the data directory.
+async fn open_store(config: &HostConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(pg) = &config.postgres {
+        let store = PgStore::open(pg).await.with_context(|| format!("opening the store in {}", store_name(config)))?;
+        return Ok(Arc::new(store));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (dir, reserve) = (config.data_dir.clone(), config.store_reserve_bytes);
+    let store = tokio::task::spawn_blocking(move || SledStore::open_with_reserve(&dir, reserve))
+        .await?
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// A running host: HTTP server plus orchestrator.
@@ -88,13 +114,7 @@ impl Host {
             );
         }
         config.api.max_plugin_bytes = config.limits.max_plugin_bytes;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let (dir, reserve) = (config.data_dir.clone(), config.store_reserve_bytes);
-        let store = tokio::task::spawn_blocking(move || SledStore::open_with_reserve(&dir, reserve))
-            .await?
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store = open_store(&config).await?;
         let runtime =
             Runtime::new(config.limits.clone()).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
         let plugins = Arc::new(PluginCache::new(runtime, store.clone()));
@@ -126,7 +146,7 @@ impl Host {
         for ingress in config.redis_ingress.clone() {
             orch.spawn(crate::ingress::redis::run(orch.clone(), ingress));
         }
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "sagahost listening");
+        tracing::info!(%addr, store = %store_name(&config), "sagahost listening");
         Ok(Self { orch, addr, stop_http: Some(stop_http), server, grace: config.shutdown_grace })
     }
 

@@ -1,15 +1,21 @@
 //! Plugin state on real plugins: what an attempt sees and hands back (runtime), and what the
 //! orchestrator commits with the step's events — nothing from failed attempts, nothing lost
-//! under concurrent read-modify-writes.
+//! under concurrent read-modify-writes. On every store: memory, sled and PostgreSQL (when
+//! `SAGAHOST_TEST_POSTGRES_URL` is set).
+
+mod common {
+    pub mod postgres;
+}
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::postgres::Scratch;
 use sagahost::clock::SystemClock;
 use sagahost::domain::{Event, ExecutionStatus, FailureKind, PluginName, PluginRef, SagaName, Side};
 use sagahost::orchestrator::{Orchestrator, OrchestratorConfig};
 use sagahost::runtime::{Call, Completed, Limits, PluginCache, Runtime, StateLimits, StateScope};
-use sagahost::store::{Effects, MemoryStore, StateKey, StateValue, Store};
+use sagahost::store::{Effects, MemoryStore, PgStore, PostgresConfig, SledStore, StateKey, StateValue, Store};
 use serde_json::{Value, json};
 
 const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
@@ -93,13 +99,74 @@ async fn commit(store: &Arc<dyn Store>, writes: Vec<(StateKey, Option<StateValue
     store.append_with_state(id, 1, vec![step], Effects { reads: vec![], writes, events: Vec::new() }).await.unwrap();
 }
 
-fn memory() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new())
+/// Runs the plugin-state suite against the store `make` returns (`None`: not configured).
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn an_attempt_reads_committed_state_plus_its_own_writes() {
+                let Some((store, _guard)) = $make else { return };
+                super::an_attempt_reads_committed_state_plus_its_own_writes(store).await;
+            }
+
+            #[tokio::test]
+            async fn compare_and_set_checks_the_version_the_attempt_sees() {
+                let Some((store, _guard)) = $make else { return };
+                super::compare_and_set_checks_the_version_the_attempt_sees(store).await;
+            }
+
+            #[tokio::test]
+            async fn plugins_cannot_see_each_others_state() {
+                let Some((store, _guard)) = $make else { return };
+                super::plugins_cannot_see_each_others_state(store).await;
+            }
+
+            #[tokio::test]
+            async fn bad_keys_values_and_sizes_are_refused_to_the_plugin() {
+                let Some((store, _guard)) = $make else { return };
+                super::bad_keys_values_and_sizes_are_refused_to_the_plugin(store).await;
+            }
+
+            #[tokio::test]
+            async fn without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_run() {
+                let Some((store, _guard)) = $make else { return };
+                super::without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_run(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn failed_attempts_leave_no_writes_and_completions_commit_theirs() {
+                let Some((store, _guard)) = $make else { return };
+                super::failed_attempts_leave_no_writes_and_completions_commit_theirs(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_increments_of_one_entry_lose_no_update() {
+                let Some((store, _guard)) = $make else { return };
+                super::concurrent_increments_of_one_entry_lose_no_update(store).await;
+            }
+        }
+    };
 }
 
-#[tokio::test]
-async fn an_attempt_reads_committed_state_plus_its_own_writes() {
-    let store = memory();
+suite!(memory_store, Some((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ())));
+suite!(sled_store, sled());
+suite!(postgres_store, postgres().await);
+
+fn sled() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    Some((Arc::new(SledStore::open(dir.path()).unwrap()), dir))
+}
+
+/// A store in a scratch schema of the test database (`None`: no database configured).
+async fn postgres() -> Option<(Arc<dyn Store>, Scratch)> {
+    let scratch = Scratch::new().await?;
+    let store = PgStore::open(&PostgresConfig::new(&scratch.url)).await.expect("opening the PostgreSQL store");
+    Some((Arc::new(store), scratch))
+}
+
+async fn an_attempt_reads_committed_state_plus_its_own_writes(store: Arc<dyn Store>) {
     let cache = cache(Limits::default(), store.clone()).await;
     commit(&store, vec![(key("testkit", "c", "alice"), Some(StateValue::Json("1".into())))]).await;
     let v = store.state_get(&key("testkit", "c", "alice")).await.unwrap().unwrap().version;
@@ -130,9 +197,7 @@ async fn an_attempt_reads_committed_state_plus_its_own_writes() {
     assert_eq!(store.state_get(&key("testkit", "c", "alice")).await.unwrap().unwrap().version, v);
 }
 
-#[tokio::test]
-async fn compare_and_set_checks_the_version_the_attempt_sees() {
-    let store = memory();
+async fn compare_and_set_checks_the_version_the_attempt_sees(store: Arc<dyn Store>) {
     let cache = cache(Limits::default(), store.clone()).await;
     commit(&store, vec![(key("testkit", "c", "k"), Some(StateValue::Json("\"a\"".into())))]).await;
     let v = store.state_get(&key("testkit", "c", "k")).await.unwrap().unwrap().version;
@@ -153,9 +218,7 @@ async fn compare_and_set_checks_the_version_the_attempt_sees() {
     );
 }
 
-#[tokio::test]
-async fn plugins_cannot_see_each_others_state() {
-    let store = memory();
+async fn plugins_cannot_see_each_others_state(store: Arc<dyn Store>) {
     let cache = cache(Limits::default(), store.clone()).await;
     commit(&store, vec![(key("testkit", "c", "secret"), Some(StateValue::Json("42".into())))]).await;
     let (seen, changes) =
@@ -167,9 +230,7 @@ async fn plugins_cannot_see_each_others_state() {
     assert_eq!(changes.reads[0].0.plugin, name("other"));
 }
 
-#[tokio::test]
-async fn bad_keys_values_and_sizes_are_refused_to_the_plugin() {
-    let store = memory();
+async fn bad_keys_values_and_sizes_are_refused_to_the_plugin(store: Arc<dyn Store>) {
     let limits = Limits {
         state: StateLimits { max_value_bytes: 16, max_writes: 2, max_write_bytes: 1 << 20, max_reads: 3 },
         ..Limits::default()
@@ -202,9 +263,7 @@ async fn bad_keys_values_and_sizes_are_refused_to_the_plugin() {
     assert_eq!(changes.writes.len(), 2);
 }
 
-#[tokio::test]
-async fn without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_run() {
-    let store = memory();
+async fn without_a_store_state_calls_answer_unavailable_and_0_1_plugins_still_run(store: Arc<dyn Store>) {
     let cache = cache(Limits::default(), store.clone()).await;
     let pre = cache.get(&"testkit@1.0.0".parse().unwrap()).await.unwrap();
     let call = |input: Value| Call {
@@ -269,9 +328,7 @@ async fn counter(store: &Arc<dyn Store>, k: &str) -> Option<Value> {
     Some(serde_json::from_str(&text).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_attempts_leave_no_writes_and_completions_commit_theirs() {
-    let store = memory();
+async fn failed_attempts_leave_no_writes_and_completions_commit_theirs(store: Arc<dyn Store>) {
     let (orch, saga) = saga(store.clone(), &["a", "b"], 3).await;
     let writes = |k: &str| json!([{"set": ["c", k, "written"]}]);
     // Every way an attempt can fail after writing: none of its writes are kept.
@@ -298,9 +355,7 @@ async fn failed_attempts_leave_no_writes_and_completions_commit_theirs() {
     assert_eq!(counter(&store, "undo-me").await, Some(json!("undone")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_increments_of_one_entry_lose_no_update() {
-    let store = memory();
+async fn concurrent_increments_of_one_entry_lose_no_update(store: Arc<dyn Store>) {
     let (orch, saga) = saga(store.clone(), &["a"], 200).await;
     let input = json!({"state": {"a": [{"add": ["c", "n", 1]}]}});
     let runs = (0..60).map(|_| run(&orch, &saga, input.clone()));

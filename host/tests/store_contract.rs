@@ -1,17 +1,23 @@
-//! The store contract: one suite, run against every backend (sled and in-memory), plus a
-//! model-based property test of appends against a plain `BTreeMap`.
+//! The store contract: one suite, run against every backend (sled, PostgreSQL when
+//! `SAGAHOST_TEST_POSTGRES_URL` is set, and in-memory), plus a model-based property test of
+//! appends against a plain `BTreeMap`.
+
+mod common {
+    pub mod postgres;
+}
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::postgres::Scratch;
 use proptest::prelude::*;
 use sagahost::domain::definition::{DefinitionLimits, parse_definition};
 use sagahost::domain::{
     Event, EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName, StepName,
 };
 use sagahost::store::{
-    Created, DefinitionPut, Effects, EventStore, IdempotencyKey, ListFilter, MemoryStore, PluginMeta, PluginPut,
-    QuarantineEntry, SledStore, StateKey, StateStore, StateValue, Store, StoreError,
+    Created, DefinitionPut, Effects, EventStore, IdempotencyKey, ListFilter, MemoryStore, PgStore, PluginMeta,
+    PluginPut, PostgresConfig, QuarantineEntry, SledStore, StateKey, StateStore, StateValue, Store, StoreError,
 };
 use serde_json::json;
 
@@ -56,108 +62,116 @@ macro_rules! contract {
 
             #[tokio::test]
             async fn appends_at_the_expected_version_and_reads_back_in_order() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 appends_at_the_expected_version(&*store).await;
             }
 
             #[tokio::test]
             async fn rejects_conflicting_and_gapped_appends() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 rejects_conflicts(&*store).await;
             }
 
             #[tokio::test]
             async fn concurrent_writers_at_one_version_one_wins() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 one_of_two_writers_wins(store).await;
             }
 
             #[tokio::test]
             async fn idempotency_keys_return_the_first_execution() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 idempotency(&*store).await;
             }
 
             #[tokio::test]
             async fn status_indexes_list_and_page_newest_first() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 listing(&*store).await;
             }
 
             #[tokio::test]
             async fn plugins_are_immutable_per_version() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 plugins(&*store).await;
             }
 
             #[tokio::test]
             async fn definitions_are_versioned() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 definitions(&*store).await;
             }
 
             #[tokio::test]
             async fn state_commits_with_the_append_or_not_at_all() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 state_commits_with_the_append(&*store).await;
             }
 
             #[tokio::test]
             async fn state_versions_are_never_reused_and_namespaces_list_apart() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 state_versions_and_listing(&*store).await;
             }
 
             #[tokio::test]
             async fn concurrent_read_modify_writes_of_one_entry_one_wins() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 one_of_two_state_writers_wins(store).await;
             }
 
             #[tokio::test]
             async fn quarantined_executions_are_listed_failed_and_not_driven() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 quarantine(&*store).await;
             }
 
             #[tokio::test]
             async fn the_topic_log_keeps_each_id_once_in_order_with_its_cursors() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 topic_log(store).await;
             }
 
             #[tokio::test]
             async fn executions_are_listed_by_business_key() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 business_keys(&*store).await;
             }
 
             #[tokio::test]
             async fn secret_records_are_stored_replaced_listed_and_deleted() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 secret_records(store).await;
             }
 
             #[tokio::test]
             async fn subscriptions_keep_their_cursor_and_dead_letters_until_deleted() {
-                let (store, _guard) = $make;
+                let Some((store, _guard)) = $make else { return };
                 subscriptions(store).await;
             }
         }
     };
 }
 
-fn memory() -> (Arc<dyn Store>, ()) {
-    (Arc::new(MemoryStore::new()), ())
+fn memory() -> Option<(Arc<dyn Store>, ())> {
+    Some((Arc::new(MemoryStore::new()), ()))
 }
 
-fn sled() -> (Arc<dyn Store>, tempfile::TempDir) {
+fn sled() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    (Arc::new(SledStore::open(dir.path()).unwrap()), dir)
+    Some((Arc::new(SledStore::open(dir.path()).unwrap()), dir))
+}
+
+/// A store in a scratch schema of the test database (`None`: no database configured).
+async fn postgres() -> Option<(Arc<dyn Store>, Scratch)> {
+    let scratch = Scratch::new().await?;
+    let store = PgStore::open(&PostgresConfig::new(&scratch.url)).await.expect("opening the PostgreSQL store");
+    Some((Arc::new(store), scratch))
 }
 
 contract!(memory_store, memory());
 contract!(sled_store, sled());
+contract!(postgres_store, postgres().await);
 
 async fn appends_at_the_expected_version(store: &dyn Store) {
     let id = new_execution(store, "s").await;
@@ -632,7 +646,7 @@ proptest! {
     fn stores_agree_with_a_model(ops in proptest::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let (sled, _dir) = sled();
+            let (sled, _dir) = sled().expect("sled is always there");
             for store in [Arc::new(MemoryStore::new()) as Arc<dyn Store>, sled] {
                 let ids: Vec<ExecutionId> = {
                     let mut v = Vec::new();
@@ -725,4 +739,59 @@ async fn subscriptions(store: Arc<dyn Store>) {
     // A subscription made again under the name starts afresh.
     assert!(store.subscription_put(sub("all"), StartAt::Now).await.unwrap());
     assert!(store.cursor(&cursor_name("all")).await.unwrap() >= later);
+}
+
+#[tokio::test]
+async fn postgres_hosts_sharing_a_database_see_each_others_writes_and_conflict() {
+    let Some(scratch) = Scratch::new().await else { return };
+    let config = PostgresConfig::new(&scratch.url);
+    let (a, b) = (PgStore::open(&config).await.unwrap(), PgStore::open(&config).await.unwrap());
+    let id = new_execution(&a, "s").await;
+    // B reads A's stream, and of two appends at one version from two hosts exactly one lands.
+    assert_eq!(b.read(id, 0).await.unwrap().len(), 1);
+    for round in 0..20u64 {
+        let v = 1 + round;
+        let (x, y) =
+            tokio::join!(a.append(id, v, vec![step_started(v + 1)]), b.append(id, v, vec![step_started(v + 1)]));
+        assert!(x.is_ok() != y.is_ok(), "round {round}: {x:?} {y:?}");
+        assert!(matches!(x.err().or(y.err()), Some(StoreError::Conflict { .. })));
+    }
+    let records = a.read(id, 0).await.unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
+    // The state clock is shared: versions from both hosts never repeat.
+    let k = skey("bank", "accounts", "alice");
+    a.append_with_state(id, 21, vec![step_started(22)], writes(&[(&k, Some(json_value(json!(1))))])).await.unwrap();
+    let first = b.state_get(&k).await.unwrap().unwrap().version;
+    b.append_with_state(id, 22, vec![step_started(23)], writes(&[(&k, Some(json_value(json!(2))))])).await.unwrap();
+    assert!(a.state_get(&k).await.unwrap().unwrap().version > first);
+}
+
+#[tokio::test]
+async fn postgres_keeps_everything_across_reopen_and_refuses_a_newer_schema() {
+    let Some(scratch) = Scratch::new().await else { return };
+    let config = PostgresConfig::new(&scratch.url);
+    let id = {
+        let store = PgStore::open(&config).await.unwrap();
+        let id = new_execution(&store, "s").await;
+        store.append(id, 1, vec![step_started(2)]).await.unwrap();
+        id
+    };
+    let store = PgStore::open(&config).await.unwrap();
+    assert_eq!(store.read(id, 0).await.unwrap().len(), 2);
+    assert_eq!(store.unfinished().await.unwrap(), vec![id]);
+    let newer = sagahost::store::SCHEMA_VERSION + 1;
+    scratch.client().await.execute("INSERT INTO sagahost_schema (version) VALUES ($1)", &[&newer]).await.unwrap();
+    let refused = PgStore::open(&config).await.err().expect("a newer schema is refused");
+    assert!(refused.to_string().contains("newer than this host knows"), "{refused}");
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_url_that_is_not_one_and_a_server_that_is_not_there() {
+    let not_a_url = PgStore::open(&PostgresConfig::new("postgres://[::1")).await.err().unwrap();
+    assert!(matches!(not_a_url, StoreError::Unavailable(_)), "{not_a_url}");
+    let mut config = PostgresConfig::new("postgres://sagahost:secret@127.0.0.1:1/nothing");
+    config.connect_timeout = std::time::Duration::from_secs(2);
+    let refused = PgStore::open(&config).await.err().unwrap();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+    assert!(!refused.to_string().contains("secret"), "the password is never printed: {refused}");
 }

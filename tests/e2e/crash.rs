@@ -132,15 +132,28 @@ fn check(exec: &Value, events: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executions_survive_random_kills() {
+    survive_random_kills("sled", &[]).await;
+}
+
+/// The same on PostgreSQL (`SAGAHOST_TEST_POSTGRES_URL`): a kill -9 leaves a transaction cut
+/// off at any point, which the database rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_survive_random_kills_on_postgres() {
+    let Some(scratch) = crate::postgres::Scratch::new().await else { return };
+    survive_random_kills("postgres", &["--store", &scratch.url]).await;
+}
+
+/// Runs the crash test on the store `store_args` selects.
+async fn survive_random_kills(store: &str, store_args: &[&str]) {
     let rounds = env_or("SAGAHOST_CRASH_ROUNDS", 3);
     let per_round = env_or("SAGAHOST_CRASH_EXECUTIONS", 10);
     let seed = seed();
-    println!("crash test: {rounds} rounds, {per_round} executions per round, SAGAHOST_CRASH_SEED={seed}");
+    println!("crash test on {store}: {rounds} rounds, {per_round} executions per round, SAGAHOST_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let (_tmp, dir) = data_dir();
     let mut accepted: HashMap<String, String> = HashMap::new();
     for round in 0..rounds {
-        let mut host = HostProcess::start(&dir, &[]);
+        let mut host = HostProcess::start(&dir, store_args);
         let api = Api::new(&host.url);
         if round == 0 {
             api.put_plugin("testkit", wasm("testkit")).await;
@@ -183,7 +196,7 @@ async fn executions_survive_random_kills() {
         accepted.extend(triggering.await.unwrap());
     }
 
-    let host = HostProcess::start(&dir, &[]);
+    let host = HostProcess::start(&dir, store_args);
     let api = Api::new(&host.url);
     let mut all = BTreeMap::new();
     let mut after: Option<String> = None;
@@ -240,7 +253,7 @@ async fn executions_survive_random_kills() {
         }
     }
     println!(
-        "crash test: {} executions ({} accepted triggers) after {rounds} kills: {statuses:?}",
+        "crash test on {store}: {} executions ({} accepted triggers) after {rounds} kills: {statuses:?}",
         all.len(),
         accepted.len()
     );

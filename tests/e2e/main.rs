@@ -13,6 +13,9 @@ mod hostile;
 mod http_errors;
 mod ingress;
 mod outbound_http;
+#[path = "../../host/tests/common/postgres.rs"]
+mod postgres;
+mod postgres_store;
 mod quarantine;
 mod raw_http;
 mod recovery;

@@ -111,6 +111,16 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
 }
 
+/// `GET /healthz`: 200 while the host serves and its store answers, 503 (with why) when the
+/// store does not (a PostgreSQL server that is down or unreachable).
+async fn healthz(State(s): State<AppState>) -> axum::response::Response {
+    match s.orch.store().health().await {
+        Ok(()) => Json(json!({ "status": "ok", "store": "ok" })).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": e.to_string() })))
+            .into_response(),
+    }
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let (max_body, max_plugin) = (state.config.max_body_bytes, state.config.max_plugin_bytes);
@@ -156,7 +166,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(management)
         .merge(client)
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }))
         .route("/ui", get(|| async { axum::response::Html(include_str!("ui.html")) }))

@@ -5,7 +5,8 @@
 //! last, the ratio of the host's steps/s to the lower raw limit. `--scale N` measures the
 //! scale figures instead (see [`scale`]), `--http` what a plugin's HTTP call adds to a step
 //! (see [`http`]), `--events` how fast emitted events reach subscribers (see [`events`]),
-//! `--sustain` latency and memory over a long open-loop run (see [`sustain`]).
+//! `--sustain` latency and memory over a long open-loop run (see [`sustain`]), `--store` sled
+//! beside PostgreSQL with one and two hosts (see [`stores`]).
 #![allow(clippy::print_stdout)]
 
 mod client;
@@ -13,6 +14,7 @@ pub mod events;
 pub mod http;
 mod measure;
 pub mod scale;
+pub mod stores;
 pub mod sustain;
 
 use std::sync::Arc;
@@ -290,9 +292,8 @@ async fn open_loop(
     Ok(LoadResult::new("http-fixed-rate", 0, Driven { n, per_s, lat, cpu_us_each: cpu_us_per(cpu, n) }))
 }
 
-/// A host on `dir` with the bench plugin and the three-step `bench` saga defined.
-async fn start_bench_host(dir: &std::path::Path) -> anyhow::Result<Host> {
-    let mut config = HostConfig::new(dir);
+/// A host with the bench plugin and the three-step `bench` saga defined.
+async fn start_bench_host(mut config: HostConfig) -> anyhow::Result<Host> {
     config.limits.max_instances = 512;
     config.orchestrator.max_concurrent_attempts = 256;
     let host = Host::start(config).await?;
@@ -328,7 +329,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let (raw_appends_per_s, raw_appends_per_flush, append_cpu_us) = raw_appends(&opts, &progress).await?;
 
     let dir = tempfile::tempdir()?;
-    let host = start_bench_host(dir.path()).await?;
+    let host = start_bench_host(HostConfig::new(dir.path())).await?;
     let mut loads = Vec::new();
     for via in ["http", "in-process"] {
         for &c in &opts.concurrency {

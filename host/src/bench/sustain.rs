@@ -86,7 +86,7 @@ pub struct SustainReport {
 /// Runs for `secs` at `rate`; each window is printed as it ends unless `quiet`.
 pub async fn run(secs: u64, rate: Rate, quiet: bool) -> anyhow::Result<SustainReport> {
     let dir = tempfile::tempdir()?;
-    let host = start_bench_host(dir.path()).await?;
+    let host = start_bench_host(crate::server::HostConfig::new(dir.path())).await?;
     let (rate, peak) = match rate {
         Rate::PerSecond(r) => (r, None),
         Rate::OfPeak(share) => {

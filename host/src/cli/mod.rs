@@ -54,6 +54,7 @@ pub enum LogFormat {
 
 /// `sagahost`'s commands.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run the host: embedded store in a data directory, HTTP API on a loopback address.
     Serve(ServeArgs),
@@ -61,9 +62,22 @@ pub enum Command {
     Demo,
     /// Measure the raw limits of this machine and the host against them.
     Bench(BenchArgs),
+    /// Copy a sled data directory into an empty PostgreSQL store (stop the host first).
+    Migrate(MigrateArgs),
     /// A client command.
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+/// `sagahost migrate`.
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// The data directory of a stopped sled host.
+    #[arg(long)]
+    pub from: std::path::PathBuf,
+    /// The PostgreSQL store to create: `postgres://…` (its table must be empty).
+    #[arg(long)]
+    pub to: String,
 }
 
 /// `sagahost bench`.
@@ -99,6 +113,10 @@ pub struct BenchArgs {
     /// The Redis `--events` measures (skipped, saying so, when it does not answer).
     #[arg(long, env = "SAGAHOST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Compare stores instead: three-step sagas on sled, then on this PostgreSQL database with
+    /// one and with two hosts (in a scratch schema, dropped afterwards).
+    #[arg(long = "store", env = "SAGAHOST_STORE", conflicts_with_all = ["scale", "http", "events", "sustain"], hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 /// A bearer token from the command line or the environment. An empty or blank one is refused:

@@ -12,6 +12,7 @@ use clap::builder::BoolishValueParser;
 
 use crate::secrets::SealKey;
 use crate::server::HostConfig;
+use crate::store::PostgresConfig;
 
 /// Where `serve` listens unless told otherwise (and where the client commands look for it).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -186,9 +187,20 @@ pub struct HttpArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Store")]
 pub struct StoreArgs {
-    /// Where the store lives.
+    /// Where the store lives (unless --store names a database).
     #[arg(long, env = "SAGAHOST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Keep the store in PostgreSQL instead, shared by every host given the same URL:
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?options=-c%20search_path%3DSCHEMA]`
+    /// (docs/postgres.md).
+    #[arg(long, env = "SAGAHOST_STORE", value_parser = parse_store_url, hide_env_values = true)]
+    pub store: Option<String>,
+    /// Connections to PostgreSQL for reads (the writer keeps one more).
+    #[arg(long, env = "SAGAHOST_PG_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pg_pool_size: u32,
+    /// Longest a PostgreSQL statement may run before the server cancels it, in ms.
+    #[arg(long, env = "SAGAHOST_PG_STATEMENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pg_statement_timeout_ms: u64,
     /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
     #[arg(long, env = "SAGAHOST_MIN_FREE_MIB", default_value_t = defaults().store_reserve_bytes >> 20)]
     pub min_free_mib: u64,
@@ -256,6 +268,15 @@ fn secret_key(file: Option<PathBuf>, text: Option<String>) -> Result<Option<Seal
     SealKey::parse(&text).map(Some).map_err(|e| ServeFlagError::SecretKey(e.to_string()))
 }
 
+/// A `--store` value: a PostgreSQL URL.
+fn parse_store_url(url: &str) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else {
+        Err("the store is sled in --data-dir unless --store is a postgres:// URL".into())
+    }
+}
+
 /// `units` of `2^shift` bytes, in bytes (saturating: a limit too large to hold is no limit).
 fn bytes(units: usize, shift: u32) -> usize {
     units.saturating_mul(1 << shift)
@@ -273,6 +294,12 @@ impl ServeArgs {
             return Err(ServeFlagError::ClientEnvironment);
         }
         let mut config = HostConfig::new(self.store.data_dir);
+        config.postgres = self.store.store.map(|url| {
+            let mut pg = PostgresConfig::new(url);
+            pg.pool_size = self.store.pg_pool_size as usize;
+            pg.statement_timeout = Duration::from_millis(self.store.pg_statement_timeout_ms);
+            pg
+        });
         config.listen = a.listen;
         config.insecure = a.insecure;
         config.api.admin_token = a.admin_token;

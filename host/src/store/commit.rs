@@ -49,6 +49,36 @@ pub trait Snapshot {
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError>;
 }
 
+impl<S: Snapshot + ?Sized> Snapshot for &mut S {
+    fn summary(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
+        (**self).summary(id)
+    }
+    fn idempotency(&mut self, key: &IdempotencyKey) -> Result<Option<KeyRecord>, StoreError> {
+        (**self).idempotency(key)
+    }
+    fn state_version(&mut self, key: &StateKey) -> Result<u64, StoreError> {
+        (**self).state_version(key)
+    }
+    fn plugin(&mut self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
+        (**self).plugin(name, version)
+    }
+    fn latest_definition(&mut self, name: &SagaName) -> Result<Option<StoredDefinition>, StoreError> {
+        (**self).latest_definition(name)
+    }
+    fn secret_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        (**self).secret_exists(name)
+    }
+    fn topic_event_seq(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
+        (**self).topic_event_seq(id)
+    }
+    fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError> {
+        (**self).subscription_exists(name)
+    }
+    fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {
+        (**self).dead_letter_seqs(name)
+    }
+}
+
 /// One change a backend must make durable. Applied in order, all in one atomic write.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mutation {

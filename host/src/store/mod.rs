@@ -1,13 +1,19 @@
 //! Durable storage: event streams (one per execution) with optimistic concurrency, their
 //! indexes, and the catalog of plugins and saga definitions.
 //!
-//! Two backends implement the same traits and pass the same contract suite
-//! (`tests/store_contract.rs`): [`SledStore`] for production and [`MemoryStore`] for tests.
-//! Both follow the commit rules of [`commit`], which is the only place they are written.
+//! Three backends implement the same traits and pass the same contract suite
+//! (`tests/store_contract.rs`): [`SledStore`] embedded (the default), [`PgStore`] shared by
+//! several hosts, and [`MemoryStore`] for tests. All follow the commit rules of [`commit`],
+//! which is the only place they are written; the two durable ones keep the same key-value
+//! layout (`store/kv.rs`, `store/keys.rs`) and commit in groups (`store/group.rs`).
 
 pub mod commit;
+mod group;
 mod keys;
+mod kv;
 mod memory;
+pub mod migrate;
+mod postgres;
 mod sled;
 mod state;
 
@@ -18,10 +24,31 @@ use crate::domain::subscription::{DeadLetter, StartAt, Subscription, cursor_name
 use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaDefinition, SagaName};
 
 pub use memory::MemoryStore;
-pub use sled::{CommitStats, DEFAULT_RESERVE_BYTES, SledStore};
+pub use postgres::{PgStore, PostgresConfig, SCHEMA_VERSION};
+pub use sled::{DEFAULT_RESERVE_BYTES, SledStore};
 pub use state::{
     Effects, InvalidStateKey, MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateEntry, StateItem, StateKey, StateValue,
 };
+
+/// Group-commit statistics, for benchmarks and metrics.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    /// Groups committed (one durable write each).
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Writes committed in those groups.
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a group of `writes` whose durable write took `took`, in `stats` and the metrics.
+fn observe_commit(stats: &CommitStats, writes: usize, took: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    let m = crate::metrics::metrics();
+    m.store_batch_writes.observe(writes as f64);
+    crate::metrics::observe(&m.store_commit_seconds, took);
+    m.store_commit_max_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.writes.fetch_add(writes as u64, Ordering::Relaxed);
+}
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,6 +266,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every quarantined execution, by id.
     async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+
+    /// Whether the store answers now (a database round trip for PostgreSQL; embedded stores
+    /// always answer).
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// An uploaded plugin.

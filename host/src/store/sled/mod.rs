@@ -13,33 +13,22 @@ mod writer;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
 
-use super::commit::Commit;
 pub use disk_guard::DEFAULT_RESERVE_BYTES;
 use disk_guard::DiskGuard;
-use reads::{current_summary, decode, decode_write, get, latest_definition, scan_ids};
-use writer::{MAX_GROUP, Write};
+use reads::{current_summary, get, latest_definition, scan_ids};
 
+use super::group::Writer;
 use super::keys;
+use super::kv::{decode, decode_u64, decode_write};
 use super::*;
 
-/// Group-commit statistics, for benchmarks and metrics.
-#[derive(Default, Debug)]
-pub struct CommitStats {
-    /// Batches committed (one flush each).
-    pub batches: AtomicU64,
-    /// Writes committed in those batches.
-    pub writes: AtomicU64,
-}
-
-/// The production store: one sled tree in a data directory.
+/// The embedded store: one sled tree in a data directory.
 pub struct SledStore {
     db: ::sled::Db,
-    tx: mpsc::Sender<Write>,
+    writer: Writer,
     stats: Arc<CommitStats>,
 }
 
@@ -62,37 +51,19 @@ impl SledStore {
             Some(v) => StateValue::stored_version(&v)?,
             None => 0,
         };
-        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
+        let (writer, rx) = Writer::new();
         let stats = Arc::new(CommitStats::default());
         let (wdb, wstats) = (db.clone(), stats.clone());
         std::thread::Builder::new()
             .name("sled-writer".into())
             .spawn(move || writer::run(wdb, rx, &wstats, &guard, state_clock))
             .map_err(unavailable)?;
-        Ok(Self { db, tx, stats })
+        Ok(Self { db, writer, stats })
     }
 
     /// Group-commit counters.
     pub fn commit_stats(&self) -> &CommitStats {
         &self.stats
-    }
-
-    async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
-    ) -> Result<T, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| unavailable("store writer has stopped"))?;
-        rx.await.map_err(|_| unavailable("store writer has stopped"))?
-    }
-
-    /// Stages `f` into the writer's next group (the rules of [`super::commit`]) and answers
-    /// once that group is durable.
-    async fn commit<T: Send + 'static>(
-        &self,
-        f: impl for<'a, 'b> FnOnce(&'b mut Commit<writer::SledSnapshot<'a>>) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        self.write(|reply| Write::Staged(Box::new(move |c| writer::finish(f(c), reply)))).await
     }
 
     async fn read_with<T: Send + 'static>(
@@ -113,7 +84,7 @@ impl EventStore for SledStore {
         records: Vec<EventRecord>,
         idem: Option<IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        self.write(|reply| Write::Create { id, saga, records, idem, reply }).await
+        self.writer.create(id, saga, records, idem).await
     }
 
     async fn append_with_state(
@@ -123,7 +94,7 @@ impl EventStore for SledStore {
         records: Vec<EventRecord>,
         state: Effects,
     ) -> Result<(), StoreError> {
-        self.write(|reply| Write::Append { id, expected, records, state, reply }).await
+        self.writer.append(id, expected, records, state).await
     }
 
     async fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<commit::KeyRecord>, StoreError> {
@@ -195,7 +166,7 @@ impl EventStore for SledStore {
     }
 
     async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError> {
-        self.write(|reply| Write::Quarantine { entry, reply }).await
+        self.writer.quarantine(entry).await
     }
 
     async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {
@@ -220,7 +191,7 @@ impl CatalogStore for SledStore {
         bytes: Vec<u8>,
         artifact: Option<(String, Vec<u8>)>,
     ) -> Result<PluginPut, StoreError> {
-        self.write(|reply| Write::PutPlugin { meta, bytes, artifact, reply }).await
+        self.writer.put_plugin(meta, bytes, artifact).await
     }
 
     async fn plugin(&self, name: &PluginName, version: &PluginVersion) -> Result<Option<PluginMeta>, StoreError> {
@@ -246,7 +217,7 @@ impl CatalogStore for SledStore {
     }
 
     async fn put_artifact(&self, key: String, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.write(|reply| Write::PutArtifact { key, bytes, reply }).await
+        self.writer.put_artifact(key, bytes).await
     }
 
     async fn put_definition(
@@ -255,7 +226,7 @@ impl CatalogStore for SledStore {
         definition: SagaDefinition,
         at: u64,
     ) -> Result<(StoredDefinition, DefinitionPut), StoreError> {
-        self.write(|reply| Write::PutDefinition { name, definition, at, reply }).await
+        self.writer.put_definition(name, definition, at).await
     }
 
     async fn definition(&self, name: &SagaName, version: Option<u64>) -> Result<Option<StoredDefinition>, StoreError> {
@@ -286,7 +257,7 @@ impl CatalogStore for SledStore {
 #[async_trait]
 impl TopicStore for SledStore {
     async fn publish(&self, event: crate::domain::TopicEvent) -> Result<(u64, bool), StoreError> {
-        self.write(|reply| Write::Publish { event, reply }).await
+        self.writer.publish(event).await
     }
 
     async fn topic_events(
@@ -336,7 +307,7 @@ impl TopicStore for SledStore {
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
         let key = keys::cursor(name);
         self.read_with(move |db| match db.get(key).map_err(unavailable)? {
-            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt("cursor".into()))?)),
+            Some(v) => decode_u64(&v, "cursor"),
             None => Ok(0),
         })
         .await
@@ -344,19 +315,19 @@ impl TopicStore for SledStore {
 
     async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
         let name = name.to_owned();
-        self.write(|reply| Write::SetCursor { name, seq, reply }).await
+        self.writer.set_cursor(name, seq).await
     }
 }
 
 #[async_trait]
 impl SubscriptionStore for SledStore {
     async fn subscription_put(&self, sub: Subscription, start: StartAt) -> Result<bool, StoreError> {
-        self.commit(move |c| c.put_subscription(sub, start)).await
+        self.writer.put_subscription(sub, start).await
     }
 
     async fn subscription_delete(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.commit(move |c| c.delete_subscription(name)).await
+        self.writer.delete_subscription(name).await
     }
 
     async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
@@ -373,7 +344,7 @@ impl SubscriptionStore for SledStore {
         cursor: Option<u64>,
     ) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.commit(move |c| c.dead_letters(name, letters, cursor)).await
+        self.writer.dead_letters(name, letters, cursor).await
     }
 
     async fn dead_letters(&self, name: &str, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -389,11 +360,11 @@ impl SubscriptionStore for SledStore {
 #[async_trait]
 impl SecretStore for SledStore {
     async fn secret_put(&self, name: String, record: Vec<u8>) -> Result<bool, StoreError> {
-        self.write(|reply| Write::PutSecret { name, record, reply }).await
+        self.writer.put_secret(name, record).await
     }
 
     async fn secret_delete(&self, name: String) -> Result<bool, StoreError> {
-        self.write(|reply| Write::DeleteSecret { name, reply }).await
+        self.writer.delete_secret(name).await
     }
 
     async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

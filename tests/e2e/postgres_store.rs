@@ -1,0 +1,151 @@
+//! The PostgreSQL store end to end (`SAGAHOST_TEST_POSTGRES_URL`; skipped with a printed
+//! reason when unset): moving a sled data directory into a database with `sagahost migrate`,
+//! and a host that loses its database connections under load.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Api, HostProcess, data_dir, testkit_saga, wasm};
+use crate::postgres::Scratch;
+
+fn migrate(from: &std::path::Path, to: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sagahost"))
+        .args(["migrate", "--from"])
+        .arg(from)
+        .args(["--to", to])
+        .output()
+        .expect("run sagahost migrate");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_directory_migrates_to_postgres_and_its_executions_go_on_there() {
+    let Some(scratch) = Scratch::new().await else { return };
+    let (_tmp, dir) = data_dir();
+    let mut sled_host = HostProcess::start(&dir, &[]);
+    let api = Api::new(&sled_host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    api.put_saga("moving", &testkit_saga(&["a", "b"], json!({}))).await;
+    let mut finished = Vec::new();
+    for i in 0..5 {
+        let behaviors = if i % 2 == 0 { json!({}) } else { json!({"b": "permanent"}) };
+        let id = api
+            .trigger("moving", &json!({"behaviors": behaviors, "state": {"a": [{"add": ["c", "n", 1]}]}}), None)
+            .await;
+        finished.push(id);
+    }
+    for id in &finished {
+        api.wait_terminal(id).await;
+    }
+    // Caught in the middle of a slow step by the kill: unfinished when the directory moves.
+    let mut unfinished = Vec::new();
+    for _ in 0..3 {
+        unfinished.push(api.trigger("moving", &json!({"behaviors": {"b": "sleep:1500"}}), None).await);
+    }
+    for id in &unfinished {
+        while !api.events(id).await.iter().any(|e| e["type"] == "step_started" && e["step"] == "b") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let before: Vec<(Value, Vec<Value>)> = {
+        let mut v = Vec::new();
+        for id in &finished {
+            v.push((api.execution(id).await, api.events(id).await));
+        }
+        v
+    };
+    let (_, state_before) = api.call(reqwest::Method::GET, "/v1/plugins/testkit/state?collection=c", None).await;
+    sled_host.kill();
+
+    let (ok, said) = migrate(&dir, &scratch.url);
+    assert!(ok, "{said}");
+    assert!(said.starts_with("copied "), "{said}");
+    let (again, said) = migrate(&dir, &scratch.url);
+    assert!(!again && said.contains("already holds a sagahost store"), "a second copy is refused: {said}");
+    let (_empty_tmp, empty) = data_dir();
+    std::fs::create_dir_all(&empty).unwrap();
+    let (nothing, said) = migrate(&empty, &scratch.url);
+    assert!(!nothing && said.contains("holds no sagahost data directory"), "{said}");
+    assert!(!empty.join("db").exists(), "migrate never creates a sled database where there was none");
+
+    let pg_host = HostProcess::start(&dir.with_extension("unused"), &["--store", &scratch.url]);
+    let api = Api::new(&pg_host.url);
+    for (id, (execution, events)) in finished.iter().zip(before) {
+        assert_eq!(api.execution(id).await, execution, "{id} reads back identically");
+        assert_eq!(api.events(id).await, events, "{id}'s events read back identically");
+    }
+    let (_, state_after) = api.call(reqwest::Method::GET, "/v1/plugins/testkit/state?collection=c", None).await;
+    assert_eq!(state_after, state_before, "plugin state moved");
+    for id in &unfinished {
+        assert_eq!(api.wait_terminal(id).await["status"], "completed", "{id} resumed on PostgreSQL");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_database_connections_are_cut_answers_503_then_carries_on() {
+    let Some(scratch) = Scratch::new().await else { return };
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &["--store", &scratch.url]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    api.put_saga(
+        "cut",
+        &testkit_saga(&["a", "b", "c"], json!({"retry": {"max_attempts": 5, "initial_backoff_ms": 50}})),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(api.trigger("cut", &json!({"behaviors": {"b": "sleep:300"}}), None).await);
+    }
+    // Every connection the host holds is ended by the server, as in a restart.
+    let admin = scratch.client().await;
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = current_setting('application_name') AND pid <> pg_backend_pid()) AS t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended >= 1, "the host had connections to end");
+    // pg_terminate_backend only signals: wait until they are gone.
+    loop {
+        let left: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = current_setting('application_name') AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Requests may fail while it reconnects, with a JSON error; then everything goes on.
+    let mut answered = 0;
+    for _ in 0..50 {
+        let (status, body) = api.call(reqwest::Method::GET, "/v1/executions?saga=cut", None).await;
+        if status == 200 {
+            answered += 1;
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"].is_object() || body["error"].is_string(), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, 1, "the host reads again after its connections were cut");
+    for _ in 0..5 {
+        ids.push(api.trigger("cut", &json!({}), None).await);
+    }
+    for id in &ids {
+        assert_eq!(api.wait_terminal(id).await["status"], "completed", "{id}");
+    }
+    let (status, health) = api.call(reqwest::Method::GET, "/healthz", None).await;
+    assert_eq!((status, &health["store"]), (200, &json!("ok")), "{health}");
+}
