@@ -36,11 +36,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(url) = &args.store {
-        let loads = sagahost::bench::stores::run(url, std::time::Duration::from_secs_f64(args.phase_secs)).await?;
+        let report = sagahost::bench::stores::run(url, std::time::Duration::from_secs_f64(args.phase_secs)).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&loads)?);
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            sagahost::bench::stores::print(&loads);
+            sagahost::bench::stores::print(&report);
         }
         return Ok(());
     }

@@ -16,7 +16,7 @@ use sagahost::domain::{
     Event, EventRecord, ExecutionId, ExecutionStatus, PluginName, PluginVersion, SagaName, StepName,
 };
 use sagahost::store::{
-    Created, DefinitionPut, Effects, EventStore, IdempotencyKey, ListFilter, MemoryStore, PgStore, PluginMeta,
+    Claim, Created, DefinitionPut, Effects, EventStore, IdempotencyKey, ListFilter, MemoryStore, PgStore, PluginMeta,
     PluginPut, PostgresConfig, QuarantineEntry, SledStore, StateKey, StateStore, StateValue, Store, StoreError,
 };
 use serde_json::json;
@@ -762,7 +762,8 @@ async fn postgres_hosts_sharing_a_database_see_each_others_writes_and_conflict()
     let k = skey("bank", "accounts", "alice");
     a.append_with_state(id, 21, vec![step_started(22)], writes(&[(&k, Some(json_value(json!(1))))])).await.unwrap();
     let first = b.state_get(&k).await.unwrap().unwrap().version;
-    b.append_with_state(id, 22, vec![step_started(23)], writes(&[(&k, Some(json_value(json!(2))))])).await.unwrap();
+    let theirs = new_execution(&b, "s").await;
+    b.append_with_state(theirs, 1, vec![step_started(2)], writes(&[(&k, Some(json_value(json!(2))))])).await.unwrap();
     assert!(a.state_get(&k).await.unwrap().unwrap().version > first);
 }
 
@@ -794,4 +795,57 @@ async fn postgres_refuses_a_url_that_is_not_one_and_a_server_that_is_not_there()
     let refused = PgStore::open(&config).await.err().unwrap();
     assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
     assert!(!refused.to_string().contains("secret"), "the password is never printed: {refused}");
+}
+
+#[tokio::test]
+async fn postgres_leases_fence_a_host_whose_lease_lapsed_and_its_executions_are_adopted() {
+    let Some(scratch) = Scratch::new().await else { return };
+    let mut config = PostgresConfig::new(&scratch.url);
+    // No renewal during the test: the lease is lapsed by hand, as a paused host's would.
+    config.lease = std::time::Duration::from_secs(600);
+    let (a, b) = (PgStore::open(&config).await.unwrap(), PgStore::open(&config).await.unwrap());
+    let id = new_execution(&a, "s").await;
+    // A created it, so A drives it: B's driver may not record for it, and learns who does.
+    assert_eq!(b.claim(id).await.unwrap(), Claim::Theirs(a.host_id()));
+    assert_eq!(a.claim(id).await.unwrap(), Claim::Mine);
+    let fenced = b.append_with_state(id, 1, vec![step_started(2)], Effects::default()).await;
+    assert!(matches!(fenced, Err(StoreError::NotOwner(_))), "{fenced:?}");
+    // A command (cancel, signal) is recorded from any host; the version check still holds.
+    b.append(id, 1, vec![step_started(2)]).await.unwrap();
+    a.append_with_state(id, 2, vec![step_started(3)], Effects::default()).await.unwrap();
+    assert!(b.adopt(false).await.unwrap().is_empty(), "A's lease is live: nothing to adopt");
+
+    // A stops renewing (paused, cut off): once its lease lapsed, B adopts its executions, and
+    // A's late append is refused even though its stream version is right.
+    let admin = scratch.client().await;
+    admin
+        .execute("UPDATE sagahost_hosts SET until = now() - interval '1 second' WHERE id = $1", &[&a.host_id()])
+        .await
+        .unwrap();
+    assert_eq!(b.adopt(false).await.unwrap(), vec![id]);
+    let late = a.append_with_state(id, 3, vec![step_started(4)], Effects::default()).await;
+    assert!(matches!(late, Err(StoreError::NotOwner(_))), "{late:?}");
+    assert!(matches!(a.claim(id).await, Err(StoreError::NotOwner(_))), "a lapsed host takes nothing");
+    b.append_with_state(id, 3, vec![step_started(4)], Effects::default()).await.unwrap();
+
+    // An execution that ends gives its lease back.
+    let done = at(5, Event::ExecutionCompleted);
+    b.append_with_state(id, 4, vec![done], Effects::default()).await.unwrap();
+    let held: i64 = admin.query_one("SELECT count(*) FROM sagahost_owners", &[]).await.unwrap().get(0);
+    assert_eq!(held, 0);
+    assert_eq!(b.summary(id).await.unwrap().unwrap().status, ExecutionStatus::Completed);
+}
+
+#[tokio::test]
+async fn postgres_a_starting_host_adopts_unfinished_executions_nobody_holds() {
+    let Some(scratch) = Scratch::new().await else { return };
+    let config = PostgresConfig::new(&scratch.url);
+    let a = PgStore::open(&config).await.unwrap();
+    let (running, finished) = (new_execution(&a, "s").await, new_execution(&a, "s").await);
+    a.append_with_state(finished, 1, vec![at(2, Event::ExecutionCompleted)], Effects::default()).await.unwrap();
+    // As after `sagahost migrate`: no leases at all.
+    scratch.client().await.execute("DELETE FROM sagahost_owners", &[]).await.unwrap();
+    let b = PgStore::open(&config).await.unwrap();
+    assert_eq!(b.adopt(true).await.unwrap(), vec![running], "only the unfinished one");
+    assert_eq!(a.claim(running).await.unwrap(), Claim::Theirs(b.host_id()));
 }

@@ -4,7 +4,12 @@
 //! created or lost, no balance went negative, and for every execution the plugin's state
 //! agrees with its events: a step's writes are there exactly when its completion event is.
 //!
-//! Sizes: `SAGAHOST_TRANSFERS` (1000), `SAGAHOST_TRANSFER_KILLS` (3), `SAGAHOST_CRASH_SEED`.
+//! The same on PostgreSQL with three hosts sharing the database and taking requests, one of
+//! them killed and restarted at random moments (at least five kills; `SAGAHOST_TEST_POSTGRES_URL`):
+//! the others adopt a killed host's executions once its lease lapses.
+//!
+//! Sizes: `SAGAHOST_TRANSFERS` (1000), `SAGAHOST_TRANSFER_KILLS` (3; 5 with several hosts),
+//! `SAGAHOST_CRASH_SEED`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -65,10 +70,23 @@ async fn state_entry(api: &Api, collection: &str, key: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_conserve_money_across_kills() {
+    transfers_across_kills(&[], 1, env_or("SAGAHOST_TRANSFER_KILLS", 3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_on_postgres_conserve_money_across_kills() {
+    let Some(scratch) = crate::postgres::Scratch::new().await else { return };
+    // Short leases: a killed host's executions move within about two seconds.
+    let args = ["--store", &scratch.url, "--pg-lease-ms", "2000"];
+    transfers_across_kills(&args, 3, env_or("SAGAHOST_TRANSFER_KILLS", 5).max(5)).await;
+}
+
+/// Runs the transfers on `hosts` hosts started with `store_args`, killing one of them (at
+/// random) `kills` times while transfers are triggered on all of them, and restarting it.
+async fn transfers_across_kills(store_args: &[&str], hosts: usize, kills: u64) {
     let count = env_or("SAGAHOST_TRANSFERS", 1_000);
-    let kills = env_or("SAGAHOST_TRANSFER_KILLS", 3);
     let seed = seed();
-    println!("transfers: {count} transfers, {kills} kills, SAGAHOST_CRASH_SEED={seed}");
+    println!("transfers: {count} transfers, {hosts} host(s), {kills} kills, SAGAHOST_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let transfers: Vec<(String, Value)> = (0..count)
         .map(|i| {
@@ -83,9 +101,9 @@ async fn concurrent_transfers_conserve_money_across_kills() {
     let (_tmp, dir) = data_dir();
     let started = Instant::now();
     let mut accepted: HashMap<String, String> = HashMap::new();
+    let mut procs: Vec<HostProcess> = (0..hosts).map(|_| HostProcess::start(&dir, store_args)).collect();
     for round in 0..=kills {
-        let mut host = HostProcess::start(&dir, &[]);
-        let api = Api::new(&host.url);
+        let api = Api::new(&procs[0].url);
         if round == 0 {
             api.put_plugin("accounts", wasm("accounts")).await;
             let open = sagahost::demo::SAGAS.iter().find(|(n, _)| *n == "open-account").unwrap().1;
@@ -99,15 +117,28 @@ async fn concurrent_transfers_conserve_money_across_kills() {
         let pending: Vec<(String, Value)> =
             transfers.iter().filter(|(k, _)| !accepted.contains_key(k)).cloned().collect();
         if round < kills {
-            let run = tokio::spawn(trigger_all(host.url.clone(), "bulk-transfer", pending));
+            // Requests go to every host.
+            let mut shares: Vec<Vec<(String, Value)>> = vec![Vec::new(); hosts];
+            for (i, t) in pending.into_iter().enumerate() {
+                shares[i % hosts].push(t);
+            }
+            let runs: Vec<_> = shares
+                .into_iter()
+                .zip(&procs)
+                .map(|(share, p)| tokio::spawn(trigger_all(p.url.clone(), "bulk-transfer", share)))
+                .collect();
             tokio::time::sleep(Duration::from_millis(300 + rng.below(1_200))).await;
             let (_, running) = api
                 .call(reqwest::Method::GET, "/v1/executions?saga=bulk-transfer&status=running&limit=1000", None)
                 .await;
-            host.kill();
-            accepted.extend(run.await.unwrap());
+            let victim = rng.below(hosts as u64) as usize;
+            procs[victim].kill();
+            for run in runs {
+                accepted.extend(run.await.unwrap());
+            }
+            procs[victim] = HostProcess::start(&dir, store_args);
             println!(
-                "kill {}: {} running just before it, {} of {count} triggers accepted so far",
+                "kill {} (host {victim}): {} running just before it, {} of {count} triggers accepted so far",
                 round + 1,
                 running["executions"].as_array().map_or(0, Vec::len),
                 accepted.len()
@@ -115,7 +146,7 @@ async fn concurrent_transfers_conserve_money_across_kills() {
         } else {
             let mut pending = pending;
             while !pending.is_empty() {
-                accepted.extend(trigger_all(host.url.clone(), "bulk-transfer", pending).await);
+                accepted.extend(trigger_all(procs[0].url.clone(), "bulk-transfer", pending).await);
                 pending = transfers.iter().filter(|(k, _)| !accepted.contains_key(k)).cloned().collect();
             }
             // Every execution ends.

@@ -149,6 +149,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => Self::NotFound(format!("execution {id} not found")),
+            StoreError::NotOwner(_) => Self::Conflict(e.to_string()),
             StoreError::Conflict { .. } | StoreError::StateConflict { .. } => Self::Conflict(e.to_string()),
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
             StoreError::BadSequence(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),

@@ -11,6 +11,7 @@
 
 mod client;
 pub mod events;
+pub mod failover;
 pub mod http;
 mod measure;
 pub mod scale;

@@ -77,9 +77,29 @@ async fn load(store: &'static str, hosts: &[Host], concurrency: usize, phase: Du
     })
 }
 
+/// What `bench --store` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoresReport {
+    /// Sagas/s and latency by store and hosts.
+    pub loads: Vec<StoreLoad>,
+    /// Fail-over from a killed host, at two lease lengths.
+    pub failover: Vec<super::failover::Failover>,
+}
+
 /// Runs sled, then PostgreSQL at `url` with one and with two hosts, each for `phase` at
-/// concurrency 64.
-pub async fn run(url: &str, phase: Duration) -> anyhow::Result<Vec<StoreLoad>> {
+/// concurrency 64; then fail-over with leases of 2 s and of 10 s (the default).
+pub async fn run(url: &str, phase: Duration) -> anyhow::Result<StoresReport> {
+    let loads = loads(url, phase).await?;
+    let mut failover = Vec::new();
+    for lease in [Duration::from_secs(2), Duration::from_secs(10)] {
+        let scratch = Scratch::create(url).await?;
+        failover.push(super::failover::run(&scratch.url, lease, 200).await?);
+        scratch.drop_schema().await?;
+    }
+    Ok(StoresReport { loads, failover })
+}
+
+async fn loads(url: &str, phase: Duration) -> anyhow::Result<Vec<StoreLoad>> {
     const CONCURRENCY: usize = 64;
     let mut out = Vec::new();
     let dir = tempfile::tempdir()?;
@@ -103,8 +123,9 @@ pub async fn run(url: &str, phase: Duration) -> anyhow::Result<Vec<StoreLoad>> {
     Ok(out)
 }
 
-/// Prints the figures as a table.
-pub fn print(loads: &[StoreLoad]) {
+/// Prints the figures as tables.
+pub fn print(report: &StoresReport) {
+    let loads = &report.loads;
     println!("three-step no-op sagas over HTTP, trigger → terminal, by store\n");
     println!(
         "  {:<9} {:>5} {:>5} {:>9} {:>10} {:>9} {:>9}",
@@ -115,5 +136,10 @@ pub fn print(loads: &[StoreLoad]) {
             "  {:<9} {:>5} {:>5} {:>9} {:>10.0} {:>9.2} {:>9.2}",
             l.store, l.hosts, l.concurrency, l.sagas, l.sagas_per_s, l.p50_ms, l.p99_ms
         );
+    }
+    println!("\nfail-over: a host killed with executions waiting; from the kill until another host completed each\n");
+    println!("  {:>8} {:>11} {:>10} {:>10}", "lease ms", "executions", "median ms", "max ms");
+    for f in &report.failover {
+        println!("  {:>8} {:>11} {:>10.0} {:>10.0}", f.lease_ms, f.executions, f.median_ms, f.max_ms);
     }
 }

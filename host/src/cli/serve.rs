@@ -201,6 +201,10 @@ pub struct StoreArgs {
     /// Longest a PostgreSQL statement may run before the server cancels it, in ms.
     #[arg(long, env = "SAGAHOST_PG_STATEMENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub pg_statement_timeout_ms: u64,
+    /// How long this host's lease on its executions lasts unless renewed, in ms: when a host
+    /// stops (killed, cut off), the others take its executions this long after its last renewal.
+    #[arg(long, env = "SAGAHOST_PG_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
+    pub pg_lease_ms: u64,
     /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
     #[arg(long, env = "SAGAHOST_MIN_FREE_MIB", default_value_t = defaults().store_reserve_bytes >> 20)]
     pub min_free_mib: u64,
@@ -298,6 +302,7 @@ impl ServeArgs {
             let mut pg = PostgresConfig::new(url);
             pg.pool_size = self.store.pg_pool_size as usize;
             pg.statement_timeout = Duration::from_millis(self.store.pg_statement_timeout_ms);
+            pg.lease = Duration::from_millis(self.store.pg_lease_ms);
             pg
         });
         config.listen = a.listen;

@@ -23,7 +23,7 @@ use crate::domain::{
 };
 use crate::metrics::{AttemptLabels, FailureLabels, FinishedLabels, HttpLabels, metrics, observe};
 use crate::runtime::{Call, HttpAccess, StateScope, StepConfig};
-use crate::store::{Effects, StoreError};
+use crate::store::{Claim, Effects, StoreError};
 
 /// Wait before retrying after the store failed (disk full, ...): the execution stays put.
 const STORE_RETRY: Duration = Duration::from_millis(500);
@@ -127,6 +127,12 @@ impl Driver {
         };
         let mut outcome: Option<Outcome> = None;
         let mut outage_logged = false;
+        // A driver the caller did not start from what it just recorded takes the lease first
+        // (a store shared by several hosts; others always answer `Mine`).
+        if exec.is_none() && !self.claim(&mut stopping).await {
+            self.orch.drivers.remove(self.id);
+            return;
+        }
         // The wait step whose early events were looked up (once per wait, per driver).
         let mut early_checked: Option<StepName> = None;
         // An attempt that ended during the grace period of a stop still has its outcome
@@ -228,6 +234,11 @@ impl Driver {
                         }
                         continue;
                     }
+                    // A shared store: another host holds the lease now (this one's lapsed).
+                    Err(StoreError::NotOwner(_)) => {
+                        tracing::info!("another host drives this execution now; letting it go");
+                        break;
+                    }
                     Err(e) if e.is_permanent() => {
                         self.orch.set_aside(self.id, e.to_string()).await;
                         break;
@@ -287,6 +298,37 @@ impl Driver {
             }
         }
         self.orch.drivers.remove(self.id);
+    }
+
+    /// Takes the execution's lease; `false` when another host holds it (which is then woken,
+    /// since whoever started this driver recorded something it must see) or the host stops.
+    async fn claim(&self, stopping: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        let mut outage_logged = false;
+        while !*stopping.borrow() {
+            match self.orch.store.claim(self.id).await {
+                Ok(Claim::Mine) => return true,
+                Ok(Claim::Theirs(host)) => {
+                    tracing::debug!(%host, "another host drives this execution; waking it");
+                    if let Err(e) = self.orch.store.wake(host, self.id).await {
+                        tracing::warn!(%host, error = %e, "waking the host that drives this execution failed");
+                    }
+                    return false;
+                }
+                // Unknown here, or this host's own lease lapsed: nothing to drive.
+                Err(StoreError::NotFound(_) | StoreError::NotOwner(_)) => return false,
+                Err(e) if e.is_permanent() => return true, // the driver's load reports it
+                Err(e) => {
+                    if !std::mem::replace(&mut outage_logged, true) {
+                        tracing::warn!(error = %e, "cannot take the execution's lease; retrying until the store answers");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(STORE_RETRY) => {}
+                        _ = stopping.changed() => {}
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// Delivers, as signals, the events with the execution's business key on the topics of the

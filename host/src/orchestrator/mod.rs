@@ -285,7 +285,15 @@ impl Orchestrator {
         if subscriptions > 0 {
             tracing::info!(count = subscriptions, "delivering to subscriptions");
         }
-        let ids = self.store.unfinished().await?;
+        let ids = match self.store.shared() {
+            // A store shared by several hosts: this host drives what it adopts.
+            Some(every) => {
+                let ids = self.store.adopt(true).await?;
+                self.share_work(every);
+                ids
+            }
+            None => self.store.unfinished().await?,
+        };
         for id in &ids {
             self.ensure_driver(*id);
         }
@@ -293,6 +301,52 @@ impl Orchestrator {
             tracing::info!(count = ids.len(), "resuming unfinished executions");
         }
         Ok(ids.len())
+    }
+
+    /// With a store shared by several hosts: adopts, every `every`, the executions of hosts
+    /// whose lease lapsed, and looks at the executions other hosts wake this one for.
+    fn share_work(&self, every: Duration) {
+        let (me, mut stopping) = (self.me.clone(), self.stopping.subscribe());
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopping.changed() => return,
+                }
+                let Some(orch) = me.upgrade() else { return };
+                match orch.store.adopt(false).await {
+                    Ok(ids) => {
+                        failing = false;
+                        if !ids.is_empty() {
+                            tracing::info!(count = ids.len(), "adopted executions of a host whose lease lapsed");
+                        }
+                        for id in ids {
+                            orch.ensure_driver(id);
+                        }
+                    }
+                    Err(e) if !std::mem::replace(&mut failing, true) => {
+                        tracing::warn!(error = %e, "adopting executions failed; retrying")
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        if let Some(mut wakeups) = self.store.wakeups() {
+            let (me, mut stopping) = (self.me.clone(), self.stopping.subscribe());
+            self.spawn(async move {
+                loop {
+                    let id = tokio::select! {
+                        id = wakeups.recv() => id,
+                        _ = stopping.changed() => return,
+                    };
+                    let (Some(id), Some(orch)) = (id, me.upgrade()) else { return };
+                    orch.ensure_driver(id);
+                }
+            });
+        }
     }
 
     /// Stops driving: sleeping drivers exit now, running attempts finish first. Waits up to

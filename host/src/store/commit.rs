@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Created, DefinitionPut, Effects, ExecutionSummary, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry,
-    StateKey, StateValue, StoreError, StoredDefinition,
+    Claim, Created, DefinitionPut, Effects, ExecutionSummary, HostId, IdempotencyKey, PluginMeta, PluginPut,
+    QuarantineEntry, StateKey, StateValue, StoreError, StoredDefinition,
 };
 use crate::domain::subscription::{DeadLetter, StartAt, Subscription, cursor_name};
 use crate::domain::{
@@ -47,6 +47,14 @@ pub trait Snapshot {
     fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError>;
     /// The `seq`s of a subscription's dead letters.
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError>;
+    /// A shared store: the host holding an execution's lease (`None`: no host holds it).
+    fn owner(&mut self, _id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        Ok(None)
+    }
+    /// A shared store: whether `host`'s lease is live.
+    fn live(&mut self, _host: HostId) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 impl<S: Snapshot + ?Sized> Snapshot for &mut S {
@@ -76,6 +84,12 @@ impl<S: Snapshot + ?Sized> Snapshot for &mut S {
     }
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {
         (**self).dead_letter_seqs(name)
+    }
+    fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        (**self).owner(id)
+    }
+    fn live(&mut self, host: HostId) -> Result<bool, StoreError> {
+        (**self).live(host)
     }
 }
 
@@ -179,6 +193,14 @@ pub enum Mutation {
         /// The letter.
         record: Option<DeadLetter>,
     },
+    /// A shared store: the host now holding an execution's lease (`None`: released, the
+    /// execution ended).
+    Owner {
+        /// The execution.
+        id: ExecutionId,
+        /// The host.
+        host: Option<HostId>,
+    },
     /// A secret's record stored (`Some`) or removed (`None`).
     Secret {
         /// Its name.
@@ -210,6 +232,9 @@ pub struct Commit<S> {
     topic_events: HashMap<String, u64>,
     state_clock: u64,
     clock_moved: bool,
+    /// A shared store: the host committing (leases are checked and taken for it).
+    host: Option<HostId>,
+    owners: HashMap<ExecutionId, Option<HostId>>,
 }
 
 impl<S: Snapshot> Commit<S> {
@@ -229,7 +254,65 @@ impl<S: Snapshot> Commit<S> {
             topic_events: HashMap::new(),
             state_clock,
             clock_moved: false,
+            host: None,
+            owners: HashMap::new(),
         }
+    }
+
+    /// The commit of `host` in a store shared by several hosts: new executions are leased to
+    /// it, its driver's appends need its lease ([`drive`](Self::drive)), leases are released
+    /// when executions end.
+    pub fn for_host(mut self, host: HostId) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        match self.owners.get(&id) {
+            Some(owner) => Ok(*owner),
+            None => self.snapshot.owner(id),
+        }
+    }
+
+    fn set_owner(&mut self, id: ExecutionId, host: Option<HostId>) {
+        self.owners.insert(id, host);
+        self.mutations.push(Mutation::Owner { id, host });
+    }
+
+    /// Takes the lease of `id` for this commit's host unless another live host holds it.
+    pub fn claim(&mut self, id: ExecutionId) -> Result<Claim, StoreError> {
+        let Some(me) = self.host else { return Ok(Claim::Mine) };
+        if !self.snapshot.live(me)? {
+            return Err(StoreError::NotOwner(id));
+        }
+        let head = self.head(id)?.ok_or(StoreError::NotFound(id))?;
+        match self.owner(id)? {
+            Some(owner) if owner == me => Ok(Claim::Mine),
+            Some(owner) if self.snapshot.live(owner)? => Ok(Claim::Theirs(owner)),
+            // Nothing to lease for an execution that ended: its driver only reads it.
+            _ if head.status.is_terminal() => Ok(Claim::Mine),
+            _ => {
+                self.set_owner(id, Some(me));
+                Ok(Claim::Mine)
+            }
+        }
+    }
+
+    /// The driver's append: [`append`](Self::append), provided this commit's host holds the
+    /// execution's lease and its own lease is live (else [`StoreError::NotOwner`]).
+    pub fn drive(
+        &mut self,
+        id: ExecutionId,
+        expected: u64,
+        records: Vec<EventRecord>,
+        state: Effects,
+    ) -> Result<(), StoreError> {
+        if let Some(me) = self.host
+            && (self.owner(id)? != Some(me) || !self.snapshot.live(me)?)
+        {
+            return Err(StoreError::NotOwner(id));
+        }
+        self.append(id, expected, records, state)
     }
 
     /// The backend's snapshot (for its caches).
@@ -296,8 +379,14 @@ impl<S: Snapshot> Commit<S> {
             self.mutations.push(Mutation::Idempotency { key, id });
         }
         self.mutations.push(Mutation::Records { id, records });
+        let ended = summary.status.is_terminal();
         self.heads.insert(id, summary.clone());
         self.mutations.push(Mutation::Head { summary, previous: None });
+        if let Some(me) = self.host
+            && !ended
+        {
+            self.set_owner(id, Some(me));
+        }
         Ok(Created::New)
     }
 
@@ -345,11 +434,15 @@ impl<S: Snapshot> Commit<S> {
         }
         let previous = Some(summary.status);
         summary.advance(&records);
+        let ended = summary.status.is_terminal() && previous.is_some_and(|p| !p.is_terminal());
         self.mutations.push(Mutation::Records { id, records });
         self.heads.insert(id, summary.clone());
         self.mutations.push(Mutation::Head { summary, previous });
         for event in events {
             self.stage_event(event);
+        }
+        if ended && self.host.is_some() {
+            self.set_owner(id, None);
         }
         Ok(())
     }
@@ -538,8 +631,12 @@ impl<S: Snapshot> Commit<S> {
         if let Some(mut summary) = head.filter(|s| !s.status.is_terminal()) {
             let previous = Some(summary.status);
             summary.status = ExecutionStatus::Failed;
-            self.heads.insert(summary.id, summary.clone());
+            let id = summary.id;
+            self.heads.insert(id, summary.clone());
             self.mutations.push(Mutation::Head { summary, previous });
+            if self.host.is_some() {
+                self.set_owner(id, None);
+            }
         }
         self.mutations.push(Mutation::Quarantine(entry));
         Ok(())

@@ -1,7 +1,7 @@
 //! The commit rules alone, over a model snapshot: given what is committed, when these writes
 //! are staged, then these mutations (or this refusal).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
 
@@ -17,6 +17,9 @@ struct Model {
     state: BTreeMap<StateKey, u64>,
     clock: u64,
     quarantine: Vec<ExecutionId>,
+    owners: HashMap<ExecutionId, HostId>,
+    /// Hosts whose lease lapsed (every other host's is live).
+    lapsed: HashSet<HostId>,
 }
 
 impl Snapshot for &Model {
@@ -47,6 +50,12 @@ impl Snapshot for &Model {
     fn dead_letter_seqs(&mut self, _: &str) -> Result<Vec<u64>, StoreError> {
         Ok(Vec::new())
     }
+    fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        Ok(self.owners.get(&id).copied())
+    }
+    fn live(&mut self, host: HostId) -> Result<bool, StoreError> {
+        Ok(!self.lapsed.contains(&host))
+    }
 }
 
 impl Model {
@@ -71,6 +80,12 @@ impl Model {
                 }
                 Mutation::StateClock(c) => assert_eq!(c, clock),
                 Mutation::Quarantine(e) => self.quarantine.push(e.id),
+                Mutation::Owner { id, host: Some(h) } => {
+                    self.owners.insert(id, h);
+                }
+                Mutation::Owner { id, host: None } => {
+                    self.owners.remove(&id);
+                }
                 Mutation::Plugin { .. }
                 | Mutation::Artifact { .. }
                 | Mutation::Definition(_)
@@ -84,7 +99,19 @@ impl Model {
     }
 
     fn stage<T>(&mut self, f: impl FnOnce(&mut Commit<&Model>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.stage_as(None, f)
+    }
+
+    /// Stages as `host` of a shared store (`None`: a store of one host).
+    fn stage_as<T>(
+        &mut self,
+        host: Option<HostId>,
+        f: impl FnOnce(&mut Commit<&Model>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut c = Commit::new(&*self, self.clock);
+        if let Some(h) = host {
+            c = c.for_host(h);
+        }
         let r = f(&mut c);
         let (mutations, clock) = c.finish();
         self.apply(mutations, clock);
@@ -376,4 +403,45 @@ fn a_delete_removes_the_dead_letters_staged_before_it_in_the_same_commit() {
         matches!(mutations[last_letter.unwrap()], Mutation::DeadLetter { record: None, .. }),
         "the letter's removal comes after it: {mutations:?}"
     );
+}
+
+#[test]
+fn in_a_shared_store_only_the_lease_holder_drives_and_a_lapsed_holder_is_fenced() {
+    let mut m = Model::default();
+    let (a, b) = (HostId::now_v7(), HostId::now_v7());
+    let id = ExecutionId::new();
+    m.stage_as(Some(a), |c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    assert_eq!(m.owners.get(&id), Some(&a), "the creating host holds it");
+    assert_eq!(
+        m.stage_as(Some(b), |c| c.drive(id, 1, records(1, 1), Effects::default())),
+        Err(StoreError::NotOwner(id))
+    );
+    assert_eq!(m.stage_as(Some(b), |c| c.claim(id)), Ok(Claim::Theirs(a)));
+    // Commands are recorded by any host, with the version check.
+    m.stage_as(Some(b), |c| c.append(id, 1, records(1, 1), Effects::default())).unwrap();
+    m.stage_as(Some(a), |c| c.drive(id, 2, records(2, 1), Effects::default())).unwrap();
+    // A's lease lapses: B takes the execution; A can neither record nor take anything.
+    m.lapsed.insert(a);
+    assert_eq!(m.stage_as(Some(b), |c| c.claim(id)), Ok(Claim::Mine));
+    assert_eq!(m.owners.get(&id), Some(&b));
+    assert_eq!(
+        m.stage_as(Some(a), |c| c.drive(id, 3, records(3, 1), Effects::default())),
+        Err(StoreError::NotOwner(id))
+    );
+    assert_eq!(m.stage_as(Some(a), |c| c.claim(id)), Err(StoreError::NotOwner(id)));
+    assert_eq!(m.heads[&id].version, 3, "the fenced append staged nothing");
+    // The end of the execution releases its lease.
+    let done = EventRecord { seq: 4, at: 4, event: Event::ExecutionCompleted };
+    m.stage_as(Some(b), |c| c.drive(id, 3, vec![done], Effects::default())).unwrap();
+    assert_eq!(m.owners.get(&id), None);
+}
+
+#[test]
+fn a_store_of_one_host_has_no_leases() {
+    let mut m = Model::default();
+    let id = ExecutionId::new();
+    m.stage(|c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    assert_eq!(m.stage(|c| c.claim(id)), Ok(Claim::Mine));
+    m.stage(|c| c.drive(id, 1, records(1, 1), Effects::default())).unwrap();
+    assert!(m.owners.is_empty());
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{Commit, Snapshot};
 use super::{
-    Created, DefinitionPut, Effects, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StoreError,
+    Claim, Created, DefinitionPut, Effects, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StoreError,
     StoredDefinition, keys,
 };
 use crate::domain::subscription::{DeadLetter, StartAt, Subscription};
@@ -106,12 +106,15 @@ impl Writer {
         self.commit(Needs { heads: vec![id], keys }, move |c| c.create(id, saga, records, idem)).await
     }
 
+    /// Appends to a stream; `driven`: the driver's append, which needs the execution's lease
+    /// in a shared store.
     pub(super) async fn append(
         &self,
         id: ExecutionId,
         expected: u64,
         records: Vec<EventRecord>,
         state: Effects,
+        driven: bool,
     ) -> Result<(), StoreError> {
         let keys = state
             .reads
@@ -119,7 +122,14 @@ impl Writer {
             .map(|(k, _)| keys::state(k))
             .chain(state.events.iter().map(|e| keys::topic_event_id(&e.id)))
             .collect();
-        self.commit(Needs { heads: vec![id], keys }, move |c| c.append(id, expected, records, state)).await
+        self.commit(Needs { heads: vec![id], keys }, move |c| {
+            if driven { c.drive(id, expected, records, state) } else { c.append(id, expected, records, state) }
+        })
+        .await
+    }
+
+    pub(super) async fn claim(&self, id: ExecutionId) -> Result<Claim, StoreError> {
+        self.commit(Needs { heads: vec![id], keys: Vec::new() }, move |c| c.claim(id)).await
     }
 
     pub(super) async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError> {

@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::commit::{KeyRecord, Mutation, Snapshot};
-use super::{ExecutionSummary, IdempotencyKey, PluginMeta, StateKey, StateValue, StoreError, StoredDefinition, keys};
+use super::{
+    ExecutionSummary, HostId, IdempotencyKey, PluginMeta, StateKey, StateValue, StoreError, StoredDefinition, keys,
+};
 use crate::domain::subscription::cursor_name;
 use crate::domain::{ExecutionId, PluginName, PluginVersion, SagaName};
 
@@ -153,6 +155,8 @@ pub(super) fn ops(m: &Mutation, out: &mut impl FnMut(Op)) {
         Mutation::DeadLetter { subscription, seq, record: None } => {
             out(Op::Remove(keys::dead_letter(subscription, *seq)))
         }
+        // Leases live outside the key-value layout (PostgreSQL's `sagahost_owners`).
+        Mutation::Owner { .. } => {}
     }
 }
 
@@ -164,6 +168,14 @@ pub(super) trait KvRead {
     fn last(&mut self, prefix: &[u8]) -> Result<Option<Pair>, StoreError>;
     /// Every key starting with `prefix`, in order.
     fn keys(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// A shared store: the host holding an execution's lease.
+    fn owner(&mut self, _id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        Ok(None)
+    }
+    /// A shared store: whether `host`'s lease is live.
+    fn live(&mut self, _host: HostId) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// The commit rules' [`Snapshot`] over a backend's [`KvRead`], with a cache of stream heads
@@ -220,6 +232,14 @@ impl<R: KvRead> Snapshot for KvSnapshot<'_, R> {
 
     fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError> {
         Ok(self.kv.get(&keys::subscription(name))?.is_some())
+    }
+
+    fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        self.kv.owner(id)
+    }
+
+    fn live(&mut self, host: HostId) -> Result<bool, StoreError> {
+        self.kv.live(host)
     }
 
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {

@@ -106,7 +106,7 @@ impl Inner {
             Mutation::StateDelete { key } => {
                 self.state.remove(&key);
             }
-            Mutation::StateClock(_) => {}
+            Mutation::StateClock(_) | Mutation::Owner { .. } => {}
             Mutation::Plugin { meta, bytes, artifact } => {
                 self.blobs.insert(meta.digest.clone(), bytes);
                 if let Some((k, a)) = artifact {

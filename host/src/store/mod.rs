@@ -77,6 +77,10 @@ pub enum StoreError {
     /// The stream does not exist.
     #[error("execution {0} not found")]
     NotFound(ExecutionId),
+    /// A shared store: another host holds the execution's lease (or this host's lease has
+    /// lapsed), so this host may not record for it. The driver lets the execution go.
+    #[error("execution {0} is driven by another host")]
+    NotOwner(ExecutionId),
     /// The records handed to `append` are not numbered right after `expected`.
     #[error("records must be numbered from {0} without gaps")]
     BadSequence(u64),
@@ -95,6 +99,18 @@ impl StoreError {
     pub fn is_permanent(&self) -> bool {
         !matches!(self, Self::Unavailable(_))
     }
+}
+
+/// A host sharing a store with others (docs/postgres.md, "Several hosts").
+pub type HostId = uuid::Uuid;
+
+/// Who drives an execution, as [`EventStore::claim`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This host: it held the lease, or has just taken it.
+    Mine,
+    /// Another host, whose lease is live.
+    Theirs(HostId),
 }
 
 /// An execution set aside because its stored stream can no longer be read (or folded): the
@@ -234,9 +250,10 @@ pub trait EventStore: Send + Sync + 'static {
         self.append_with_state(id, expected, records, Effects::default()).await
     }
 
-    /// Like [`append`](Self::append), and in the same atomic commit applies `state.writes`,
-    /// provided every entry in `state.reads` is still at the version read (else
-    /// [`StoreError::StateConflict`] and nothing is written).
+    /// The driver's append: like [`append`](Self::append), and in the same atomic commit
+    /// applies `state.writes`, provided every entry in `state.reads` is still at the version
+    /// read (else [`StoreError::StateConflict`] and nothing is written). A shared store also
+    /// checks that this host holds the execution's lease (else [`StoreError::NotOwner`]).
     async fn append_with_state(
         &self,
         id: ExecutionId,
@@ -271,6 +288,33 @@ pub trait EventStore: Send + Sync + 'static {
     /// always answer).
     async fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Takes the lease of an unfinished execution for this host unless another live host
+    /// holds it. A store of one host answers [`Claim::Mine`].
+    async fn claim(&self, _id: ExecutionId) -> Result<Claim, StoreError> {
+        Ok(Claim::Mine)
+    }
+
+    /// A shared store: how often [`adopt`](Self::adopt) should run. `None`: one host only.
+    fn shared(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// A shared store: takes the leases of executions whose host's lease lapsed (and, at
+    /// `startup`, of unfinished executions no host holds); the executions taken.
+    async fn adopt(&self, _startup: bool) -> Result<Vec<ExecutionId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// A shared store: tells `host` to look at `id` (someone recorded for it elsewhere).
+    async fn wake(&self, _host: HostId, _id: ExecutionId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// A shared store: the executions other hosts asked this one to look at (taken once).
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
+        None
     }
 }
 

@@ -7,6 +7,7 @@
 //! A commit is acknowledged once PostgreSQL has committed it (with the server's
 //! `synchronous_commit`, by default a flushed WAL record).
 
+mod leases;
 mod reads;
 mod schema;
 mod writer;
@@ -18,7 +19,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::group::Writer;
-use super::{CommitStats, StoreError};
+use super::{CommitStats, HostId, StoreError};
 pub use schema::SCHEMA_VERSION;
 
 /// How to reach the database, and the limits of this host's use of it.
@@ -32,6 +33,9 @@ pub struct PostgresConfig {
     pub statement_timeout: Duration,
     /// Longest a connection attempt, or a wait for a pooled connection, may take.
     pub connect_timeout: Duration,
+    /// How long this host's lease lasts unless renewed: after a host stops renewing it (killed,
+    /// cut off, paused), this long passes before other hosts take its executions.
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -41,18 +45,21 @@ impl std::fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("lease", &self.lease)
             .finish()
     }
 }
 
 impl PostgresConfig {
-    /// Defaults for `url`: 16 pooled connections, 30 s statement timeout, 5 s to connect.
+    /// Defaults for `url`: 16 pooled connections, 30 s statement timeout, 5 s to connect, 10 s
+    /// leases.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(10),
         }
     }
 
@@ -89,6 +96,21 @@ pub struct PgStore {
     stats: Arc<CommitStats>,
     /// The advisory lock every commit to this store takes.
     lock: i64,
+    /// This host, as the other hosts know it.
+    host: HostId,
+    lease: Duration,
+    /// Wake-ups addressed to this host, until the orchestrator takes them.
+    wakeups: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::domain::ExecutionId>>>,
+    /// The lease renewal and the wake-up listener: stopped with the store.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 impl PgStore {
@@ -116,15 +138,38 @@ impl PgStore {
             )
         })?;
         schema::migrate(&conn, lock).await?;
+        let host = HostId::now_v7();
+        leases::renew(&conn, host, config.lease).await?;
         drop(conn);
         let (writer, rx) = Writer::new();
         let stats = Arc::new(CommitStats::default());
         let wstats = stats.clone();
+        let wclient = client.clone();
         std::thread::Builder::new()
             .name("pg-writer".into())
-            .spawn(move || writer::run(client, lock, rx, &wstats))
+            .spawn(move || writer::run(wclient, lock, host, rx, &wstats))
             .map_err(unavailable)?;
-        Ok(Self { pool, writer, stats, lock })
+        let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(leases::keep(pool.clone(), host, config.lease)).abort_handle(),
+            tokio::spawn(leases::listen(client, lock, host, wake_tx)).abort_handle(),
+        ];
+        tracing::info!(%host, lease_ms = config.lease.as_millis() as u64, "joined the hosts sharing the store");
+        Ok(Self {
+            pool,
+            writer,
+            stats,
+            lock,
+            host,
+            lease: config.lease,
+            wakeups: std::sync::Mutex::new(Some(wake_rx)),
+            tasks,
+        })
+    }
+
+    /// This host's id among the hosts sharing the store.
+    pub fn host_id(&self) -> HostId {
+        self.host
     }
 
     /// Group-commit counters.

@@ -131,7 +131,11 @@ impl EventStore for PgStore {
         records: Vec<EventRecord>,
         state: Effects,
     ) -> Result<(), StoreError> {
-        self.writer.append(id, expected, records, state).await
+        self.writer.append(id, expected, records, state, true).await
+    }
+
+    async fn append(&self, id: ExecutionId, expected: u64, records: Vec<EventRecord>) -> Result<(), StoreError> {
+        self.writer.append(id, expected, records, Effects::default(), false).await
     }
 
     async fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<commit::KeyRecord>, StoreError> {
@@ -210,6 +214,26 @@ impl EventStore for PgStore {
 
     async fn health(&self) -> Result<(), StoreError> {
         self.conn().await?.simple_query("SELECT 1").await.map(drop).map_err(unavailable)
+    }
+
+    async fn claim(&self, id: ExecutionId) -> Result<Claim, StoreError> {
+        self.writer.claim(id).await
+    }
+
+    fn shared(&self) -> Option<std::time::Duration> {
+        Some(self.lease / 4)
+    }
+
+    async fn adopt(&self, startup: bool) -> Result<Vec<ExecutionId>, StoreError> {
+        super::leases::adopt(&self.pool, self.lock, self.host, startup).await
+    }
+
+    async fn wake(&self, host: HostId, id: ExecutionId) -> Result<(), StoreError> {
+        super::leases::wake(&self.pool, self.lock, host, id).await
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
+        crate::sync::lock(&self.wakeups).take()
     }
 
     async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {

@@ -8,12 +8,23 @@ use super::unavailable;
 use crate::store::StoreError;
 
 /// The migrations, in order: `(version, SQL)`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    // The host's data, in the key-value layout sled keeps (`store/keys.rs`): byte-ordered
-    // keys, so prefix scans are index range scans.
-    "CREATE TABLE sagahost_kv (k bytea PRIMARY KEY, v bytea NOT NULL)",
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        // The host's data, in the key-value layout sled keeps (`store/keys.rs`): byte-ordered
+        // keys, so prefix scans are index range scans.
+        "CREATE TABLE sagahost_kv (k bytea PRIMARY KEY, v bytea NOT NULL)",
+    ),
+    (
+        2,
+        // Hosts and their leases (renewed while they run), and which host drives each
+        // unfinished execution (docs/postgres.md, "Several hosts").
+        "CREATE TABLE sagahost_hosts (id uuid PRIMARY KEY, name text NOT NULL, \
+           started_at timestamptz NOT NULL DEFAULT now(), until timestamptz NOT NULL); \
+         CREATE TABLE sagahost_owners (execution bytea PRIMARY KEY, host uuid NOT NULL); \
+         CREATE INDEX sagahost_owners_by_host ON sagahost_owners (host)",
+    ),
+];
 
 /// The schema version this host writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

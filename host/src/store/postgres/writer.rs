@@ -1,14 +1,16 @@
 //! The writer thread: every write of this host goes through it, as with sled. A group of
 //! writes is one transaction: it takes the store's advisory lock (so that the groups of every
 //! host sharing the database apply one after another, and the rules read what the groups
-//! before left), fetches what the group will read in two queries, stages the group into one
-//! [`Commit`], writes its pairs with one upsert and one delete, and commits: one WAL flush
-//! for the whole group.
+//! before left), fetches what the group will read in one round trip (stream heads, keys, the
+//! leases of its executions and which hosts are live), stages the group into one [`Commit`] for
+//! this host (so that a driver's append is checked against its lease, `leases.rs`), writes its
+//! pairs and lease changes with one upsert and one delete each, and commits: one WAL flush for
+//! the whole group.
 //!
 //! The thread has its own single-threaded runtime: the commit rules read synchronously, and a
 //! read the prefetch did not foresee is a query run to completion on it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use futures::TryFutureExt;
@@ -17,13 +19,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::unavailable;
-use crate::store::commit::{Commit, Snapshot};
+use crate::domain::ExecutionId;
+use crate::store::commit::{Commit, Mutation, Snapshot};
 use crate::store::group::{Finish, Needs, Request, gather};
 use crate::store::kv::{self, KvRead, KvSnapshot, Op, Pair, decode_u64};
 
-/// A group's changes: each key's last value (`None`: removed).
-type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-use crate::store::{CommitStats, StoreError, keys, observe_commit};
+use crate::store::{CommitStats, HostId, StoreError, keys, observe_commit};
+
+/// A statement's parameter.
+type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// The statements a writer connection runs, prepared once.
 struct Conn {
@@ -35,6 +39,10 @@ struct Conn {
     keys: Statement,
     upsert: Statement,
     remove: Statement,
+    owners: Statement,
+    live: Statement,
+    own: Statement,
+    disown: Statement,
 }
 
 impl Conn {
@@ -59,6 +67,14 @@ impl Conn {
             )
             .await?,
             remove: prepare("DELETE FROM sagahost_kv WHERE k = ANY($1::bytea[])").await?,
+            owners: prepare("SELECT execution, host FROM sagahost_owners WHERE execution = ANY($1::bytea[])").await?,
+            live: prepare("SELECT id FROM sagahost_hosts WHERE until > now()").await?,
+            own: prepare(
+                "INSERT INTO sagahost_owners (execution, host) SELECT * FROM unnest($1::bytea[], $2::uuid[]) \
+                 ON CONFLICT (execution) DO UPDATE SET host = EXCLUDED.host",
+            )
+            .await?,
+            disown: prepare("DELETE FROM sagahost_owners WHERE execution = ANY($1::bytea[])").await?,
             client,
         })
     }
@@ -70,6 +86,10 @@ impl Conn {
 struct Fetched {
     known: HashMap<Vec<u8>, Option<Vec<u8>>>,
     last: HashMap<Vec<u8>, Option<Pair>>,
+    /// Lease holders of the group's executions (absent: none).
+    owners: HashMap<ExecutionId, HostId>,
+    /// Hosts whose lease is live.
+    live: HashSet<HostId>,
 }
 
 /// Opens the group's transaction, takes the lock and fetches what `needs` names.
@@ -80,10 +100,15 @@ async fn begin(conn: &Conn, lock: i64, needs: &Needs) -> Result<Fetched, StoreEr
     exact.extend(needs.heads.iter().map(|id| keys::summary(*id)));
     let lo: Vec<Vec<u8>> = needs.heads.iter().map(|id| keys::events_of(*id)).collect();
     let hi: Vec<Vec<u8>> = lo.iter().map(|p| keys::prefix_end(p)).collect();
-    let (p1, p2): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2]) = ([&exact], [&lo, &hi]);
-    let (rows, lasts) =
-        tokio::try_join!(conn.client.query(&conn.get_many, &p1), conn.client.query(&conn.last_many, &p2))
-            .map_err(unavailable)?;
+    let ids: Vec<&[u8]> = needs.heads.iter().map(|id| &id.as_bytes()[..]).collect();
+    let (p1, p2, p3): ([Param; 1], [Param; 2], [Param; 1]) = ([&exact], [&lo, &hi], [&ids]);
+    let (rows, lasts, owners, live) = tokio::try_join!(
+        conn.client.query(&conn.get_many, &p1),
+        conn.client.query(&conn.last_many, &p2),
+        conn.client.query(&conn.owners, &p3),
+        conn.client.query(&conn.live, &[]),
+    )
+    .map_err(unavailable)?;
     let mut fetched = Fetched::default();
     for k in exact {
         fetched.known.insert(k, None);
@@ -97,7 +122,16 @@ async fn begin(conn: &Conn, lock: i64, needs: &Needs) -> Result<Fetched, StoreEr
     for row in lasts {
         fetched.last.insert(row.get(0), Some((row.get(1), row.get(2))));
     }
+    for row in owners {
+        fetched.owners.insert(execution_id(row.get(0))?, row.get(1));
+    }
+    fetched.live = live.into_iter().map(|r| r.get(0)).collect();
     Ok(fetched)
+}
+
+/// An execution id stored as its 16 bytes.
+pub(super) fn execution_id(bytes: &[u8]) -> Result<ExecutionId, StoreError> {
+    Ok(ExecutionId::from_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt("execution id".into()))?))
 }
 
 /// The database inside the group's transaction, as the commit rules read it.
@@ -133,6 +167,15 @@ impl KvRead for PgKv<'_> {
         let rows = self.rt.block_on(self.conn.client.query(&self.conn.keys, &[&prefix, &end])).map_err(unavailable)?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
+
+    /// Every write names its execution in its needs, so the prefetch has its lease holder.
+    fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
+        Ok(self.fetched.owners.get(&id).copied())
+    }
+
+    fn live(&mut self, host: HostId) -> Result<bool, StoreError> {
+        Ok(self.fetched.live.contains(&host))
+    }
 }
 
 /// Answers every read with the error that stopped the group from starting.
@@ -150,16 +193,27 @@ impl KvRead for Refused {
     }
 }
 
-/// Stages `group` over `kv` with the state clock at `clock`: the answers, and the pairs to write
-/// (the last change of each key).
-fn stage(kv: impl KvRead, clock: u64, group: Vec<Request>) -> (Vec<Finish>, Changes) {
+/// A group's changes: each key's last value and each lease's last holder (`None`: removed).
+#[derive(Default)]
+struct Changes {
+    pairs: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    owners: BTreeMap<ExecutionId, Option<HostId>>,
+}
+
+/// Stages `group` for `host` over `kv` with the state clock at `clock`: the answers, and the
+/// changes to write.
+fn stage(kv: impl KvRead, host: HostId, clock: u64, group: Vec<Request>) -> (Vec<Finish>, Changes) {
     let mut heads = HashMap::new();
     let mut snapshot = KvSnapshot { kv, heads: &mut heads };
-    let mut commit = Commit::new(&mut snapshot as &mut dyn Snapshot, clock);
+    let mut commit = Commit::new(&mut snapshot as &mut dyn Snapshot, clock).for_host(host);
     let finishers = group.into_iter().map(|r| (r.stage)(&mut commit)).collect();
     let (mutations, _) = commit.finish();
-    let mut pairs = BTreeMap::new();
+    let mut changes = Changes::default();
+    let pairs = &mut changes.pairs;
     for m in &mutations {
+        if let Mutation::Owner { id, host } = m {
+            changes.owners.insert(*id, *host);
+        }
         kv::ops(m, &mut |op| match op {
             Op::Put(k, v) => {
                 pairs.insert(k, Some(v));
@@ -169,13 +223,13 @@ fn stage(kv: impl KvRead, clock: u64, group: Vec<Request>) -> (Vec<Finish>, Chan
             }
         });
     }
-    (finishers, pairs)
+    (finishers, changes)
 }
 
-/// Writes `pairs` and commits the transaction.
-async fn write(conn: &Conn, pairs: Changes) -> Result<(), StoreError> {
+/// Writes `changes` and commits the transaction.
+async fn write(conn: &Conn, changes: Changes) -> Result<(), StoreError> {
     let (mut put_keys, mut put_values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
-    for (k, v) in pairs {
+    for (k, v) in changes.pairs {
         match v {
             Some(v) => {
                 put_keys.push(k);
@@ -184,9 +238,25 @@ async fn write(conn: &Conn, pairs: Changes) -> Result<(), StoreError> {
             None => removed.push(k),
         }
     }
-    let (p1, p2): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) = ([&put_keys, &put_values], [&removed]);
-    tokio::try_join!(conn.client.execute(&conn.upsert, &p1), conn.client.execute(&conn.remove, &p2))
-        .map_err(unavailable)?;
+    let (mut owned, mut owners, mut disowned) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, host) in changes.owners {
+        match host {
+            Some(h) => {
+                owned.push(id.as_bytes().to_vec());
+                owners.push(h);
+            }
+            None => disowned.push(id.as_bytes().to_vec()),
+        }
+    }
+    let (p1, p2, p3, p4): ([Param; 2], [Param; 1], [Param; 2], [Param; 1]) =
+        ([&put_keys, &put_values], [&removed], [&owned, &owners], [&disowned]);
+    tokio::try_join!(
+        conn.client.execute(&conn.upsert, &p1),
+        conn.client.execute(&conn.remove, &p2),
+        conn.client.execute(&conn.own, &p3),
+        conn.client.execute(&conn.disown, &p4),
+    )
+    .map_err(unavailable)?;
     conn.client.batch_execute("COMMIT").await.map_err(unavailable)
 }
 
@@ -196,6 +266,7 @@ fn commit_group(
     conn: &mut Option<Conn>,
     config: &Config,
     lock: i64,
+    host: HostId,
     group: Vec<Request>,
 ) -> (Vec<Finish>, Result<(), StoreError>) {
     let mut needs = Needs::default();
@@ -232,29 +303,29 @@ fn commit_group(
     let (fetched, clock) = match begun {
         Ok(found) => found,
         Err(e) => {
-            let (finishers, _) = stage(Refused(e.clone()), 0, group);
+            let (finishers, _) = stage(Refused(e.clone()), host, 0, group);
             return (finishers, Err(e));
         }
     };
     let c = conn.as_ref().expect("opened above");
-    let (finishers, pairs) = stage(PgKv { rt, conn: c, fetched }, clock, group);
+    let (finishers, changes) = stage(PgKv { rt, conn: c, fetched }, host, clock, group);
     let committed = rt.block_on(async {
-        if pairs.is_empty() {
+        if changes.pairs.is_empty() && changes.owners.is_empty() {
             return c.client.batch_execute("COMMIT").await.map_err(unavailable);
         }
-        write(c, pairs).await
+        write(c, changes).await
     });
     (finishers, committed)
 }
 
 /// The writer thread's loop, until every sender is gone.
-pub(super) fn run(config: Config, lock: i64, mut rx: mpsc::Receiver<Request>, stats: &CommitStats) {
+pub(super) fn run(config: Config, lock: i64, host: HostId, mut rx: mpsc::Receiver<Request>, stats: &CommitStats) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the writer");
     let mut conn: Option<Conn> = None;
     while let Some(first) = rx.blocking_recv() {
         let group = gather(first, &mut rx);
         let started = Instant::now();
-        let (finishers, committed) = commit_group(&rt, &mut conn, &config, lock, group);
+        let (finishers, committed) = commit_group(&rt, &mut conn, &config, lock, host, group);
         if let Err(e) = &committed {
             tracing::warn!(error = %e, writes = finishers.len(), "store refused a group of writes");
             // Leave no transaction open; a connection that failed is opened again next time.

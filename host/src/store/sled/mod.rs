@@ -94,7 +94,7 @@ impl EventStore for SledStore {
         records: Vec<EventRecord>,
         state: Effects,
     ) -> Result<(), StoreError> {
-        self.writer.append(id, expected, records, state).await
+        self.writer.append(id, expected, records, state, false).await
     }
 
     async fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<commit::KeyRecord>, StoreError> {
