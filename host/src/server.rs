@@ -115,6 +115,8 @@ impl Host {
         }
         config.api.max_plugin_bytes = config.limits.max_plugin_bytes;
         let store = open_store(&config).await?;
+        // Other hosts may change definitions and run attempts in a shared store.
+        config.orchestrator.shared_store = config.postgres.is_some();
         let runtime =
             Runtime::new(config.limits.clone()).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
         let plugins = Arc::new(PluginCache::new(runtime, store.clone()));

@@ -825,7 +825,7 @@ async fn postgres_leases_fence_a_host_whose_lease_lapsed_and_its_executions_are_
     assert_eq!(b.adopt(false).await.unwrap(), vec![id]);
     let late = a.append_with_state(id, 3, vec![step_started(4)], Effects::default()).await;
     assert!(matches!(late, Err(StoreError::NotOwner(_))), "{late:?}");
-    assert!(matches!(a.claim(id).await, Err(StoreError::NotOwner(_))), "a lapsed host takes nothing");
+    assert!(matches!(a.claim(id).await, Err(StoreError::Unavailable(_))), "a lapsed host takes nothing");
     b.append_with_state(id, 3, vec![step_started(4)], Effects::default()).await.unwrap();
 
     // An execution that ends gives its lease back.

@@ -149,3 +149,99 @@ async fn a_host_whose_database_connections_are_cut_answers_503_then_carries_on()
     let (status, health) = api.call(reqwest::Method::GET, "/healthz", None).await;
     assert_eq!((status, &health["store"]), (200, &json!("ok")), "{health}");
 }
+
+/// The command that restarts the test database's server (`SAGAHOST_TEST_POSTGRES_RESTART`,
+/// which `.ci/run` sets when it can restart the local server), or `None`, saying why.
+fn restart_command() -> Option<String> {
+    match std::env::var("SAGAHOST_TEST_POSTGRES_RESTART") {
+        Ok(command) => Some(command),
+        Err(_) => {
+            println!("SKIPPED: SAGAHOST_TEST_POSTGRES_RESTART is not set (no way to restart the test database)");
+            None
+        }
+    }
+}
+
+/// Triggers under `key` until the host accepts: 503 while the database is away is retried.
+async fn trigger_until_accepted(url: &str, key: &str, input: &Value) -> String {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(resp) = client
+            .post(format!("{url}/v1/sagas/restart/executions"))
+            .header("Idempotency-Key", key)
+            .json(input)
+            .send()
+            .await
+        {
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            match status {
+                200 | 202 => return body["id"].as_str().unwrap().to_owned(),
+                503 => assert!(body["error"].is_object(), "a 503 is a JSON error: {body}"),
+                other => panic!("{key}: {other} {body}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{key} was never accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_in_the_middle_of_a_run_loses_nothing() {
+    let Some(restart) = restart_command() else { return };
+    let Some(scratch) = Scratch::alone().await else { return };
+    let (_tmp, dir) = data_dir();
+    let host = HostProcess::start(&dir, &["--store", &scratch.url]);
+    let api = Api::new(&host.url);
+    api.put_plugin("testkit", wasm("testkit")).await;
+    let retry = json!({"max_attempts": 100, "initial_backoff_ms": 50, "multiplier": 2.0, "max_backoff_ms": 500});
+    api.put_saga("restart", &testkit_saga(&["a", "b", "c"], json!({"retry": retry}))).await;
+    const RUNS: usize = 120;
+    let triggering = tokio::spawn({
+        let url = host.url.clone();
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..RUNS {
+                let input = json!({"behaviors": {"b": "sleep:100"}, "state": {"a": [{"add": ["c", "n", 1]}]}});
+                ids.push(trigger_until_accepted(&url, &format!("run-{i}"), &input).await);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            ids
+        }
+    });
+    let watching = tokio::spawn({
+        let url = format!("{}/healthz", host.url);
+        async move {
+            let mut unavailable = 0;
+            let client = reqwest::Client::new();
+            for _ in 0..150 {
+                if let Ok(r) = client.get(&url).send().await
+                    && r.status().as_u16() == 503
+                {
+                    unavailable += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            unavailable
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let restarted = tokio::task::spawn_blocking(move || {
+        Command::new("sh").args(["-c", &restart]).status().expect("run the restart command")
+    })
+    .await
+    .unwrap();
+    assert!(restarted.success(), "restarting the database failed");
+    let ids = triggering.await.unwrap();
+    let unavailable = watching.await.unwrap();
+    for id in &ids {
+        assert_eq!(api.wait_terminal(id).await["status"], "completed", "{id}");
+    }
+    // Each step a committed its state write exactly once.
+    let (_, state) = api.call(reqwest::Method::GET, "/v1/plugins/testkit/state?collection=c", None).await;
+    assert_eq!(state["entries"][0]["json"], json!(RUNS), "{state}");
+    let (status, health) = api.call(reqwest::Method::GET, "/healthz", None).await;
+    assert_eq!(status, 200, "{health}");
+    println!("database restart: {RUNS} executions completed; /healthz answered 503 {unavailable} times meanwhile");
+    assert!(unavailable > 0, "/healthz never noticed the database was away");
+}

@@ -282,9 +282,7 @@ impl<S: Snapshot> Commit<S> {
     /// Takes the lease of `id` for this commit's host unless another live host holds it.
     pub fn claim(&mut self, id: ExecutionId) -> Result<Claim, StoreError> {
         let Some(me) = self.host else { return Ok(Claim::Mine) };
-        if !self.snapshot.live(me)? {
-            return Err(StoreError::NotOwner(id));
-        }
+        self.check_lease(me)?;
         let head = self.head(id)?.ok_or(StoreError::NotFound(id))?;
         match self.owner(id)? {
             Some(owner) if owner == me => Ok(Claim::Mine),
@@ -307,12 +305,24 @@ impl<S: Snapshot> Commit<S> {
         records: Vec<EventRecord>,
         state: Effects,
     ) -> Result<(), StoreError> {
-        if let Some(me) = self.host
-            && (self.owner(id)? != Some(me) || !self.snapshot.live(me)?)
-        {
-            return Err(StoreError::NotOwner(id));
+        if let Some(me) = self.host {
+            if self.owner(id)? != Some(me) {
+                return Err(StoreError::NotOwner(id));
+            }
+            self.check_lease(me)?;
         }
         self.append(id, expected, records, state)
+    }
+
+    /// This host's own lease must be live for it to take or record anything it holds. A lapsed
+    /// lease is not a refusal: the host renews it (and keeps what nobody adopted meanwhile),
+    /// so its writes wait and retry like writes to a store that does not answer.
+    fn check_lease(&mut self, me: HostId) -> Result<(), StoreError> {
+        if self.snapshot.live(me)? {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("this host's lease has lapsed; renewing it".into()))
+        }
     }
 
     /// The backend's snapshot (for its caches).
@@ -368,6 +378,9 @@ impl<S: Snapshot> Commit<S> {
             }
         }
         check_sequence(0, &records)?;
+        if let Some(me) = self.host {
+            self.check_lease(me)?;
+        }
         if let Some(existing) = self.head(id)? {
             return Err(StoreError::Conflict { id, expected: 0, actual: existing.version });
         }
@@ -435,14 +448,18 @@ impl<S: Snapshot> Commit<S> {
         let previous = Some(summary.status);
         summary.advance(&records);
         let ended = summary.status.is_terminal() && previous.is_some_and(|p| !p.is_terminal());
+        // A resumed execution (terminal → compensating) is held by the host that resumed it.
+        let resumed = !summary.status.is_terminal() && previous.is_some_and(|p| p.is_terminal());
         self.mutations.push(Mutation::Records { id, records });
         self.heads.insert(id, summary.clone());
         self.mutations.push(Mutation::Head { summary, previous });
         for event in events {
             self.stage_event(event);
         }
-        if ended && self.host.is_some() {
-            self.set_owner(id, None);
+        match self.host {
+            Some(_) if ended => self.set_owner(id, None),
+            Some(me) if resumed => self.set_owner(id, Some(me)),
+            _ => {}
         }
         Ok(())
     }

@@ -428,7 +428,10 @@ fn in_a_shared_store_only_the_lease_holder_drives_and_a_lapsed_holder_is_fenced(
         m.stage_as(Some(a), |c| c.drive(id, 3, records(3, 1), Effects::default())),
         Err(StoreError::NotOwner(id))
     );
-    assert_eq!(m.stage_as(Some(a), |c| c.claim(id)), Err(StoreError::NotOwner(id)));
+    let lapsed = m.stage_as(Some(a), |c| c.claim(id));
+    assert!(matches!(lapsed, Err(StoreError::Unavailable(_))), "a lapsed host waits for its renewal: {lapsed:?}");
+    let created = m.stage_as(Some(a), |c| c.create(ExecutionId::new(), saga(), vec![started(1)], None));
+    assert!(matches!(created, Err(StoreError::Unavailable(_))), "and starts nothing meanwhile: {created:?}");
     assert_eq!(m.heads[&id].version, 3, "the fenced append staged nothing");
     // The end of the execution releases its lease.
     let done = EventRecord { seq: 4, at: 4, event: Event::ExecutionCompleted };
@@ -444,4 +447,31 @@ fn a_store_of_one_host_has_no_leases() {
     assert_eq!(m.stage(|c| c.claim(id)), Ok(Claim::Mine));
     m.stage(|c| c.drive(id, 1, records(1, 1), Effects::default())).unwrap();
     assert!(m.owners.is_empty());
+}
+
+#[test]
+fn a_host_whose_own_lease_lapsed_waits_and_keeps_what_nobody_adopted() {
+    let mut m = Model::default();
+    let a = HostId::now_v7();
+    let id = ExecutionId::new();
+    m.stage_as(Some(a), |c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    m.lapsed.insert(a);
+    let waiting = m.stage_as(Some(a), |c| c.drive(id, 1, records(1, 1), Effects::default()));
+    assert!(matches!(waiting, Err(StoreError::Unavailable(_))), "retried, not dropped: {waiting:?}");
+    m.lapsed.remove(&a);
+    m.stage_as(Some(a), |c| c.drive(id, 1, records(1, 1), Effects::default())).unwrap();
+}
+
+#[test]
+fn a_resumed_execution_is_held_by_the_host_that_resumed_it() {
+    let mut m = Model::default();
+    let (a, b) = (HostId::now_v7(), HostId::now_v7());
+    let id = ExecutionId::new();
+    m.stage_as(Some(a), |c| c.create(id, saga(), vec![started(1)], None)).unwrap();
+    let failed = EventRecord { seq: 2, at: 2, event: Event::ExecutionFailed { reason: "x".into() } };
+    m.stage_as(Some(a), |c| c.drive(id, 1, vec![failed], Effects::default())).unwrap();
+    assert_eq!(m.owners.get(&id), None);
+    let resumed = EventRecord { seq: 3, at: 3, event: Event::ResumeRequested };
+    m.stage_as(Some(b), |c| c.append(id, 2, vec![resumed], Effects::default())).unwrap();
+    assert_eq!(m.owners.get(&id), Some(&b));
 }

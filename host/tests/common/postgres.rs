@@ -3,7 +3,19 @@
 #![allow(dead_code)] // each test binary uses a part of it
 #![allow(clippy::print_stdout)] // a skipped test says why
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use tokio::sync::RwLock;
+
+/// Tests of a binary share the database; a test that restarts it takes it alone.
+static TURNS: LazyLock<Arc<RwLock<()>>> = LazyLock::new(Arc::default);
+
+/// A test's turn on the database: shared, or alone.
+enum Turn {
+    Shared(tokio::sync::OwnedRwLockReadGuard<()>),
+    Alone(tokio::sync::OwnedRwLockWriteGuard<()>),
+}
 
 /// The configured test database, or `None` (with the reason printed) when there is none.
 pub fn postgres_url() -> Option<String> {
@@ -22,6 +34,7 @@ pub struct Scratch {
     pub url: String,
     base: String,
     schema: String,
+    _turn: Turn,
 }
 
 async fn admin(base: &str) -> tokio_postgres::Client {
@@ -38,12 +51,25 @@ impl Scratch {
     /// A new empty schema, or `None` when no test database is configured.
     pub async fn new() -> Option<Self> {
         let base = postgres_url()?;
+        let turn = Turn::Shared(TURNS.clone().read_owned().await);
+        Some(Self::create(base, turn).await)
+    }
+
+    /// [`new`](Self::new), once no other test of this binary uses the database, and keeping
+    /// them out until dropped: for a test that restarts the server.
+    pub async fn alone() -> Option<Self> {
+        let base = postgres_url()?;
+        let turn = Turn::Alone(TURNS.clone().write_owned().await);
+        Some(Self::create(base, turn).await)
+    }
+
+    async fn create(base: String, turn: Turn) -> Self {
         let schema = format!("sagahost_test_{}", uuid::Uuid::now_v7().simple());
         admin(&base).await.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("creating a test schema");
         let separator = if base.contains('?') { '&' } else { '?' };
         // The application name lets the clean-up end connections a test left open.
         let url = format!("{base}{separator}options=-c%20search_path%3D{schema}&application_name={schema}");
-        Some(Self { url, base, schema })
+        Self { url, base, schema, _turn: turn }
     }
 
     /// A client on the schema, for a test's own looks at the tables.

@@ -31,7 +31,7 @@ pub(super) async fn renew(client: &Client, host: HostId, lease: Duration) -> Res
     let name = hostname();
     client
         .execute(
-            "INSERT INTO sagahost_hosts (id, name, until) VALUES ($1, $2, now() + make_interval(secs => $3)) \
+            "INSERT INTO sagahost_hosts (id, name, until) VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
              ON CONFLICT (id) DO UPDATE SET until = EXCLUDED.until",
             &[&host, &name, &lease.as_secs_f64()],
         )
@@ -77,7 +77,7 @@ pub(super) async fn adopt(pool: &Pool, lock: i64, host: HostId, startup: bool) -
     let tx = conn.transaction().await.map_err(unavailable)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await.map_err(unavailable)?;
     let alive: bool = tx
-        .query_one("SELECT EXISTS (SELECT 1 FROM sagahost_hosts WHERE id = $1 AND until > now())", &[&host])
+        .query_one("SELECT EXISTS (SELECT 1 FROM sagahost_hosts WHERE id = $1 AND until > clock_timestamp())", &[&host])
         .await
         .map_err(unavailable)?
         .get(0);
@@ -85,7 +85,7 @@ pub(super) async fn adopt(pool: &Pool, lock: i64, host: HostId, startup: bool) -
         return Ok(Vec::new());
     }
     let lapsed: Vec<HostId> = tx
-        .query("SELECT id FROM sagahost_hosts WHERE until <= now()", &[])
+        .query("SELECT id FROM sagahost_hosts WHERE until <= clock_timestamp()", &[])
         .await
         .map_err(unavailable)?
         .iter()
@@ -144,9 +144,8 @@ pub(super) async fn wake(pool: &Pool, lock: i64, host: HostId, id: ExecutionId) 
 /// when the connection ends, for as long as the store is open.
 pub(super) async fn listen(config: Config, lock: i64, host: HostId, tx: UnboundedSender<ExecutionId>) {
     let mut failing = false;
-    let mut rescan = false;
     loop {
-        match listen_once(&config, lock, host, &tx, std::mem::replace(&mut rescan, true)).await {
+        match listen_once(&config, lock, host, &tx).await {
             Ok(()) => return, // nobody takes wake-ups any more
             Err(e) if !std::mem::replace(&mut failing, true) => {
                 tracing::warn!(error = %e, "listening for wake-ups failed; reconnecting")
@@ -162,7 +161,6 @@ async fn listen_once(
     lock: i64,
     host: HostId,
     tx: &UnboundedSender<ExecutionId>,
-    rescan: bool,
 ) -> Result<(), StoreError> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(unavailable)?;
     let (msg_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
@@ -175,17 +173,14 @@ async fn listen_once(
         }
     });
     client.batch_execute(&format!("LISTEN {}", channel(lock))).await.map_err(unavailable)?;
-    if rescan {
-        // Wake-ups sent while this host was not listening are lost: look at everything it holds.
-        let held = client
-            .query("SELECT execution FROM sagahost_owners WHERE host = $1", &[&host])
-            .await
-            .map_err(unavailable)?;
-        for row in held {
-            if tx.send(execution_id(row.get(0))?).is_err() {
-                pump.abort();
-                return Ok(());
-            }
+    // Wake-ups sent while this host was not listening (before the first connection, or
+    // between two) are lost: look at everything it holds.
+    let held =
+        client.query("SELECT execution FROM sagahost_owners WHERE host = $1", &[&host]).await.map_err(unavailable)?;
+    for row in held {
+        if tx.send(execution_id(row.get(0))?).is_err() {
+            pump.abort();
+            return Ok(());
         }
     }
     let me = host.to_string();

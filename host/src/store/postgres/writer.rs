@@ -68,7 +68,7 @@ impl Conn {
             .await?,
             remove: prepare("DELETE FROM sagahost_kv WHERE k = ANY($1::bytea[])").await?,
             owners: prepare("SELECT execution, host FROM sagahost_owners WHERE execution = ANY($1::bytea[])").await?,
-            live: prepare("SELECT id FROM sagahost_hosts WHERE until > now()").await?,
+            live: prepare("SELECT id FROM sagahost_hosts WHERE until > clock_timestamp()").await?,
             own: prepare(
                 "INSERT INTO sagahost_owners (execution, host) SELECT * FROM unnest($1::bytea[], $2::uuid[]) \
                  ON CONFLICT (execution) DO UPDATE SET host = EXCLUDED.host",
