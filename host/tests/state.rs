@@ -10,12 +10,11 @@ mod common {
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::postgres::Scratch;
 use sagahost::clock::SystemClock;
 use sagahost::domain::{Event, ExecutionStatus, FailureKind, PluginName, PluginRef, SagaName, Side};
 use sagahost::orchestrator::{Orchestrator, OrchestratorConfig};
 use sagahost::runtime::{Call, Completed, Limits, PluginCache, Runtime, StateLimits, StateScope};
-use sagahost::store::{Effects, MemoryStore, PgStore, PostgresConfig, SledStore, StateKey, StateValue, Store};
+use sagahost::store::{Effects, MemoryStore, SledStore, StateKey, StateValue, Store};
 use serde_json::{Value, json};
 
 const PLUGIN_DIR: &str = env!("SAGAHOST_PLUGIN_DIR");
@@ -152,18 +151,11 @@ macro_rules! suite {
 
 suite!(memory_store, Some((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ())));
 suite!(sled_store, sled());
-suite!(postgres_store, postgres().await);
+suite!(postgres_store, common::postgres::store().await);
 
 fn sled() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     Some((Arc::new(SledStore::open(dir.path()).unwrap()), dir))
-}
-
-/// A store in a scratch schema of the test database (`None`: no database configured).
-async fn postgres() -> Option<(Arc<dyn Store>, Scratch)> {
-    let scratch = Scratch::new().await?;
-    let store = PgStore::open(&PostgresConfig::new(&scratch.url)).await.expect("opening the PostgreSQL store");
-    Some((Arc::new(store), scratch))
 }
 
 async fn an_attempt_reads_committed_state_plus_its_own_writes(store: Arc<dyn Store>) {

@@ -162,16 +162,9 @@ fn sled() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
     Some((Arc::new(SledStore::open(dir.path()).unwrap()), dir))
 }
 
-/// A store in a scratch schema of the test database (`None`: no database configured).
-async fn postgres() -> Option<(Arc<dyn Store>, Scratch)> {
-    let scratch = Scratch::new().await?;
-    let store = PgStore::open(&PostgresConfig::new(&scratch.url)).await.expect("opening the PostgreSQL store");
-    Some((Arc::new(store), scratch))
-}
-
 contract!(memory_store, memory());
 contract!(sled_store, sled());
-contract!(postgres_store, postgres().await);
+contract!(postgres_store, common::postgres::store().await);
 
 async fn appends_at_the_expected_version(store: &dyn Store) {
     let id = new_execution(store, "s").await;

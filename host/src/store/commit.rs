@@ -297,7 +297,8 @@ impl<S: Snapshot> Commit<S> {
     }
 
     /// The driver's append: [`append`](Self::append), provided this commit's host holds the
-    /// execution's lease and its own lease is live (else [`StoreError::NotOwner`]).
+    /// execution's lease (else [`StoreError::NotOwner`]) and its own lease is live (else
+    /// [`StoreError::Unavailable`], retried until renewed).
     pub fn drive(
         &mut self,
         id: ExecutionId,

@@ -98,3 +98,11 @@ impl Drop for Scratch {
         .join();
     }
 }
+
+/// A PostgreSQL store in a scratch schema, as a test's store (`None`: no database configured).
+pub async fn store() -> Option<(std::sync::Arc<dyn sagahost::store::Store>, Scratch)> {
+    use sagahost::store::{PgStore, PostgresConfig};
+    let scratch = Scratch::new().await?;
+    let store = PgStore::open(&PostgresConfig::new(&scratch.url)).await.expect("opening the PostgreSQL store");
+    Some((std::sync::Arc::new(store), scratch))
+}
