@@ -245,3 +245,52 @@ async fn a_database_restart_in_the_middle_of_a_run_loses_nothing() {
     println!("database restart: {RUNS} executions completed; /healthz answered 503 {unavailable} times meanwhile");
     assert!(unavailable > 0, "/healthz never noticed the database was away");
 }
+
+/// Which of `apis` delivers subscription `name` now (its view carries the worker's status).
+async fn delivering(apis: &[&Api], name: &str) -> Option<usize> {
+    for (i, api) in apis.iter().enumerate() {
+        let (status, view) = api.call(reqwest::Method::GET, &format!("/v1/subscriptions/{name}"), None).await;
+        if status == 200 && view["status"].is_object() {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_at_a_time_delivers_subscriptions_and_another_takes_over_when_it_dies() {
+    use crate::subscriptions::{Receiver, publish, subscribe};
+    let Some(scratch) = Scratch::new().await else { return };
+    let (_tmp, dir) = data_dir();
+    let mut hosts =
+        [HostProcess::start(&dir, &["--store", &scratch.url]), HostProcess::start(&dir, &["--store", &scratch.url])];
+    let (a, b) = (Api::new(&hosts[0].url), Api::new(&hosts[1].url));
+    let (receiver, url) = Receiver::start().await;
+    // Created through one host, delivered by whichever holds the turn.
+    subscribe(&b, "shared", json!({"topics": ["*"], "webhook": {"url": url}, "from": "start"})).await;
+    for i in 0..100 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        publish(api, "Tick", &format!("tick-{i}"), &format!("k{}", i % 7), json!({"i": i})).await;
+    }
+    receiver.until(100, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = receiver.ids();
+    assert_eq!(ids.len(), 100, "each event once: one host delivers");
+    let seqs: Vec<u64> = receiver.got.lock().unwrap().iter().map(|r| r.json["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in log order: {seqs:?}");
+    let leader = delivering(&[&a, &b], "shared").await.expect("a host delivers");
+
+    // The delivering host dies: the other one takes the turn and goes on from the cursor.
+    hosts[leader].kill();
+    let survivor = Api::new(&hosts[1 - leader].url);
+    for i in 100..150 {
+        publish(&survivor, "Tick", &format!("tick-{i}"), "k", json!({"i": i})).await;
+    }
+    receiver.until(150, Duration::from_secs(30)).await;
+    let ids = receiver.ids();
+    for i in 0..150 {
+        assert!(ids.contains(&format!("tick-{i}")), "tick-{i} was delivered");
+    }
+    assert!(ids.len() <= 150 + 5, "a take-over redelivers at most what was in flight: {}", ids.len());
+    assert_eq!(delivering(&[&survivor], "shared").await, Some(0));
+}

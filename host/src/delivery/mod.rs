@@ -72,6 +72,7 @@ impl Status {
 }
 
 struct Worker {
+    sub: Subscription,
     status: Arc<Status>,
     wake: Arc<Notify>,
     task: tokio::task::AbortHandle,
@@ -87,6 +88,10 @@ pub(crate) struct Shared {
     stopping: watch::Receiver<bool>,
 }
 
+/// How often the delivering host of a shared store looks for subscriptions changed through other
+/// hosts (and dead letters marked for redrive there).
+const RECONCILE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The workers of every subscription.
 pub struct Deliveries {
     /// Held across a subscription's store write and its worker's (re)start or stop, so that
@@ -96,6 +101,8 @@ pub struct Deliveries {
     log: watch::Sender<u64>,
     workers: Mutex<HashMap<String, Worker>>,
     tasks: TaskTracker,
+    /// A shared store: whether this host is the one delivering (`None`: always).
+    turn: Option<watch::Receiver<bool>>,
 }
 
 impl Deliveries {
@@ -111,8 +118,15 @@ impl Deliveries {
     ) -> Self {
         let http = webhook::client(tls);
         let (log, log_rx) = watch::channel(0);
+        let turn = store.delivery_turn();
         let shared = Arc::new(Shared { store, vault, clock, http, log: log_rx, stopping });
-        Self { changes: tokio::sync::Mutex::new(()), shared, log, workers: Mutex::new(HashMap::new()), tasks }
+        Self { changes: tokio::sync::Mutex::new(()), shared, log, workers: Mutex::new(HashMap::new()), tasks, turn }
+    }
+
+    /// Whether this host delivers: always, unless several hosts share the store and another
+    /// one does.
+    fn leading(&self) -> bool {
+        self.turn.as_ref().is_none_or(|t| *t.borrow())
     }
 
     /// Tells the workers that the log has new events.
@@ -120,8 +134,13 @@ impl Deliveries {
         self.log.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Starts a worker for every stored subscription (at the host's start).
-    pub async fn start_all(&self) -> Result<usize, crate::store::StoreError> {
+    /// Starts a worker for every stored subscription (at the host's start); with a store
+    /// shared by several hosts, starts following whose turn it is to deliver instead (0).
+    pub async fn start_all(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        if let Some(turn) = self.turn.clone() {
+            self.tasks.spawn(follow_turn(self.clone(), turn));
+            return Ok(0);
+        }
         let subs = self.shared.store.subscriptions().await?;
         let n = subs.len();
         for sub in subs {
@@ -130,10 +149,39 @@ impl Deliveries {
         Ok(n)
     }
 
+    /// Brings the workers in step with the stored subscriptions: new and changed ones (re)start,
+    /// removed ones stop, and each looks for dead letters marked for redrive.
+    async fn reconcile(&self) -> Result<(), crate::store::StoreError> {
+        let _changing = self.changes.lock().await;
+        let stored = self.shared.store.subscriptions().await?;
+        let stale: Vec<String> = {
+            let workers = self.workers.lock().expect("workers lock");
+            workers.keys().filter(|name| !stored.iter().any(|s| &s.name == *name)).cloned().collect()
+        };
+        for name in stale {
+            self.stop(&name);
+        }
+        for sub in stored {
+            let same = self.workers.lock().expect("workers lock").get(&sub.name).is_some_and(|w| w.sub == sub);
+            if same {
+                self.redrive(&sub.name);
+            } else {
+                self.run(sub);
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_all(&self) {
+        for (_, w) in self.workers.lock().expect("workers lock").drain() {
+            w.task.abort();
+        }
+    }
+
     /// (Re)starts the worker of `sub` with its current settings. A worker it replaces is
     /// stopped wherever it is: what it had not recorded is delivered again (at least once).
     pub fn run(&self, sub: Subscription) {
-        if *self.shared.stopping.borrow() {
+        if *self.shared.stopping.borrow() || !self.leading() {
             return;
         }
         let mut workers = self.workers.lock().expect("workers lock");
@@ -143,8 +191,8 @@ impl Deliveries {
         let status = Arc::new(Status { redrive: AtomicBool::new(true), ..Status::default() });
         let wake = Arc::new(Notify::new());
         let name = sub.name.clone();
-        let task = self.tasks.spawn(worker::run(self.shared.clone(), sub, status.clone(), wake.clone()));
-        workers.insert(name, Worker { status, wake, task: task.abort_handle() });
+        let task = self.tasks.spawn(worker::run(self.shared.clone(), sub.clone(), status.clone(), wake.clone()));
+        workers.insert(name, Worker { sub, status, wake, task: task.abort_handle() });
     }
 
     /// Stops the worker of subscription `name`, if it runs.
@@ -165,5 +213,36 @@ impl Deliveries {
     /// The worker of `name`'s status, if it runs.
     pub fn status(&self, name: &str) -> Option<StatusView> {
         self.workers.lock().expect("workers lock").get(name).map(|w| w.status.view())
+    }
+}
+
+/// With a store shared by several hosts, one delivers at a time: while it is this host's turn,
+/// keep its workers in step with the stored subscriptions; when the turn goes, stop them.
+async fn follow_turn(deliveries: Arc<Deliveries>, mut turn: watch::Receiver<bool>) {
+    let mut stopping = deliveries.shared.stopping.clone();
+    let mut failing = false;
+    loop {
+        if *turn.borrow_and_update() {
+            match deliveries.reconcile().await {
+                Ok(()) => failing = false,
+                Err(e) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(error = %e, "reading the subscriptions failed; retrying")
+                }
+                Err(_) => {}
+            }
+        } else {
+            deliveries.stop_all();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE) => {}
+            changed = turn.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let leading = *turn.borrow();
+                tracing::info!(leading, "this host's turn to deliver subscriptions changed");
+            }
+            _ = stopping.changed() => return,
+        }
     }
 }

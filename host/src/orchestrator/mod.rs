@@ -167,7 +167,7 @@ pub struct Orchestrator {
     quarantine: quarantine::Quarantine,
     secrets: crate::secrets::Vault,
     dispatcher: dispatch::Dispatcher,
-    deliveries: crate::delivery::Deliveries,
+    deliveries: Arc<crate::delivery::Deliveries>,
     /// Every driver and the timer task: shutdown waits for these, not for a count to drop.
     tasks: TaskTracker,
 }
@@ -183,14 +183,14 @@ impl Orchestrator {
         let secrets = crate::secrets::Vault::new(store.clone(), config.secret_key.clone());
         let stopping = watch::channel(false).0;
         let tasks = TaskTracker::new();
-        let deliveries = crate::delivery::Deliveries::new(
+        let deliveries = Arc::new(crate::delivery::Deliveries::new(
             store.clone(),
             secrets.clone(),
             clock.clone(),
             plugins.runtime().tls_config(),
             stopping.subscribe(),
             tasks.clone(),
-        );
+        ));
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             secrets,

@@ -312,6 +312,12 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A shared store: whether it is this host's turn to deliver the subscriptions (one host
+    /// at a time does). `None`: always (a store of one host).
+    fn delivery_turn(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+
     /// A shared store: the executions other hosts asked this one to look at (taken once).
     fn wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
         None

@@ -207,3 +207,54 @@ async fn listen_once(
     }
     Err(unavailable("the wake-up connection ended"))
 }
+
+/// Offsets the session lock the delivering host holds from the store's commit lock.
+const DELIVERY_LOCK: i64 = 0x0de1_1fe7;
+
+/// Takes the delivery turn when no other host holds it: a session advisory lock on a connection
+/// of its own, held until the connection ends (the host stops, dies, or is cut off: the server
+/// then lets the lock go and another host takes the turn within a second or two).
+pub(super) async fn take_turns(config: Config, lock: i64, turn: tokio::sync::watch::Sender<bool>) {
+    let mut failing = false;
+    loop {
+        let held = hold_turn(&config, lock, &turn).await;
+        turn.send_replace(false);
+        match held {
+            Ok(()) => return,
+            Err(e) if !std::mem::replace(&mut failing, true) => {
+                tracing::warn!(error = %e, "the delivery turn's connection failed; reconnecting")
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn hold_turn(config: &Config, lock: i64, turn: &tokio::sync::watch::Sender<bool>) -> Result<(), StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(unavailable)?;
+    let mut connection = tokio::spawn(connection);
+    let key = lock ^ DELIVERY_LOCK;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            ended = &mut connection => {
+                return Err(unavailable(format!("connection ended: {ended:?}")));
+            }
+        }
+        if turn.is_closed() {
+            return Ok(());
+        }
+        if *turn.borrow() {
+            // Holding: a query now and then finds a connection that is gone.
+            client.simple_query("SELECT 1").await.map_err(unavailable)?;
+        } else {
+            let got: bool =
+                client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.map_err(unavailable)?.get(0);
+            if got {
+                tracing::info!("this host delivers the subscriptions");
+                turn.send_replace(true);
+            }
+        }
+    }
+}

@@ -101,7 +101,9 @@ pub struct PgStore {
     lease: Duration,
     /// Wake-ups addressed to this host, until the orchestrator takes them.
     wakeups: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::domain::ExecutionId>>>,
-    /// The lease renewal and the wake-up listener: stopped with the store.
+    /// Whether this host delivers the subscriptions now.
+    turn: tokio::sync::watch::Receiver<bool>,
+    /// The lease renewal, the wake-up listener and the delivery turn: stopped with the store.
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -150,9 +152,11 @@ impl PgStore {
             .spawn(move || writer::run(wclient, lock, host, rx, &wstats))
             .map_err(unavailable)?;
         let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (turn_tx, turn) = tokio::sync::watch::channel(false);
         let tasks = vec![
             tokio::spawn(leases::keep(pool.clone(), host, config.lease)).abort_handle(),
-            tokio::spawn(leases::listen(client, lock, host, wake_tx)).abort_handle(),
+            tokio::spawn(leases::listen(client.clone(), lock, host, wake_tx)).abort_handle(),
+            tokio::spawn(leases::take_turns(client, lock, turn_tx)).abort_handle(),
         ];
         tracing::info!(%host, lease_ms = config.lease.as_millis() as u64, "joined the hosts sharing the store");
         Ok(Self {
@@ -163,6 +167,7 @@ impl PgStore {
             host,
             lease: config.lease,
             wakeups: std::sync::Mutex::new(Some(wake_rx)),
+            turn,
             tasks,
         })
     }

@@ -232,6 +232,10 @@ impl EventStore for PgStore {
         super::leases::wake(&self.pool, self.lock, host, id).await
     }
 
+    fn delivery_turn(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.turn.clone())
+    }
+
     fn wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
         crate::sync::lock(&self.wakeups).take()
     }
