@@ -19,6 +19,7 @@ pub mod domain;
 pub mod ingress;
 pub mod metrics;
 pub mod orchestrator;
+pub mod retention;
 pub mod runtime;
 pub mod secrets;
 pub mod server;

@@ -121,6 +121,10 @@ pub struct Metrics {
     pub delivery_lag_seconds: Family<SubscriptionLabels, Histogram, fn() -> Histogram>,
     /// Stream entries read by an ingress, by stream and outcome.
     pub ingress_entries: Family<IngressLabels, Counter>,
+    /// Ended executions removed by retention.
+    pub retention_removed: Counter,
+    /// Idempotency keys forgotten by retention.
+    pub retention_keys_forgotten: Counter,
     /// The slowest store commit since it was last taken, microseconds (for `bench --sustain`;
     /// not exported).
     pub store_commit_max_us: std::sync::atomic::AtomicU64,
@@ -146,6 +150,8 @@ impl Metrics {
             deliveries: Family::default(),
             delivery_lag_seconds: Family::new_with_constructor(seconds_histogram),
             ingress_entries: Family::default(),
+            retention_removed: Counter::default(),
+            retention_keys_forgotten: Counter::default(),
             store_commit_max_us: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -184,6 +190,16 @@ impl Metrics {
             "active_executions",
             "Unfinished executions this process holds (driven now or parked until a retry or deadline)",
             m.active_executions.clone(),
+        );
+        registry.register(
+            "retention_removed_executions",
+            "Ended executions removed by retention (docs/operations.md#retention)",
+            m.retention_removed.clone(),
+        );
+        registry.register(
+            "retention_forgotten_keys",
+            "Idempotency keys forgotten by retention when their window passed",
+            m.retention_keys_forgotten.clone(),
         );
         registry.register(
             "quarantined_executions",

@@ -45,6 +45,8 @@ pub struct HostConfig {
     pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,
     /// Keep the store in this PostgreSQL database instead of sled in `data_dir`.
     pub postgres: Option<PostgresConfig>,
+    /// What the store keeps, and for how long.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl HostConfig {
@@ -62,6 +64,7 @@ impl HostConfig {
             store_reserve_bytes: crate::store::DEFAULT_RESERVE_BYTES,
             redis_ingress: Vec::new(),
             postgres: None,
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ impl Host {
                 tracing::error!(error = %e, "recovery failed");
             }
         });
+        orch.spawn(crate::retention::run(orch.store().clone(), config.retention.clone(), Arc::new(SystemClock)));
         for ingress in config.redis_ingress.clone() {
             orch.spawn(crate::ingress::redis::run(orch.clone(), ingress));
         }

@@ -19,6 +19,7 @@ mod postgres_store;
 mod quarantine;
 mod raw_http;
 mod recovery;
+mod retention;
 mod scraping;
 mod sdk_http;
 mod secrets;

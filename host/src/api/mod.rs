@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod executions;
+mod export;
 mod extract;
 mod fallback;
 mod guard;
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/resume", post(executions::resume))
         .route("/v1/quarantine", get(quarantine::list))
+        .route("/v1/export", get(export::export))
         .route("/v1/secrets", get(secrets::list))
         .route("/v1/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/v1/subscriptions", get(subscriptions::list))

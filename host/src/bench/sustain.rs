@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::measure::percentile;
 use super::{TRIGGER_AND_WAIT, client, start_bench_host};
+use crate::retention::duration;
 
 /// Length of one reported window.
 const WINDOW: Duration = Duration::from_secs(10);
@@ -68,6 +69,8 @@ pub struct Window {
     pub rss_mib: f64,
     /// The data directory's size at its end, MiB.
     pub data_mib: f64,
+    /// Executions retention has removed since the host started.
+    pub removed: u64,
 }
 
 /// What `bench --sustain` measured.
@@ -83,10 +86,15 @@ pub struct SustainReport {
     pub windows: Vec<Window>,
 }
 
-/// Runs for `secs` at `rate`; each window is printed as it ends unless `quiet`.
-pub async fn run(secs: u64, rate: Rate, quiet: bool) -> anyhow::Result<SustainReport> {
+/// Runs for `secs` at `rate`, with the host's `--retain` set to `retain` if given; each window
+/// is printed as it ends unless `quiet`.
+pub async fn run(secs: u64, rate: Rate, retain: Option<Duration>, quiet: bool) -> anyhow::Result<SustainReport> {
     let dir = tempfile::tempdir()?;
-    let host = start_bench_host(crate::server::HostConfig::new(dir.path())).await?;
+    let mut config = crate::server::HostConfig::new(dir.path());
+    if retain.is_some() {
+        config.retention.retain = retain;
+    }
+    let host = start_bench_host(config).await?;
     let (rate, peak) = match rate {
         Rate::PerSecond(r) => (r, None),
         Rate::OfPeak(share) => {
@@ -97,8 +105,9 @@ pub async fn run(secs: u64, rate: Rate, quiet: bool) -> anyhow::Result<SustainRe
     if !quiet {
         let of =
             peak.map_or_else(String::new, |p| format!(" ({:.0}% of a measured peak of {p:.0}/s)", rate / p * 100.0));
+        let kept = retain.map_or_else(String::new, |r| format!(", ended ones kept {}", duration::show(r)));
         println!(
-            "sagahost bench --sustain {secs} — three-step no-op sagas over HTTP at {rate:.0}/s{of}, windows of 10 s\n"
+            "sagahost bench --sustain {secs} — three-step no-op sagas over HTTP at {rate:.0}/s{of}{kept}, windows of 10 s\n"
         );
         println!("{}", header());
     }
@@ -161,7 +170,9 @@ pub async fn run(secs: u64, rate: Rate, quiet: bool) -> anyhow::Result<SustainRe
 fn window(start: Instant, started: u64, finished: &Mutex<Vec<f64>>, dir: &Path) -> Window {
     let mut lat = std::mem::take(&mut *finished.lock().expect("latencies"));
     lat.sort_by(f64::total_cmp);
-    let slowest = crate::metrics::metrics().store_commit_max_us.swap(0, Ordering::Relaxed);
+    let m = crate::metrics::metrics();
+    let slowest = m.store_commit_max_us.swap(0, Ordering::Relaxed);
+    let removed = m.retention_removed.get();
     Window {
         at_s: start.elapsed().as_secs_f64().round() as u64,
         started,
@@ -172,6 +183,7 @@ fn window(start: Instant, started: u64, finished: &Mutex<Vec<f64>>, dir: &Path) 
         slowest_commit_ms: slowest as f64 / 1e3,
         rss_mib: rss_bytes() as f64 / (1 << 20) as f64,
         data_mib: dir_bytes(dir) as f64 / (1 << 20) as f64,
+        removed,
     }
 }
 
@@ -196,15 +208,33 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 fn header() -> String {
     format!(
-        "  {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15} {:>9} {:>9}",
-        "at s", "started", "finished", "p50 ms", "p99 ms", "p99.9 ms", "slowest commit", "rss MiB", "data MiB"
+        "  {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15} {:>9} {:>9} {:>9}",
+        "at s",
+        "started",
+        "finished",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "slowest commit",
+        "rss MiB",
+        "data MiB",
+        "removed"
     )
 }
 
 fn row(w: &Window) -> String {
     format!(
-        "  {:>6} {:>9} {:>9} {:>9.2} {:>9.2} {:>10.2} {:>12.2} ms {:>9.1} {:>9.1}",
-        w.at_s, w.started, w.finished, w.p50_ms, w.p99_ms, w.p999_ms, w.slowest_commit_ms, w.rss_mib, w.data_mib
+        "  {:>6} {:>9} {:>9} {:>9.2} {:>9.2} {:>10.2} {:>12.2} ms {:>9.1} {:>9.1} {:>9}",
+        w.at_s,
+        w.started,
+        w.finished,
+        w.p50_ms,
+        w.p99_ms,
+        w.p999_ms,
+        w.slowest_commit_ms,
+        w.rss_mib,
+        w.data_mib,
+        w.removed
     )
 }
 

@@ -352,6 +352,33 @@ impl Client {
     }
 
     /// The base URL with `segments` appended (each percent-encoded) and `query` encoded.
+    /// `GET /v1/export`, written to `out` as it arrives; the lines written. A body cut short
+    /// (the host failed mid-way) is an error, not a shorter export.
+    pub async fn export(
+        &self,
+        before: u64,
+        saga: Option<&SagaName>,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, ClientError> {
+        let mut query = vec![("before", before.to_string())];
+        if let Some(s) = saga {
+            query.push(("saga", s.to_string()));
+        }
+        let url = self.url(&["v1", "export"], &query);
+        let mut resp = self.send(self.request(Method::GET, &url), &url).await?;
+        let mut lines = 0;
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable(&url))? {
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            out.write_all(&chunk).map_err(|e| ClientError::Unexpected {
+                url: url.clone(),
+                reason: format!("writing the export: {e}"),
+            })?;
+        }
+        out.flush()
+            .map_err(|e| ClientError::Unexpected { url: url.clone(), reason: format!("writing the export: {e}") })?;
+        Ok(lines)
+    }
+
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut().expect("checked in Client::new").pop_if_empty().extend(segments);

@@ -184,6 +184,23 @@ pub enum ClientCommand {
         /// Execution id.
         id: ExecutionId,
     },
+    /// Write ended executions as NDJSON, one line per event (the retention archive's format:
+    /// docs/operations.md#archive-format), in the order they ended.
+    Export {
+        /// How to reach the host.
+        #[command(flatten)]
+        conn: Connection,
+        /// Executions that ended at or before this time: unix ms, or RFC 3339
+        /// (`2026-11-22T10:00:00Z`).
+        #[arg(long, value_parser = crate::retention::duration::parse_time)]
+        before: u64,
+        /// Only this saga.
+        #[arg(long, value_parser = SagaName::parse)]
+        saga: Option<SagaName>,
+        /// Write to this file instead of standard output (replaced only once the export is whole).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a ready-to-build plugin crate (with an example saga.json).
     NewPlugin {
         /// Plugin (and crate) name.

@@ -110,6 +110,10 @@ pub struct BenchArgs {
     /// The `--sustain` rate: sagas per second (`1500`) or a share of a peak measured first (`50%`).
     #[arg(long, env = "SAGAHOST_RATE", default_value = "50%", value_parser = clap::value_parser!(crate::bench::sustain::Rate))]
     pub rate: crate::bench::sustain::Rate,
+    /// The `--sustain` host's `--retain` (its default otherwise): with a short one, the run
+    /// shows retention keeping the data directory within a band.
+    #[arg(long, env = "SAGAHOST_RETAIN", requires = "sustain", value_parser = crate::retention::duration::parse)]
+    pub retain: Option<std::time::Duration>,
     /// The Redis `--events` measures (skipped, saying so, when it does not answer).
     #[arg(long, env = "SAGAHOST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,

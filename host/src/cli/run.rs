@@ -156,6 +156,25 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
             let s = Session::new(conn)?;
             s.show(Some("resume requested".into()), &s.client.resume(id).await?)?;
         }
+        ClientCommand::Export { conn, before, saga, out } => {
+            let s = Session::new(conn)?;
+            let lines = match &out {
+                Some(path) => {
+                    let mut tmp = tempfile::NamedTempFile::new_in(
+                        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")),
+                    )
+                    .with_context(|| format!("creating a file beside {}", path.display()))?;
+                    let lines = s.client.export(before, saga.as_ref(), tmp.as_file_mut()).await?;
+                    tmp.as_file().sync_all()?;
+                    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+                    lines
+                }
+                None => s.client.export(before, saga.as_ref(), &mut std::io::stdout().lock()).await?,
+            };
+            if let Some(path) = out {
+                eprintln!("{lines} events written to {}", path.display());
+            }
+        }
         ClientCommand::NewPlugin { name, dir, sdk, http } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let template = if http { Template::Http } else { Template::State };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
+use crate::retention::duration;
 use crate::secrets::SealKey;
 use crate::server::HostConfig;
 use crate::store::PostgresConfig;
@@ -54,6 +55,9 @@ pub struct ServeArgs {
     /// Events in from brokers.
     #[command(flatten)]
     pub ingress: IngressArgs,
+    /// What the store keeps, and for how long.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Not a flag of `serve` but of the client commands: caught so that `serve --token X`
     /// fails naming the flags meant instead of starting an unprotected host.
     #[arg(long = "token", hide = true, num_args = 0..=1, value_name = "TOKEN")]
@@ -229,6 +233,61 @@ pub struct IngressArgs {
     pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,
 }
 
+/// Retention (docs/operations.md#retention).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Retention")]
+pub struct RetentionArgs {
+    /// How long an ended execution is kept before the sweeper removes it (events, summary,
+    /// indexes; never plugin state): `90s`, `30m`, `12h`, `7d`, … or `forever`. A saga's
+    /// `retain_ms` overrides it.
+    #[arg(long, env = "SAGAHOST_RETAIN", value_parser = parse_retain,
+          default_value_t = Retain(defaults().retention.retain))]
+    pub retain: Retain,
+    /// How long an idempotency key is remembered, from the start of the execution it created:
+    /// after it, the same key starts a new execution.
+    #[arg(long, env = "SAGAHOST_IDEMPOTENCY_WINDOW", value_parser = parse_window,
+          default_value_t = Window(defaults().retention.idempotency_window))]
+    pub idempotency_window: Window,
+    /// Write each execution the sweeper removes to NDJSON files in this directory first.
+    #[arg(long, env = "SAGAHOST_ARCHIVE")]
+    pub archive: Option<PathBuf>,
+}
+
+/// `--retain`: a duration, or `forever` (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retain(pub Option<Duration>);
+
+impl std::fmt::Display for Retain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.map_or_else(|| "forever".into(), duration::show))
+    }
+}
+
+/// `--idempotency-window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window(pub Duration);
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&duration::show(self.0))
+    }
+}
+
+fn parse_retain(text: &str) -> Result<Retain, String> {
+    let retain = duration::parse_or_forever(text)?;
+    match retain {
+        Some(d) if d < Duration::from_secs(1) => Err("--retain must be at least 1s".into()),
+        _ => Ok(Retain(retain)),
+    }
+}
+
+fn parse_window(text: &str) -> Result<Window, String> {
+    match duration::parse(text)? {
+        d if d < Duration::from_secs(1) => Err("--idempotency-window must be at least 1s".into()),
+        d => Ok(Window(d)),
+    }
+}
+
 /// Telemetry.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Telemetry")]
@@ -340,6 +399,9 @@ impl ServeArgs {
         config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
         config.orchestrator.secret_key = secret_key(self.store.secret_key_file, self.store.secret_key)?;
         config.redis_ingress = self.ingress.redis_ingress;
+        config.retention.retain = self.retention.retain.0;
+        config.retention.idempotency_window = self.retention.idempotency_window.0;
+        config.retention.archive = self.retention.archive;
         Ok(config)
     }
 }
@@ -355,6 +417,25 @@ mod tests {
         let cli = Cli::try_parse_from([&["sagahost", "serve"][..], args].concat())?;
         let Command::Serve(serve) = cli.command else { panic!("not serve") };
         Ok(serve)
+    }
+
+    #[test]
+    fn retention_flags_parse_durations_and_forever() {
+        let config = serve(&[]).unwrap().config(false).unwrap();
+        assert_eq!(config.retention.retain, Some(std::time::Duration::from_secs(7 * 86_400)));
+        assert_eq!(config.retention.idempotency_window, std::time::Duration::from_secs(86_400));
+        let config = serve(&["--retain", "2m", "--idempotency-window", "90s", "--archive", "/a"])
+            .unwrap()
+            .config(false)
+            .unwrap();
+        assert_eq!(config.retention.retain, Some(std::time::Duration::from_secs(120)));
+        assert_eq!(config.retention.idempotency_window, std::time::Duration::from_secs(90));
+        assert_eq!(config.retention.archive.as_deref(), Some(std::path::Path::new("/a")));
+        assert_eq!(serve(&["--retain", "forever"]).unwrap().config(false).unwrap().retention.retain, None);
+        for bad in ["0s", "500ms", "soon", "7"] {
+            assert!(serve(&["--retain", bad]).is_err(), "{bad}");
+        }
+        assert!(serve(&["--idempotency-window", "forever"]).is_err());
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl StepDefinition {
 pub struct SagaDefinition {
     /// Bound on the whole execution; `None`: no deadline.
     pub deadline_ms: Option<u64>,
+    /// How long an ended execution of this saga is kept; `None`: the host's `--retain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_ms: Option<u64>,
     /// The steps, run in this order.
     pub steps: Vec<StepDefinition>,
     /// Events that start an execution of this saga (docs/topics.md).
@@ -186,11 +189,18 @@ pub enum DefinitionError {
 
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
+/// Shortest `retain_ms` (one second).
+pub const MIN_RETAIN_MS: u64 = 1_000;
+/// Longest `retain_ms` (3,650 days).
+pub const MAX_RETAIN_MS: u64 = 3_650 * 24 * 3_600 * 1_000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefinitionDoc {
     #[serde(default)]
     deadline_ms: Option<i64>,
+    #[serde(default)]
+    retain_ms: Option<i64>,
     steps: Vec<StepDoc>,
     #[serde(default)]
     triggers: Vec<TriggerDoc>,
@@ -302,6 +312,7 @@ pub fn parse_definition(
         }
     };
     let deadline_ms = doc.deadline_ms.map(|v| check_ms("deadline_ms".into(), Some(v), 0, limits.max_deadline_ms, 1));
+    let retain_ms = doc.retain_ms.map(|v| check_ms("retain_ms".into(), Some(v), 0, MAX_RETAIN_MS, MIN_RETAIN_MS));
     let mut steps = Vec::new();
     let mut later = Vec::new();
     for (i, s) in doc.steps.iter().enumerate() {
@@ -377,7 +388,7 @@ pub fn parse_definition(
         }
     }
     if problems.is_empty() {
-        Ok(SagaDefinition { deadline_ms, steps, triggers })
+        Ok(SagaDefinition { deadline_ms, retain_ms, steps, triggers })
     } else {
         Err(DefinitionError::Invalid(problems))
     }

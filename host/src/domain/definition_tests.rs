@@ -42,6 +42,17 @@ fn every_problem_is_listed() {
 }
 
 #[test]
+fn retention_is_the_hosts_unless_the_saga_sets_one() {
+    let one = r#"[{"name":"a","plugin":"p@1.0.0"}]"#;
+    assert_eq!(parse(&format!(r#"{{"steps":{one}}}"#)).unwrap().retain_ms, None);
+    assert_eq!(parse(&format!(r#"{{"retain_ms":120000,"steps":{one}}}"#)).unwrap().retain_ms, Some(120_000));
+    for bad in ["0", "999", "-1", "315360000001", "1e400"] {
+        let err = parse(&format!(r#"{{"retain_ms":{bad},"steps":{one}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("retain_ms") || matches!(err, DefinitionError::Malformed(_)), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn malformed_documents_are_told_apart() {
     for bad in ["", "{", r#"{"steps":[{"name":"a","plugin":"p@1.0.0","tiemout_ms":1}]}"#, r#"{"steps":"x"}"#] {
         assert!(matches!(parse(bad), Err(DefinitionError::Malformed(_))), "{bad:?}");

@@ -126,7 +126,7 @@ mod tests {
     use super::*;
 
     fn definition(deadline_ms: u64) -> SagaDefinition {
-        SagaDefinition { deadline_ms: Some(deadline_ms), steps: Vec::new(), triggers: Vec::new() }
+        SagaDefinition { deadline_ms: Some(deadline_ms), retain_ms: None, steps: Vec::new(), triggers: Vec::new() }
     }
 
     #[test]

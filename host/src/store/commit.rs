@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Claim, Created, DefinitionPut, Effects, ExecutionSummary, HostId, IdempotencyKey, PluginMeta, PluginPut,
-    QuarantineEntry, StateKey, StateValue, StoreError, StoredDefinition,
+    Claim, Created, DefinitionPut, Effects, Ended, ExecutionSummary, HostId, IdempotencyKey, MadeKey, PluginMeta,
+    PluginPut, QuarantineEntry, Removal, StateKey, StateValue, StoreError, StoredDefinition,
 };
 use crate::domain::subscription::{DeadLetter, StartAt, Subscription, cursor_name};
 use crate::domain::{
@@ -47,6 +47,11 @@ pub trait Snapshot {
     fn subscription_exists(&mut self, name: &str) -> Result<bool, StoreError>;
     /// The `seq`s of a subscription's dead letters.
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError>;
+    /// The `seq`s naming a stream's stored writes (each write is stored under its last
+    /// record's `seq`).
+    fn writes(&mut self, id: ExecutionId) -> Result<Vec<u64>, StoreError>;
+    /// Whether an execution is quarantined.
+    fn quarantined(&mut self, id: ExecutionId) -> Result<bool, StoreError>;
     /// A shared store: the host holding an execution's lease (`None`: no host holds it).
     fn owner(&mut self, _id: ExecutionId) -> Result<Option<HostId>, StoreError> {
         Ok(None)
@@ -84,6 +89,12 @@ impl<S: Snapshot + ?Sized> Snapshot for &mut S {
     }
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {
         (**self).dead_letter_seqs(name)
+    }
+    fn writes(&mut self, id: ExecutionId) -> Result<Vec<u64>, StoreError> {
+        (**self).writes(id)
+    }
+    fn quarantined(&mut self, id: ExecutionId) -> Result<bool, StoreError> {
+        (**self).quarantined(id)
     }
     fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
         (**self).owner(id)
@@ -126,6 +137,33 @@ pub enum Mutation {
         key: IdempotencyKey,
         /// The execution it created.
         id: ExecutionId,
+        /// When (the execution's start): its window counts from here.
+        at: u64,
+    },
+    /// Retention: an ended execution removed with its records, head and indexes.
+    Removed {
+        /// Its head.
+        summary: ExecutionSummary,
+        /// The `seq`s naming its stored writes.
+        writes: Vec<u64>,
+        /// The times of its entries in the index of ended executions.
+        ended: Vec<u64>,
+    },
+    /// Retention: an entry of the index of ended executions that names nothing to remove
+    /// (the execution was resumed, removed, or quarantined).
+    Unended {
+        /// The entry's time.
+        at: u64,
+        /// The execution.
+        id: ExecutionId,
+    },
+    /// An idempotency key whose window has passed: its time index entry goes, and its record
+    /// too when it still names the execution the entry was made for.
+    KeyForgotten {
+        /// The key.
+        key: MadeKey,
+        /// Whether its record goes.
+        record: bool,
     },
     /// Set a state entry at a new version.
     StateSet {
@@ -220,8 +258,10 @@ pub fn check_sequence(expected: u64, records: &[EventRecord]) -> Result<(), Stor
 pub struct Commit<S> {
     snapshot: S,
     mutations: Vec<Mutation>,
-    heads: HashMap<ExecutionId, ExecutionSummary>,
-    idempotency: HashMap<(SagaName, String), KeyRecord>,
+    /// Heads staged in this commit (`None`: removed).
+    heads: HashMap<ExecutionId, Option<ExecutionSummary>>,
+    /// Idempotency records staged in this commit (`None`: forgotten).
+    idempotency: HashMap<(SagaName, String), Option<KeyRecord>>,
     state: HashMap<StateKey, u64>,
     plugins: HashMap<(PluginName, PluginVersion), PluginMeta>,
     definitions: HashMap<SagaName, StoredDefinition>,
@@ -346,7 +386,7 @@ impl<S: Snapshot> Commit<S> {
 
     fn head(&mut self, id: ExecutionId) -> Result<Option<ExecutionSummary>, StoreError> {
         match self.heads.get(&id) {
-            Some(s) => Ok(Some(s.clone())),
+            Some(s) => Ok(s.clone()),
             None => self.snapshot.summary(id),
         }
     }
@@ -368,7 +408,7 @@ impl<S: Snapshot> Commit<S> {
     ) -> Result<Created, StoreError> {
         if let Some(key) = &idem {
             let existing = match self.idempotency.get(&(key.saga.clone(), key.key.clone())) {
-                Some(found) => Some(*found),
+                Some(found) => *found,
                 None => self.snapshot.idempotency(key)?,
             };
             if let Some((first, fingerprint)) = existing {
@@ -389,12 +429,12 @@ impl<S: Snapshot> Commit<S> {
         summary.advance(&records[1..]);
         self.mutations.push(Mutation::NewStream { id, saga, key: summary.key.clone() });
         if let Some(key) = idem {
-            self.idempotency.insert((key.saga.clone(), key.key.clone()), (id, Some(key.fingerprint)));
-            self.mutations.push(Mutation::Idempotency { key, id });
+            self.idempotency.insert((key.saga.clone(), key.key.clone()), Some((id, Some(key.fingerprint))));
+            self.mutations.push(Mutation::Idempotency { key, id, at: summary.created_at });
         }
         self.mutations.push(Mutation::Records { id, records });
         let ended = summary.status.is_terminal();
-        self.heads.insert(id, summary.clone());
+        self.heads.insert(id, Some(summary.clone()));
         self.mutations.push(Mutation::Head { summary, previous: None });
         if let Some(me) = self.host
             && !ended
@@ -452,7 +492,7 @@ impl<S: Snapshot> Commit<S> {
         // A resumed execution (terminal → compensating) is held by the host that resumed it.
         let resumed = !summary.status.is_terminal() && previous.is_some_and(|p| p.is_terminal());
         self.mutations.push(Mutation::Records { id, records });
-        self.heads.insert(id, summary.clone());
+        self.heads.insert(id, Some(summary.clone()));
         self.mutations.push(Mutation::Head { summary, previous });
         for event in events {
             self.stage_event(event);
@@ -650,7 +690,7 @@ impl<S: Snapshot> Commit<S> {
             let previous = Some(summary.status);
             summary.status = ExecutionStatus::Failed;
             let id = summary.id;
-            self.heads.insert(id, summary.clone());
+            self.heads.insert(id, Some(summary.clone()));
             self.mutations.push(Mutation::Head { summary, previous });
             if self.host.is_some() {
                 self.set_owner(id, None);
@@ -658,6 +698,53 @@ impl<S: Snapshot> Commit<S> {
         }
         self.mutations.push(Mutation::Quarantine(entry));
         Ok(())
+    }
+
+    /// Retention: removes the execution an entry of the index of ended executions names, with
+    /// its records, head and indexes, when it ended at or before `cutoff` (its saga's retention
+    /// has passed). An execution that was recorded for after `cutoff` is kept (its entry too,
+    /// to be looked at again); an entry that names nothing to remove (the execution was
+    /// resumed, is gone, or is quarantined: those wait for an operator) is dropped.
+    pub fn remove(&mut self, entry: &Ended, cutoff: u64) -> Result<Removal, StoreError> {
+        let id = entry.id;
+        let head = self.head(id)?;
+        let summary = match head {
+            Some(s) if s.status.is_terminal() && !self.snapshot.quarantined(id)? => s,
+            _ => {
+                self.mutations.push(Mutation::Unended { at: entry.at, id });
+                return Ok(Removal::Dropped);
+            }
+        };
+        if summary.updated_at > cutoff {
+            return Ok(Removal::Kept);
+        }
+        let writes = self.snapshot.writes(id)?;
+        // Recorded for after it ended (a resumed execution that ended again): the later end
+        // has its own entry.
+        let ended = if summary.updated_at == entry.at { vec![entry.at] } else { vec![entry.at, summary.updated_at] };
+        self.heads.insert(id, None);
+        self.mutations.push(Mutation::Removed { summary, writes, ended });
+        Ok(Removal::Removed)
+    }
+
+    /// Forgets an idempotency key whose window has passed: its record goes when it still
+    /// names the execution it was made for (`true`), its time index entry in any case.
+    pub fn forget_key(&mut self, made: MadeKey) -> Result<bool, StoreError> {
+        let name = (made.saga.clone(), made.key.clone());
+        let current = match self.idempotency.get(&name) {
+            Some(found) => *found,
+            None => self.snapshot.idempotency(&IdempotencyKey {
+                saga: made.saga.clone(),
+                key: made.key.clone(),
+                fingerprint: [0; 32],
+            })?,
+        };
+        let record = current.is_some_and(|(id, _)| id == made.id);
+        if record {
+            self.idempotency.insert(name, None);
+        }
+        self.mutations.push(Mutation::KeyForgotten { key: made, record });
+        Ok(record)
     }
 }
 

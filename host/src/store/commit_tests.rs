@@ -50,6 +50,12 @@ impl Snapshot for &Model {
     fn dead_letter_seqs(&mut self, _: &str) -> Result<Vec<u64>, StoreError> {
         Ok(Vec::new())
     }
+    fn writes(&mut self, id: ExecutionId) -> Result<Vec<u64>, StoreError> {
+        Ok(self.streams.get(&id).map(|s| s.iter().map(|r| r.seq).collect()).unwrap_or_default())
+    }
+    fn quarantined(&mut self, id: ExecutionId) -> Result<bool, StoreError> {
+        Ok(self.quarantine.contains(&id))
+    }
     fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
         Ok(self.owners.get(&id).copied())
     }
@@ -68,9 +74,17 @@ impl Model {
                 Mutation::Head { summary, .. } => {
                     self.heads.insert(summary.id, summary);
                 }
-                Mutation::Idempotency { key, id } => {
+                Mutation::Idempotency { key, id, .. } => {
                     self.idem.insert(key.key, (id, key.fingerprint));
                 }
+                Mutation::Removed { summary, .. } => {
+                    self.streams.remove(&summary.id);
+                    self.heads.remove(&summary.id);
+                }
+                Mutation::KeyForgotten { key, record: true } => {
+                    self.idem.remove(&key.key);
+                }
+                Mutation::Unended { .. } | Mutation::KeyForgotten { .. } => {}
                 Mutation::StateSet { key, version, .. } => {
                     let before = self.state.insert(key, version).unwrap_or(0);
                     assert!(version > before, "a state version moves forward");
@@ -240,6 +254,31 @@ fn status_changes_name_the_previous_status() {
     use ExecutionStatus::*;
     assert_eq!(heads, vec![(None, Running, 1), (Some(Running), Completed, 2)]);
     m.apply(mutations, 0);
+}
+
+#[test]
+fn a_removed_execution_is_gone_for_the_rest_of_its_commit_and_a_forgotten_key_is_free() {
+    let mut m = Model::default();
+    let id = ExecutionId::new();
+    m.stage(|c| c.create(id, saga(), vec![started(1)], Some(idem("k")))).unwrap();
+    let done = EventRecord { seq: 2, at: 2, event: Event::ExecutionCompleted };
+    m.stage(|c| c.append(id, 1, vec![done], Effects::default())).unwrap();
+    let entry = crate::store::Ended { at: 2, id, saga: saga() };
+    let made = crate::store::MadeKey { at: 1, saga: saga(), key: "k".into(), id };
+    let again = ExecutionId::new();
+    m.stage(|c| {
+        assert_eq!(c.remove(&entry, 1)?, crate::store::Removal::Kept, "ended after the cutoff");
+        assert_eq!(c.remove(&entry, 2)?, crate::store::Removal::Removed);
+        assert_eq!(c.append(id, 2, records(2, 1), Effects::default()), Err(StoreError::NotFound(id)));
+        assert_eq!(c.remove(&entry, 2)?, crate::store::Removal::Dropped, "removed once");
+        assert!(c.forget_key(made.clone())?);
+        assert!(!c.forget_key(made.clone())?, "forgotten once");
+        assert_eq!(c.create(again, saga(), vec![started(1)], Some(idem("k")))?, Created::New);
+        Ok(())
+    })
+    .unwrap();
+    assert!(!m.streams.contains_key(&id));
+    assert_eq!(m.idem.get("k").map(|(i, _)| *i), Some(again));
 }
 
 #[test]

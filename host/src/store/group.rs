@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{Commit, Snapshot};
 use super::{
-    Claim, Created, DefinitionPut, Effects, IdempotencyKey, PluginMeta, PluginPut, QuarantineEntry, StoreError,
-    StoredDefinition, keys,
+    Claim, Created, DefinitionPut, Effects, Ended, IdempotencyKey, MadeKey, PluginMeta, PluginPut, QuarantineEntry,
+    Removal, StoreError, StoredDefinition, keys,
 };
 use crate::domain::subscription::{DeadLetter, StartAt, Subscription};
 use crate::domain::{EventRecord, ExecutionId, SagaDefinition, SagaName, TopicEvent};
@@ -134,6 +134,27 @@ impl Writer {
 
     pub(super) async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError> {
         self.commit(Needs { heads: vec![entry.id], keys: Vec::new() }, move |c| c.quarantine(entry)).await
+    }
+
+    pub(super) async fn remove(&self, entries: Vec<(Ended, u64)>) -> Result<Vec<Removal>, StoreError> {
+        let needs = Needs {
+            heads: entries.iter().map(|(e, _)| e.id).collect(),
+            keys: entries.iter().map(|(e, _)| keys::quarantine(e.id)).collect(),
+        };
+        self.commit(needs, move |c| entries.iter().map(|(e, cutoff)| c.remove(e, *cutoff)).collect()).await
+    }
+
+    pub(super) async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
+        let needs =
+            Needs { heads: Vec::new(), keys: made.iter().map(|m| keys::idempotency(&m.saga, &m.key)).collect() };
+        self.commit(needs, move |c| {
+            let mut forgotten = 0;
+            for m in made {
+                forgotten += usize::from(c.forget_key(m)?);
+            }
+            Ok(forgotten)
+        })
+        .await
     }
 
     pub(super) async fn put_plugin(

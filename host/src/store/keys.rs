@@ -26,6 +26,8 @@ const CURSOR: u8 = b'c';
 const SUBSCRIPTION: u8 = b'u';
 const DEAD_LETTER: u8 = b'l';
 const TOPIC_EVENT_BY_KEY: u8 = b'z';
+const ENDED: u8 = b'r';
+const KEY_MADE: u8 = b'j';
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -129,6 +131,55 @@ pub fn key_index(k: &str) -> Vec<u8> {
 /// `i ‖ saga ‖ 0 ‖ key`: the execution a trigger's idempotency key created.
 pub fn idempotency(saga: &SagaName, k: &str) -> Vec<u8> {
     key(&[&[IDEMPOTENCY], saga.as_str().as_bytes(), &[0], k.as_bytes()])
+}
+
+/// `j ‖ at (big-endian) ‖ saga ‖ 0 ‖ key`, valued with the execution's id: idempotency keys
+/// by the time they were first used, for forgetting them when their window has passed.
+pub fn key_made(at: u64, saga: &SagaName, k: &str) -> Vec<u8> {
+    key(&[&[KEY_MADE], &at.to_be_bytes(), saga.as_str().as_bytes(), &[0], k.as_bytes()])
+}
+
+/// Keys made at or before `until`: the end of their range (exclusive).
+pub fn keys_made_until(until: u64) -> Vec<u8> {
+    key(&[&[KEY_MADE], &until.saturating_add(1).to_be_bytes()])
+}
+
+/// Prefix of all [`key_made`] entries.
+pub fn keys_made() -> Vec<u8> {
+    vec![KEY_MADE]
+}
+
+/// `(at, saga, key)` back from a [`key_made`] key.
+pub fn parse_key_made(k: &[u8]) -> Option<(u64, SagaName, String)> {
+    let rest = k.strip_prefix(&[KEY_MADE])?;
+    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let rest = &rest[8..];
+    let split = rest.iter().position(|&b| b == 0)?;
+    let saga = SagaName::parse(std::str::from_utf8(&rest[..split]).ok()?).ok()?;
+    Some((at, saga, std::str::from_utf8(&rest[split + 1..]).ok()?.to_owned()))
+}
+
+/// `r ‖ at (big-endian) ‖ id`, valued with the saga's name: executions by the time they
+/// ended, for retention.
+pub fn ended(at: u64, id: ExecutionId) -> Vec<u8> {
+    key(&[&[ENDED], &at.to_be_bytes(), id.as_bytes()])
+}
+
+/// Executions that ended at or before `until`: the end of their range (exclusive).
+pub fn ended_until(until: u64) -> Vec<u8> {
+    key(&[&[ENDED], &until.saturating_add(1).to_be_bytes()])
+}
+
+/// Prefix of all [`ended`] entries.
+pub fn ended_all() -> Vec<u8> {
+    vec![ENDED]
+}
+
+/// `(at, id)` back from an [`ended`] key.
+pub fn parse_ended(k: &[u8]) -> Option<(u64, ExecutionId)> {
+    let rest = k.strip_prefix(&[ENDED])?;
+    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    Some((at, trailing_id(rest).filter(|_| rest.len() == 24)?))
 }
 
 /// `p ‖ name ‖ 0 ‖ version`: plugin metadata.
@@ -276,6 +327,19 @@ mod tests {
         // `bank` and `bankx` do not share a prefix: the name is NUL-terminated.
         let other = StateKey::new(PluginName::parse("bankx").unwrap(), "accounts", "alice").unwrap();
         assert!(!state(&other).starts_with(&state_of(&bank, None)));
+    }
+
+    #[test]
+    fn retention_keys_sort_by_time_and_parse_back() {
+        let (a, b) = (ExecutionId::new(), ExecutionId::new());
+        assert!(ended(255, b) < ended(256, a));
+        assert!(ended(7, a) < ended_until(7) && ended_until(7) <= ended(8, a));
+        assert_eq!(parse_ended(&ended(7, a)), Some((7, a)));
+        assert_eq!(parse_ended(b"r123"), None);
+        let saga = SagaName::parse("order").unwrap();
+        let made = key_made(9, &saga, "k-1");
+        assert!(made < keys_made_until(9) && keys_made_until(9) <= key_made(10, &saga, ""));
+        assert_eq!(parse_key_made(&made), Some((9, saga, "k-1".to_owned())));
     }
 
     #[test]

@@ -113,13 +113,40 @@ pub(super) fn ops(m: &Mutation, out: &mut impl FnMut(Op)) {
             if *previous != Some(summary.status) {
                 put(keys::by_status(summary.status, summary.id), Vec::new());
                 put(keys::summary(summary.id), encode(summary));
+                if summary.status.is_terminal() {
+                    put(keys::ended(summary.updated_at, summary.id), summary.saga.as_str().as_bytes().to_vec());
+                }
                 if let Some(old) = previous {
                     out(Op::Remove(keys::by_status(*old, summary.id)));
                 }
             }
         }
-        Mutation::Idempotency { key, id } => {
-            put(keys::idempotency(&key.saga, &key.key), [&id.as_bytes()[..], &key.fingerprint].concat())
+        Mutation::Idempotency { key, id, at } => {
+            put(keys::idempotency(&key.saga, &key.key), [&id.as_bytes()[..], &key.fingerprint].concat());
+            put(keys::key_made(*at, &key.saga, &key.key), id.as_bytes().to_vec());
+        }
+        Mutation::Removed { summary, writes, ended } => {
+            let id = summary.id;
+            let mut remove = |k: Vec<u8>| out(Op::Remove(k));
+            for seq in writes {
+                remove(keys::event(id, *seq));
+            }
+            remove(keys::summary(id));
+            remove(keys::by_status(summary.status, id));
+            remove(keys::by_saga(&summary.saga, id));
+            if let Some(k) = &summary.key {
+                remove(keys::by_key(k, id));
+            }
+            for at in ended {
+                remove(keys::ended(*at, id));
+            }
+        }
+        Mutation::Unended { at, id } => out(Op::Remove(keys::ended(*at, *id))),
+        Mutation::KeyForgotten { key, record } => {
+            out(Op::Remove(keys::key_made(key.at, &key.saga, &key.key)));
+            if *record {
+                out(Op::Remove(keys::idempotency(&key.saga, &key.key)));
+            }
         }
         Mutation::StateSet { key, value, version } => put(keys::state(key), value.encode(*version)),
         Mutation::StateDelete { key } => out(Op::Remove(keys::state(key))),
@@ -234,6 +261,18 @@ impl<R: KvRead> Snapshot for KvSnapshot<'_, R> {
         Ok(self.kv.get(&keys::subscription(name))?.is_some())
     }
 
+    fn writes(&mut self, id: ExecutionId) -> Result<Vec<u64>, StoreError> {
+        self.kv
+            .keys(&keys::events_of(id))?
+            .iter()
+            .map(|k| keys::event_seq(k).ok_or_else(|| StoreError::Corrupt("event key".into())))
+            .collect()
+    }
+
+    fn quarantined(&mut self, id: ExecutionId) -> Result<bool, StoreError> {
+        Ok(self.kv.get(&keys::quarantine(id))?.is_some())
+    }
+
     fn owner(&mut self, id: ExecutionId) -> Result<Option<HostId>, StoreError> {
         self.kv.owner(id)
     }
@@ -248,5 +287,29 @@ impl<R: KvRead> Snapshot for KvSnapshot<'_, R> {
             .iter()
             .map(|k| keys::event_seq(k).ok_or_else(|| StoreError::Corrupt("dead letter key".into())))
             .collect()
+    }
+}
+
+/// An entry of the index of ended executions, from its key and value.
+pub(super) fn decode_ended(k: &[u8], v: &[u8]) -> Result<super::Ended, StoreError> {
+    let corrupt = || StoreError::Corrupt("ended index entry".into());
+    let (at, id) = keys::parse_ended(k).ok_or_else(corrupt)?;
+    let saga = SagaName::parse(std::str::from_utf8(v).map_err(|_| corrupt())?).map_err(|_| corrupt())?;
+    Ok(super::Ended { at, id, saga })
+}
+
+/// An entry of the time index of idempotency keys, from its key and value.
+pub(super) fn decode_key_made(k: &[u8], v: &[u8]) -> Result<super::MadeKey, StoreError> {
+    let corrupt = || StoreError::Corrupt("idempotency key index entry".into());
+    let (at, saga, key) = keys::parse_key_made(k).ok_or_else(corrupt)?;
+    let id = ExecutionId::from_bytes(v.try_into().map_err(|_| corrupt())?);
+    Ok(super::MadeKey { at, saga, key, id })
+}
+
+/// Where a page of [`super::EventStore::ended`] starts: just after `after`, or at the start.
+pub(super) fn ended_from(after: Option<(u64, ExecutionId)>) -> Vec<u8> {
+    match after {
+        Some((at, id)) => [keys::ended(at, id), vec![0]].concat(),
+        None => keys::ended_all(),
     }
 }

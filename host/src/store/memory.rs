@@ -27,6 +27,8 @@ struct Inner {
     cursors: HashMap<String, u64>,
     subscriptions: BTreeMap<String, Subscription>,
     dead_letters: BTreeMap<(String, u64), DeadLetter>,
+    ended: BTreeMap<(u64, ExecutionId), SagaName>,
+    keys_made: BTreeMap<(u64, SagaName, String), ExecutionId>,
 }
 
 impl Snapshot for &mut Inner {
@@ -65,6 +67,14 @@ impl Snapshot for &mut Inner {
     fn dead_letter_seqs(&mut self, name: &str) -> Result<Vec<u64>, StoreError> {
         Ok(self.letters_of(name).map(|(seq, _)| seq).collect())
     }
+
+    fn writes(&mut self, id: ExecutionId) -> Result<Vec<u64>, StoreError> {
+        Ok(self.streams.get(&id).map(|s| s.iter().map(|r| r.seq).collect()).unwrap_or_default())
+    }
+
+    fn quarantined(&mut self, id: ExecutionId) -> Result<bool, StoreError> {
+        Ok(self.quarantine.contains_key(&id))
+    }
 }
 
 impl Inner {
@@ -94,11 +104,31 @@ impl Inner {
                 self.streams.insert(id, Vec::new());
             }
             Mutation::Records { id, records } => self.streams.entry(id).or_default().extend(records),
-            Mutation::Head { summary, .. } => {
+            Mutation::Head { summary, previous } => {
+                if summary.status.is_terminal() && previous != Some(summary.status) {
+                    self.ended.insert((summary.updated_at, summary.id), summary.saga.clone());
+                }
                 self.summaries.insert(summary.id, summary);
             }
-            Mutation::Idempotency { key, id } => {
+            Mutation::Idempotency { key, id, at } => {
+                self.keys_made.insert((at, key.saga.clone(), key.key.clone()), id);
                 self.idempotency.insert((key.saga, key.key), (id, key.fingerprint));
+            }
+            Mutation::Removed { summary, ended, .. } => {
+                self.streams.remove(&summary.id);
+                self.summaries.remove(&summary.id);
+                for at in ended {
+                    self.ended.remove(&(at, summary.id));
+                }
+            }
+            Mutation::Unended { at, id } => {
+                self.ended.remove(&(at, id));
+            }
+            Mutation::KeyForgotten { key, record } => {
+                self.keys_made.remove(&(key.at, key.saga.clone(), key.key.clone()));
+                if record {
+                    self.idempotency.remove(&(key.saga, key.key));
+                }
             }
             Mutation::StateSet { key, value, version } => {
                 self.state.insert(key, StateEntry { value, version });
@@ -237,6 +267,49 @@ impl EventStore for MemoryStore {
 
     async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {
         Ok(self.lock().quarantine.get(&id).cloned())
+    }
+
+    async fn ended(
+        &self,
+        until: u64,
+        after: Option<(u64, ExecutionId)>,
+        limit: usize,
+    ) -> Result<Vec<Ended>, StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        Ok(self
+            .lock()
+            .ended
+            .range((from, Unbounded))
+            .take_while(|((at, _), _)| *at <= until)
+            .take(limit)
+            .map(|((at, id), saga)| Ended { at: *at, id: *id, saga: saga.clone() })
+            .collect())
+    }
+
+    async fn remove(&self, entries: Vec<(Ended, u64)>) -> Result<Vec<Removal>, StoreError> {
+        self.lock().commit(|c| entries.iter().map(|(e, cutoff)| c.remove(e, *cutoff)).collect())
+    }
+
+    async fn keys_made(&self, until: u64, limit: usize) -> Result<Vec<MadeKey>, StoreError> {
+        Ok(self
+            .lock()
+            .keys_made
+            .iter()
+            .take_while(|((at, _, _), _)| *at <= until)
+            .take(limit)
+            .map(|((at, saga, key), id)| MadeKey { at: *at, saga: saga.clone(), key: key.clone(), id: *id })
+            .collect())
+    }
+
+    async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
+        self.lock().commit(|c| {
+            let mut forgotten = 0;
+            for m in made {
+                forgotten += usize::from(c.forget_key(m)?);
+            }
+            Ok(forgotten)
+        })
     }
 
     async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {

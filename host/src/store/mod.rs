@@ -200,6 +200,41 @@ pub enum Created {
     KeyReused(ExecutionId),
 }
 
+/// An ended execution, as the index of ended executions finds it (retention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// When it ended (its terminal event, unix ms).
+    pub at: u64,
+    /// The execution.
+    pub id: ExecutionId,
+    /// Its saga.
+    pub saga: SagaName,
+}
+
+/// An idempotency key, by the time it was first used (retention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MadeKey {
+    /// When the execution it created started (unix ms).
+    pub at: u64,
+    /// The saga triggered.
+    pub saga: SagaName,
+    /// The client's key.
+    pub key: String,
+    /// The execution it created.
+    pub id: ExecutionId,
+}
+
+/// What retention did with one entry of the index of ended executions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The execution is gone: records, head, indexes.
+    Removed,
+    /// Recorded for after the cutoff: kept, and looked at again later.
+    Kept,
+    /// The entry named nothing to remove (resumed, gone or quarantined): only it went.
+    Dropped,
+}
+
 /// Which executions to list (newest first).
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
@@ -283,6 +318,26 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every quarantined execution, by id.
     async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+
+    /// Retention: up to `limit` ended executions, in the order they ended, that ended at or
+    /// before `until`, after the entry `after` (`(at, id)` of the previous page's last).
+    async fn ended(
+        &self,
+        until: u64,
+        after: Option<(u64, ExecutionId)>,
+        limit: usize,
+    ) -> Result<Vec<Ended>, StoreError>;
+
+    /// Retention: removes each entry's execution unless it was recorded for after its
+    /// cutoff (the rule of [`commit::Commit::remove`]), in one commit.
+    async fn remove(&self, entries: Vec<(Ended, u64)>) -> Result<Vec<Removal>, StoreError>;
+
+    /// Retention: up to `limit` idempotency keys first used at or before `until`, oldest first.
+    async fn keys_made(&self, until: u64, limit: usize) -> Result<Vec<MadeKey>, StoreError>;
+
+    /// Retention: forgets these idempotency keys (their windows have passed), in one commit;
+    /// how many records went.
+    async fn forget_keys(&self, keys: Vec<MadeKey>) -> Result<usize, StoreError>;
 
     /// Whether the store answers now (a database round trip for PostgreSQL; embedded stores
     /// always answer).

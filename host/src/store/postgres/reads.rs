@@ -212,6 +212,29 @@ impl EventStore for PgStore {
         self.writer.quarantine(entry).await
     }
 
+    async fn ended(
+        &self,
+        until: u64,
+        after: Option<(u64, ExecutionId)>,
+        limit: usize,
+    ) -> Result<Vec<Ended>, StoreError> {
+        let page = self.range(&kv::ended_from(after), &keys::ended_until(until), limit, false).await?;
+        page.iter().map(|(k, v)| kv::decode_ended(k, v)).collect()
+    }
+
+    async fn remove(&self, entries: Vec<(Ended, u64)>) -> Result<Vec<Removal>, StoreError> {
+        self.writer.remove(entries).await
+    }
+
+    async fn keys_made(&self, until: u64, limit: usize) -> Result<Vec<MadeKey>, StoreError> {
+        let page = self.range(&keys::keys_made(), &keys::keys_made_until(until), limit, false).await?;
+        page.iter().map(|(k, v)| kv::decode_key_made(k, v)).collect()
+    }
+
+    async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
+        self.writer.forget_keys(made).await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.conn().await?.simple_query("SELECT 1").await.map(drop).map_err(unavailable)
     }

@@ -22,7 +22,7 @@ use reads::{current_summary, get, latest_definition, scan_ids};
 
 use super::group::Writer;
 use super::keys;
-use super::kv::{decode, decode_u64, decode_write};
+use super::kv::{self, decode, decode_u64, decode_write};
 use super::*;
 
 /// The embedded store: one sled tree in a data directory.
@@ -167,6 +167,39 @@ impl EventStore for SledStore {
 
     async fn quarantine(&self, entry: QuarantineEntry) -> Result<(), StoreError> {
         self.writer.quarantine(entry).await
+    }
+
+    async fn ended(
+        &self,
+        until: u64,
+        after: Option<(u64, ExecutionId)>,
+        limit: usize,
+    ) -> Result<Vec<Ended>, StoreError> {
+        self.read_with(move |db| {
+            db.range(kv::ended_from(after)..keys::ended_until(until))
+                .take(limit)
+                .map(|pair| pair.map_err(unavailable).and_then(|(k, v)| kv::decode_ended(&k, &v)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove(&self, entries: Vec<(Ended, u64)>) -> Result<Vec<Removal>, StoreError> {
+        self.writer.remove(entries).await
+    }
+
+    async fn keys_made(&self, until: u64, limit: usize) -> Result<Vec<MadeKey>, StoreError> {
+        self.read_with(move |db| {
+            db.range(keys::keys_made()..keys::keys_made_until(until))
+                .take(limit)
+                .map(|pair| pair.map_err(unavailable).and_then(|(k, v)| kv::decode_key_made(&k, &v)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
+        self.writer.forget_keys(made).await
     }
 
     async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {

@@ -89,12 +89,14 @@ pub(super) fn run(
                 state_clock = clock;
                 // The cache holds committed heads only: bring it up to this group.
                 for m in mutations {
-                    if let Mutation::Head { summary, .. } = m {
-                        if summary.status.is_terminal() {
-                            heads.remove(&summary.id);
-                        } else {
+                    match m {
+                        Mutation::Head { summary, .. } if !summary.status.is_terminal() => {
                             heads.insert(summary.id, summary);
                         }
+                        Mutation::Head { summary, .. } | Mutation::Removed { summary, .. } => {
+                            heads.remove(&summary.id);
+                        }
+                        _ => {}
                     }
                 }
             }
