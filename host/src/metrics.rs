@@ -128,6 +128,10 @@ pub struct Metrics {
     /// The slowest store commit since it was last taken, microseconds (for `bench --sustain`;
     /// not exported).
     pub store_commit_max_us: std::sync::atomic::AtomicU64,
+    /// Of it, the slowest apply of a group's batch (sled), microseconds (not exported).
+    pub store_apply_max_us: std::sync::atomic::AtomicU64,
+    /// Of it, the slowest flush after a group's batch (sled), microseconds (not exported).
+    pub store_flush_max_us: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -153,6 +157,8 @@ impl Metrics {
             retention_removed: Counter::default(),
             retention_keys_forgotten: Counter::default(),
             store_commit_max_us: std::sync::atomic::AtomicU64::new(0),
+            store_apply_max_us: std::sync::atomic::AtomicU64::new(0),
+            store_flush_max_us: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register("executions_started", "Executions started", m.executions_started.clone());

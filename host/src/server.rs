@@ -41,6 +41,8 @@ pub struct HostConfig {
     pub shutdown_grace: Duration,
     /// Free disk space the store keeps; writes are refused below it.
     pub store_reserve_bytes: u64,
+    /// sled's page cache, bytes (about: sled counts its in-memory pages).
+    pub sled_cache_bytes: u64,
     /// Redis streams read into the topic log.
     pub redis_ingress: Vec<crate::ingress::redis::RedisIngress>,
     /// Keep the store in this PostgreSQL database instead of sled in `data_dir`.
@@ -62,6 +64,7 @@ impl HostConfig {
             insecure: false,
             shutdown_grace: Duration::from_secs(10),
             store_reserve_bytes: crate::store::DEFAULT_RESERVE_BYTES,
+            sled_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             redis_ingress: Vec::new(),
             postgres: None,
             retention: crate::retention::RetentionConfig::default(),
@@ -85,8 +88,8 @@ async fn open_store(config: &HostConfig) -> anyhow::Result<Arc<dyn Store>> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let (dir, reserve) = (config.data_dir.clone(), config.store_reserve_bytes);
-    let store = tokio::task::spawn_blocking(move || SledStore::open_with_reserve(&dir, reserve))
+    let (dir, reserve, cache) = (config.data_dir.clone(), config.store_reserve_bytes, config.sled_cache_bytes);
+    let store = tokio::task::spawn_blocking(move || SledStore::open_with(&dir, reserve, cache))
         .await?
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     Ok(Arc::new(store))

@@ -224,3 +224,19 @@ async fn a_restarted_host_loads_the_stored_artifact() {
     assert!(store.artifact(&key).await.unwrap().is_some(), "artifact stored under digest and engine");
     assert!(run(&fresh, "ok").await.is_ok());
 }
+
+#[tokio::test]
+async fn the_compiled_plugin_cache_keeps_its_bound_and_reloads_what_it_evicted() {
+    let limits = Limits { max_instances: 4, max_cached_plugins: 1, ..Limits::default() };
+    let cache = cache_with_testkit(limits, Arc::new(MemoryStore::new())).await;
+    let testkit = testkit_ref();
+    let other = PluginRef { name: testkit.name.clone(), version: PluginVersion::parse("2.0.0").unwrap() };
+    cache.upload(other.name.clone(), other.version.clone(), wasm("testkit"), 0).await.unwrap();
+    assert_eq!(cache.len(), 1, "the upload of 2.0.0 evicted 1.0.0");
+    assert!(cache.get(&other).await.is_ok());
+    // 1.0.0 is loaded again from its stored artifact, evicting 2.0.0.
+    assert!(run(&cache, "ok").await.is_ok());
+    assert_eq!(cache.len(), 1);
+    assert!(cache.get(&other).await.is_ok());
+    assert_eq!(cache.len(), 1);
+}

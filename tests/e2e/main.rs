@@ -1,6 +1,7 @@
 //! End to end: the real `sagahost` binary on `127.0.0.1:0`, driven over HTTP.
 #![allow(clippy::print_stdout)] // tests report their seeds, figures and skips on stdout (captured by the harness)
 
+mod backup;
 mod choreography;
 mod cli;
 mod config;

@@ -1,6 +1,7 @@
 //! The HTTP API (docs/api.md): thin handlers that extract, call the orchestrator, map errors.
 
 mod auth;
+mod backup;
 mod error;
 mod executions;
 mod export;
@@ -142,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/resume", post(executions::resume))
         .route("/v1/quarantine", get(quarantine::list))
         .route("/v1/export", get(export::export))
+        .route("/v1/backup", get(backup::backup))
         .route("/v1/secrets", get(secrets::list))
         .route("/v1/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/v1/subscriptions", get(subscriptions::list))

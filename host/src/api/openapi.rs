@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr};
 
-use super::{executions, export, plugins, quarantine, sagas, secrets, subscriptions, topics};
+use super::{backup, executions, export, plugins, quarantine, sagas, secrets, subscriptions, topics};
 use crate::domain::DefinitionLimits;
 
 /// Every route of the API: (method, path). The router, the document and the test that
@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/quarantine"),
     ("get", "/v1/export"),
+    ("get", "/v1/backup"),
     ("get", "/v1/secrets"),
     ("put", "/v1/secrets/{name}"),
     ("delete", "/v1/secrets/{name}"),
@@ -78,7 +79,7 @@ const MULTIPLIER_RANGE: (f64, f64) = (1.0, 100.0);
         plugins::upload, plugins::show, plugins::list, plugins::state,
         sagas::put, sagas::show, sagas::list,
         executions::trigger, executions::list, executions::feed, executions::show, executions::events,
-        executions::cancel, executions::resume, executions::signal, quarantine::list, export::export,
+        executions::cancel, executions::resume, executions::signal, quarantine::list, export::export, backup::backup,
         secrets::put, secrets::list, secrets::delete, topics::publish, topics::list,
         subscriptions::put, subscriptions::list, subscriptions::show, subscriptions::delete,
         subscriptions::dead_letters, subscriptions::redrive,

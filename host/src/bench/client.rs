@@ -78,7 +78,8 @@ impl Pool {
 
     /// Posts `body` on some connection.
     pub async fn post(&self, body: &'static [u8]) -> anyhow::Result<(StatusCode, Bytes)> {
-        let idle = lock(&self.idle).pop();
+        // A connection the server closed while it sat idle (its idle timeout) is dropped.
+        let idle = std::iter::from_fn(|| lock(&self.idle).pop()).find(|c| !c.send.is_closed());
         let mut conn = match idle {
             Some(c) => c,
             None => Conn::connect(self.addr, &self.path_and_query).await?,

@@ -65,6 +65,10 @@ pub struct Window {
     pub p999_ms: f64,
     /// The slowest store commit in the window, ms.
     pub slowest_commit_ms: f64,
+    /// The slowest apply of a group's batch in the window (sled), ms.
+    pub slowest_apply_ms: f64,
+    /// The slowest flush after a group's batch in the window (sled), ms.
+    pub slowest_flush_ms: f64,
     /// Resident memory at its end, MiB.
     pub rss_mib: f64,
     /// The data directory's size at its end, MiB.
@@ -113,14 +117,17 @@ pub async fn run(secs: u64, rate: Rate, retain: Option<Duration>, quiet: bool) -
     }
     let pool = Arc::new(client::Pool::new(host.addr(), TRIGGER_AND_WAIT, 64).await?);
     let finished: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failures: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let start = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut windows = Vec::new();
     let mut started = 0u64;
     let mut window_end = start + WINDOW;
-    crate::metrics::metrics().store_commit_max_us.store(0, Ordering::Relaxed);
+    let m = crate::metrics::metrics();
+    for max in [&m.store_commit_max_us, &m.store_apply_max_us, &m.store_flush_max_us] {
+        max.store(0, Ordering::Relaxed);
+    }
     let mut runs = tokio::task::JoinSet::new();
     while start.elapsed() < Duration::from_secs(secs) {
         tokio::select! {
@@ -133,8 +140,12 @@ pub async fn run(secs: u64, rate: Rate, retain: Option<Duration>, quiet: bool) -
                         Ok((status, _)) if status == 200 => {
                             finished.lock().expect("latencies").push(t0.elapsed().as_secs_f64() * 1e3)
                         }
-                        _ => {
-                            failures.fetch_add(1, Ordering::Relaxed);
+                        other => {
+                            let why = match other {
+                                Ok((status, body)) => format!("{status} {}", String::from_utf8_lossy(&body)),
+                                Err(e) => format!("{e:#}"),
+                            };
+                            *failures.lock().expect("failures").entry(why).or_default() += 1;
                         }
                     }
                 });
@@ -160,9 +171,11 @@ pub async fn run(secs: u64, rate: Rate, retain: Option<Duration>, quiet: bool) -
         windows.push(last);
     }
     host.stop().await;
-    let failed = failures.load(Ordering::Relaxed);
-    if failed > 0 {
-        bail!("{failed} sagas did not complete");
+    let failed = std::mem::take(&mut *failures.lock().expect("failures"));
+    if !failed.is_empty() {
+        let total: u64 = failed.values().sum();
+        let why: Vec<String> = failed.iter().map(|(why, n)| format!("{n} × {why}")).collect();
+        bail!("{total} sagas did not complete: {}", why.join("; "));
     }
     Ok(SustainReport { cores: std::thread::available_parallelism().map_or(1, |n| n.get()), rate, peak, windows })
 }
@@ -172,6 +185,8 @@ fn window(start: Instant, started: u64, finished: &Mutex<Vec<f64>>, dir: &Path) 
     lat.sort_by(f64::total_cmp);
     let m = crate::metrics::metrics();
     let slowest = m.store_commit_max_us.swap(0, Ordering::Relaxed);
+    let slowest_apply = m.store_apply_max_us.swap(0, Ordering::Relaxed);
+    let slowest_flush = m.store_flush_max_us.swap(0, Ordering::Relaxed);
     let removed = m.retention_removed.get();
     Window {
         at_s: start.elapsed().as_secs_f64().round() as u64,
@@ -181,6 +196,8 @@ fn window(start: Instant, started: u64, finished: &Mutex<Vec<f64>>, dir: &Path) 
         p99_ms: percentile(&lat, 0.99),
         p999_ms: percentile(&lat, 0.999),
         slowest_commit_ms: slowest as f64 / 1e3,
+        slowest_apply_ms: slowest_apply as f64 / 1e3,
+        slowest_flush_ms: slowest_flush as f64 / 1e3,
         rss_mib: rss_bytes() as f64 / (1 << 20) as f64,
         data_mib: dir_bytes(dir) as f64 / (1 << 20) as f64,
         removed,
@@ -208,7 +225,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 fn header() -> String {
     format!(
-        "  {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15} {:>9} {:>9} {:>9}",
+        "  {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "at s",
         "started",
         "finished",
@@ -216,6 +233,8 @@ fn header() -> String {
         "p99 ms",
         "p99.9 ms",
         "slowest commit",
+        "apply ms",
+        "flush ms",
         "rss MiB",
         "data MiB",
         "removed"
@@ -224,7 +243,7 @@ fn header() -> String {
 
 fn row(w: &Window) -> String {
     format!(
-        "  {:>6} {:>9} {:>9} {:>9.2} {:>9.2} {:>10.2} {:>12.2} ms {:>9.1} {:>9.1} {:>9}",
+        "  {:>6} {:>9} {:>9} {:>9.2} {:>9.2} {:>10.2} {:>12.2} ms {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>9}",
         w.at_s,
         w.started,
         w.finished,
@@ -232,6 +251,8 @@ fn row(w: &Window) -> String {
         w.p99_ms,
         w.p999_ms,
         w.slowest_commit_ms,
+        w.slowest_apply_ms,
+        w.slowest_flush_ms,
         w.rss_mib,
         w.data_mib,
         w.removed

@@ -379,6 +379,16 @@ impl Client {
         Ok(lines)
     }
 
+    /// `GET /v1/backup`, each piece of the body handed to `piece` as it arrives.
+    pub async fn backup(&self, mut piece: impl FnMut(&[u8]) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let url = self.url(&["v1", "backup"], &[]);
+        let mut resp = self.send(self.request(Method::GET, &url), &url).await?;
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable(&url))? {
+            piece(&chunk)?;
+        }
+        Ok(())
+    }
+
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut().expect("checked in Client::new").pop_if_empty().extend(segments);

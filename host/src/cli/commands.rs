@@ -201,6 +201,15 @@ pub enum ClientCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Copy a running host's whole store into a new data directory, without stopping it
+    /// (docs/operations.md#backups); `serve --data-dir DIR` starts on the copy.
+    Backup {
+        /// How to reach the host.
+        #[command(flatten)]
+        conn: Connection,
+        /// Where to write the copy: a directory that does not exist yet, or is empty.
+        dir: PathBuf,
+    },
     /// Write a ready-to-build plugin crate (with an example saga.json).
     NewPlugin {
         /// Plugin (and crate) name.

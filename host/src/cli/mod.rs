@@ -8,6 +8,7 @@
 //! option belongs only to the commands it applies to, so `serve --token` is refused, not ignored.
 #![allow(clippy::print_stdout)]
 
+mod backup;
 mod client;
 mod commands;
 mod render;

@@ -175,6 +175,12 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
                 eprintln!("{lines} events written to {}", path.display());
             }
         }
+        ClientCommand::Backup { conn, dir } => {
+            let s = Session::new(conn)?;
+            let records = super::backup::run(&s.client, &dir).await?;
+            println!("backup of {records} records written to {}", dir.display());
+            println!("start a host on it with: sagahost serve --data-dir {}", dir.display());
+        }
         ClientCommand::NewPlugin { name, dir, sdk, http } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let template = if http { Template::Http } else { Template::State };

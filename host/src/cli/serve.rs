@@ -140,6 +140,10 @@ pub struct SandboxArgs {
     /// Largest plugin upload, in MiB.
     #[arg(long, env = "SAGAHOST_MAX_PLUGIN_MIB", default_value_t = defaults().limits.max_plugin_bytes >> 20)]
     pub max_plugin_mib: usize,
+    /// Compiled plugin versions kept in memory; the least recently used is evicted first and
+    /// loaded again from its stored compiled code when next run.
+    #[arg(long, env = "SAGAHOST_MAX_CACHED_PLUGINS", default_value_t = defaults().limits.max_cached_plugins, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_cached_plugins: usize,
     /// Largest plugin result, in KiB.
     #[arg(long, env = "SAGAHOST_MAX_OUTPUT_KIB", default_value_t = defaults().limits.max_output_bytes >> 10)]
     pub max_output_kib: usize,
@@ -209,6 +213,9 @@ pub struct StoreArgs {
     /// stops (killed, cut off), the others take its executions this long after its last renewal.
     #[arg(long, env = "SAGAHOST_PG_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
     pub pg_lease_ms: u64,
+    /// Memory sled keeps as its page cache, in MiB (about: sled counts its in-memory pages).
+    #[arg(long, env = "SAGAHOST_SLED_CACHE_MIB", default_value_t = defaults().sled_cache_bytes >> 20, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub sled_cache_mib: u64,
     /// Free disk space the store keeps in reserve, in MiB: below it, writes get 503.
     #[arg(long, env = "SAGAHOST_MIN_FREE_MIB", default_value_t = defaults().store_reserve_bytes >> 20)]
     pub min_free_mib: u64,
@@ -382,6 +389,7 @@ impl ServeArgs {
         let (s, limits) = (self.sandbox, &mut config.limits);
         limits.max_memory_bytes = bytes(s.max_memory_mib, 20);
         limits.max_plugin_bytes = bytes(s.max_plugin_mib, 20);
+        limits.max_cached_plugins = s.max_cached_plugins;
         limits.max_output_bytes = bytes(s.max_output_kib, 10);
         limits.max_log_lines = s.max_log_lines;
         limits.max_log_bytes = bytes(s.max_log_kib, 10);
@@ -397,6 +405,7 @@ impl ServeArgs {
         http.max_concurrent = h.max_http_concurrent;
         http.ca_bundle = h.http_ca_bundle;
         config.store_reserve_bytes = self.store.min_free_mib.saturating_mul(1 << 20);
+        config.sled_cache_bytes = self.store.sled_cache_mib << 20;
         config.orchestrator.secret_key = secret_key(self.store.secret_key_file, self.store.secret_key)?;
         config.redis_ingress = self.ingress.redis_ingress;
         config.retention.retain = self.retention.retain.0;

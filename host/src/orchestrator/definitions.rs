@@ -3,7 +3,10 @@
 //! from the store more than once.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use super::{Orchestrator, OrchestratorError};
 use crate::domain::DefinitionError;
@@ -12,20 +15,31 @@ use crate::domain::{SagaDefinition, SagaName};
 use crate::store::{DefinitionPut, StoredDefinition};
 use crate::sync::lock;
 
-/// Definitions by `(saga, version)`, and the latest of each saga.
-#[derive(Default)]
+/// Definition versions kept in memory, least recently used evicted first (an evicted one is
+/// read from the store again when needed).
+pub const CACHED_DEFINITION_VERSIONS: usize = 1_024;
+
+/// Definitions by `(saga, version)` (at most [`CACHED_DEFINITION_VERSIONS`]), and the latest
+/// of each saga.
 pub(super) struct DefinitionCache {
-    versions: Mutex<HashMap<(SagaName, u64), Arc<SagaDefinition>>>,
+    versions: Mutex<LruCache<(SagaName, u64), Arc<SagaDefinition>>>,
     /// The latest version of each saga, so that a trigger reads nothing from the store (only
     /// this process writes definitions unless the store is shared).
     latest: Mutex<HashMap<SagaName, (u64, Arc<SagaDefinition>)>>,
+}
+
+impl Default for DefinitionCache {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(CACHED_DEFINITION_VERSIONS).expect("not zero");
+        Self { versions: Mutex::new(LruCache::new(capacity)), latest: Mutex::default() }
+    }
 }
 
 impl DefinitionCache {
     /// Keeps a stored version, as the latest of its saga unless a later one is known.
     fn remember(&self, saga: &SagaName, version: u64, definition: &SagaDefinition) -> Arc<SagaDefinition> {
         let d = Arc::new(definition.clone());
-        lock(&self.versions).entry((saga.clone(), version)).or_insert_with(|| d.clone());
+        lock(&self.versions).get_or_insert((saga.clone(), version), || d.clone());
         let mut latest = lock(&self.latest);
         let entry = latest.entry(saga.clone()).or_insert_with(|| (version, d.clone()));
         if entry.0 < version {
@@ -47,7 +61,7 @@ impl DefinitionCache {
     /// Keeps one version read from the store (without making it the latest).
     fn insert_version(&self, saga: SagaName, version: u64, definition: SagaDefinition) -> Arc<SagaDefinition> {
         let d = Arc::new(definition);
-        lock(&self.versions).insert((saga, version), d.clone());
+        lock(&self.versions).put((saga, version), d.clone());
         d
     }
 }
@@ -142,5 +156,20 @@ mod tests {
         cache.insert_version(saga.clone(), 3, definition(30));
         assert_eq!(cache.latest(&saga).map(|(v, _)| v), Some(2));
         assert_eq!(cache.version(&saga, 3).and_then(|d| d.deadline_ms), Some(30));
+    }
+
+    #[test]
+    fn versions_past_the_bound_evict_the_least_recently_used_but_never_the_latest() {
+        let cache = DefinitionCache::default();
+        let saga = SagaName::parse("s").unwrap();
+        for v in 1..=CACHED_DEFINITION_VERSIONS as u64 {
+            cache.remember(&saga, v, &definition(v));
+        }
+        assert!(cache.version(&saga, 1).is_some(), "version 1 is now the most recently used");
+        cache.remember(&saga, 5_000, &definition(5_000));
+        assert!(cache.version(&saga, 2).is_none(), "the least recently used went");
+        assert!(cache.version(&saga, 1).is_some());
+        assert_eq!(lock(&cache.versions).len(), CACHED_DEFINITION_VERSIONS);
+        assert_eq!(cache.latest(&saga).map(|(v, _)| v), Some(5_000));
     }
 }

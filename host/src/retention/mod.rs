@@ -18,10 +18,11 @@ use std::time::Duration;
 use crate::domain::SagaName;
 use crate::store::{Removal, Store, StoreError};
 
-/// Executions (or keys) looked at per batch, each batch one commit.
-pub const BATCH: usize = 256;
+/// Executions (or keys) looked at per batch, each batch one commit: small, so that the group
+/// commit a batch joins grows by little (about 8 keys removed per execution).
+pub const BATCH: usize = 64;
 /// Pause between two batches.
-pub const PAUSE: Duration = Duration::from_millis(20);
+pub const PAUSE: Duration = Duration::from_millis(2);
 /// Longest time between two sweeps.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Shortest time between two sweeps.

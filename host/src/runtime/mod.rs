@@ -45,6 +45,9 @@ pub struct Limits {
     pub max_plugin_bytes: usize,
     /// Instances that may exist at once (pool size); also bounds concurrent attempts.
     pub max_instances: u32,
+    /// Compiled plugin versions kept in memory, least recently used evicted first (an evicted
+    /// one is loaded again from its stored artifact when next run).
+    pub max_cached_plugins: usize,
     /// Bounds on an attempt's use of durable state.
     pub state: StateLimits,
     /// Bounds on an attempt's outbound HTTP.
@@ -63,6 +66,7 @@ impl Default for Limits {
             max_log_bytes: 256 << 10,
             max_plugin_bytes: 32 << 20,
             max_instances: 256,
+            max_cached_plugins: 64,
             state: StateLimits::default(),
             http: HttpLimits::default(),
             events: EventLimits::default(),

@@ -1,8 +1,10 @@
 //! Plugins: upload (validate, compile once, store bytes and artifact together) and a cache
 //! of pre-instantiated components, filled from stored artifacts so restarts do not recompile.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use sha2::{Digest, Sha256};
 
@@ -52,17 +54,29 @@ pub fn digest_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Ready-to-instantiate plugins by reference.
+/// Ready-to-instantiate plugins by reference: at most [`super::Limits::max_cached_plugins`]
+/// (`--max-cached-plugins`), the least recently used evicted first.
 pub struct PluginCache {
     runtime: Arc<Runtime>,
     store: Arc<dyn Store>,
-    loaded: Mutex<HashMap<PluginRef, PluginPre>>,
+    loaded: Mutex<LruCache<PluginRef, PluginPre>>,
 }
 
 impl PluginCache {
     /// An empty cache over `store`.
     pub fn new(runtime: Arc<Runtime>, store: Arc<dyn Store>) -> Self {
-        Self { runtime, store, loaded: Mutex::new(HashMap::new()) }
+        let capacity = NonZeroUsize::new(runtime.limits().max_cached_plugins).unwrap_or(NonZeroUsize::MIN);
+        Self { runtime, store, loaded: Mutex::new(LruCache::new(capacity)) }
+    }
+
+    /// How many compiled plugins are in memory.
+    pub fn len(&self) -> usize {
+        lock(&self.loaded).len()
+    }
+
+    /// Whether no compiled plugin is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The runtime plugins run in.
@@ -79,7 +93,7 @@ impl PluginCache {
     }
 
     fn remember(&self, r: PluginRef, pre: PluginPre) {
-        lock(&self.loaded).insert(r, pre);
+        lock(&self.loaded).put(r, pre);
     }
 
     /// Validates, compiles and stores a plugin. Returns its metadata and whether it is new

@@ -224,7 +224,9 @@ impl<R: KvRead> Snapshot for KvSnapshot<'_, R> {
         }
         let last = self.kv.last(&keys::events_of(id))?;
         let found = current_summary(stored.as_deref(), last.as_ref().map(|(k, v)| (&k[..], &v[..])))?;
-        if let Some(s) = &found {
+        // Only unfinished streams are kept: they are the ones written again, and there are at
+        // most as many as executions driven (`--max-active-executions`).
+        if let Some(s) = found.as_ref().filter(|s| !s.status.is_terminal()) {
             self.heads.insert(id, s.clone());
         }
         Ok(found)

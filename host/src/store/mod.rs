@@ -7,6 +7,7 @@
 //! which is the only place they are written; the two durable ones keep the same key-value
 //! layout (`store/kv.rs`, `store/keys.rs`) and commit in groups (`store/group.rs`).
 
+pub mod backup;
 pub mod commit;
 mod group;
 mod keys;
@@ -25,7 +26,7 @@ use crate::domain::{EventRecord, ExecutionId, ExecutionStatus, PluginName, Plugi
 
 pub use memory::MemoryStore;
 pub use postgres::{PgStore, PostgresConfig, SCHEMA_VERSION};
-pub use sled::{DEFAULT_RESERVE_BYTES, SledStore};
+pub use sled::{DEFAULT_CACHE_BYTES, DEFAULT_RESERVE_BYTES, MAX_CAPTURE_BYTES, Restore, SledStore};
 pub use state::{
     Effects, InvalidStateKey, MAX_COLLECTION_BYTES, MAX_KEY_BYTES, StateEntry, StateItem, StateKey, StateValue,
 };
@@ -338,6 +339,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// Retention: forgets these idempotency keys (their windows have passed), in one commit;
     /// how many records went.
     async fn forget_keys(&self, keys: Vec<MadeKey>) -> Result<usize, StoreError>;
+
+    /// A consistent copy of every pair stored, taken while writes go on: records to apply in
+    /// order to an empty store (docs/operations.md#backups).
+    async fn backup(&self) -> Result<backup::Chunks, StoreError> {
+        Err(StoreError::Unavailable("this store has no online backup".into()))
+    }
 
     /// Whether the store answers now (a database round trip for PostgreSQL; embedded stores
     /// always answer).

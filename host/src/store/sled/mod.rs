@@ -6,6 +6,7 @@
 //! sled's flush ends with `fdatasync` of its log (vendored change 3, `vendor/README.md`), so a
 //! write is answered only once it would survive a power loss (docs/operations.md#durability).
 
+mod backup;
 mod disk_guard;
 mod reads;
 mod writer;
@@ -16,7 +17,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use backup::{MAX_CAPTURE_BYTES, Restore};
 pub use disk_guard::DEFAULT_RESERVE_BYTES;
+
+/// The page cache sled keeps in memory unless told otherwise (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 use disk_guard::DiskGuard;
 use reads::{current_summary, get, latest_definition, scan_ids};
 
@@ -30,6 +35,7 @@ pub struct SledStore {
     db: ::sled::Db,
     writer: Writer,
     stats: Arc<CommitStats>,
+    capture: backup::Capture,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -38,14 +44,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir` and starts its writer thread, keeping the
-    /// default free-space reserve.
+    /// default free-space reserve and cache size.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with_reserve(dir, DEFAULT_RESERVE_BYTES)
+        Self::open_with(dir, DEFAULT_RESERVE_BYTES, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens the store, refusing writes while less than `reserve_bytes` are free on its disk.
-    pub fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<Self, StoreError> {
-        let db = ::sled::Config::new().path(dir).open().map_err(unavailable)?;
+    /// Opens the store, refusing writes while less than `reserve_bytes` are free on its disk,
+    /// with a page cache of about `cache_bytes`.
+    pub fn open_with(dir: &Path, reserve_bytes: u64, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = ::sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(unavailable)?;
         let guard = DiskGuard { dir: dir.to_path_buf(), reserve_bytes };
         let state_clock = match db.get(keys::state_clock()).map_err(unavailable)? {
             Some(v) => StateValue::stored_version(&v)?,
@@ -53,12 +60,13 @@ impl SledStore {
         };
         let (writer, rx) = Writer::new();
         let stats = Arc::new(CommitStats::default());
-        let (wdb, wstats) = (db.clone(), stats.clone());
+        let (wdb, wstats, capture) = (db.clone(), stats.clone(), backup::Capture::default());
+        let wcapture = capture.clone();
         std::thread::Builder::new()
             .name("sled-writer".into())
-            .spawn(move || writer::run(wdb, rx, &wstats, &guard, state_clock))
+            .spawn(move || writer::run(wdb, rx, &wstats, &guard, &wcapture, state_clock))
             .map_err(unavailable)?;
-        Ok(Self { db, writer, stats })
+        Ok(Self { db, writer, stats, capture })
     }
 
     /// Group-commit counters.
@@ -200,6 +208,16 @@ impl EventStore for SledStore {
 
     async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
         self.writer.forget_keys(made).await
+    }
+
+    async fn backup(&self) -> Result<super::backup::Chunks, StoreError> {
+        backup::start(&self.capture)?;
+        // Let the writer finish the group it may be committing: every later one keeps a copy.
+        if let Err(e) = self.writer.commit(super::group::Needs::default(), |_| Ok(())).await {
+            self.capture.take();
+            return Err(e);
+        }
+        Ok(backup::scan(self.db.clone(), self.capture.clone()))
     }
 
     async fn quarantined(&self, id: ExecutionId) -> Result<Option<QuarantineEntry>, StoreError> {

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 
+use super::backup::Capture;
 use super::disk_guard::DiskGuard;
 use super::{CommitStats, unavailable};
 use crate::domain::ExecutionId;
+use crate::store::backup::Record;
 use crate::store::commit::{Commit, Mutation, Snapshot};
 use crate::store::group::{Request, gather};
 use crate::store::kv::{self, KvRead, KvSnapshot, Op, Pair};
@@ -60,25 +62,38 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Request>,
     stats: &CommitStats,
     guard: &DiskGuard,
+    capture: &Capture,
     mut state_clock: u64,
 ) {
     let mut heads: HashMap<ExecutionId, ExecutionSummary> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let group = gather(first, &mut rx);
+        // Checked once the group is gathered: a backup that starts waits for a group of its
+        // own to pass, so every group after it keeps its copy.
+        let keep = capture.on();
         let mut snapshot = KvSnapshot { kv: SledKv(&db), heads: &mut heads };
         let mut commit = Commit::new(&mut snapshot as &mut dyn Snapshot, state_clock);
         let finishers: Vec<_> = group.into_iter().map(|r| (r.stage)(&mut commit)).collect();
         let (mutations, clock) = commit.finish();
         let mut batch = Batch::default();
+        let mut kept = Vec::new();
         for m in &mutations {
-            kv::ops(m, &mut |op| batch.add(op));
+            kv::ops(m, &mut |op| {
+                if keep {
+                    kept.push(match &op {
+                        Op::Put(k, v) => Record::Put(k.clone(), v.clone()),
+                        Op::Remove(k) => Record::Remove(k.clone()),
+                    });
+                }
+                batch.add(op)
+            });
         }
         let started = std::time::Instant::now();
         let committed = if mutations.is_empty() {
             Ok(())
         } else {
             guard.check(batch.bytes).and_then(|()| {
-                db.apply_batch(batch.batch).and_then(|()| db.flush().map(drop)).map_err(|e| {
+                apply_and_flush(&db, batch.batch).map_err(|e| {
                     tracing::error!(error = %e, "store commit failed");
                     unavailable(e)
                 })
@@ -87,6 +102,9 @@ pub(super) fn run(
         match &committed {
             Ok(()) => {
                 state_clock = clock;
+                if keep {
+                    capture.keep(kept);
+                }
                 // The cache holds committed heads only: bring it up to this group.
                 for m in mutations {
                     match m {
@@ -107,4 +125,17 @@ pub(super) fn run(
             f(committed.clone());
         }
     }
+}
+
+/// Applies a group's batch and flushes it, keeping the slowest of each for `bench --sustain`.
+fn apply_and_flush(db: &sled::Db, batch: sled::Batch) -> sled::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = crate::metrics::metrics();
+    let t0 = std::time::Instant::now();
+    db.apply_batch(batch)?;
+    let t1 = std::time::Instant::now();
+    db.flush()?;
+    m.store_apply_max_us.fetch_max((t1 - t0).as_micros() as u64, Relaxed);
+    m.store_flush_max_us.fetch_max(t1.elapsed().as_micros() as u64, Relaxed);
+    Ok(())
 }
