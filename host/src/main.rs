@@ -29,7 +29,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(secs) = args.sustain {
-        let report = sagahost::bench::sustain::run(secs, args.rate, args.retain, args.json).await?;
+        let report =
+            sagahost::bench::sustain::run(secs, args.rate, args.retain, args.sled_cache_mib, args.json).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }

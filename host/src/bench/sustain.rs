@@ -90,13 +90,22 @@ pub struct SustainReport {
     pub windows: Vec<Window>,
 }
 
-/// Runs for `secs` at `rate`, with the host's `--retain` set to `retain` if given; each window
-/// is printed as it ends unless `quiet`.
-pub async fn run(secs: u64, rate: Rate, retain: Option<Duration>, quiet: bool) -> anyhow::Result<SustainReport> {
+/// Runs for `secs` at `rate`, with the host's `--retain` and `--sled-cache-mib` set when given;
+/// each window is printed as it ends unless `quiet`.
+pub async fn run(
+    secs: u64,
+    rate: Rate,
+    retain: Option<Duration>,
+    sled_cache_mib: Option<u64>,
+    quiet: bool,
+) -> anyhow::Result<SustainReport> {
     let dir = tempfile::tempdir()?;
     let mut config = crate::server::HostConfig::new(dir.path());
     if retain.is_some() {
         config.retention.retain = retain;
+    }
+    if let Some(mib) = sled_cache_mib {
+        config.sled_cache_bytes = mib << 20;
     }
     let host = start_bench_host(config).await?;
     let (rate, peak) = match rate {
@@ -110,8 +119,9 @@ pub async fn run(secs: u64, rate: Rate, retain: Option<Duration>, quiet: bool) -
         let of =
             peak.map_or_else(String::new, |p| format!(" ({:.0}% of a measured peak of {p:.0}/s)", rate / p * 100.0));
         let kept = retain.map_or_else(String::new, |r| format!(", ended ones kept {}", duration::show(r)));
+        let cache = sled_cache_mib.map_or_else(String::new, |m| format!(", sled cache {m} MiB"));
         println!(
-            "sagahost bench --sustain {secs} — three-step no-op sagas over HTTP at {rate:.0}/s{of}{kept}, windows of 10 s\n"
+            "sagahost bench --sustain {secs} — three-step no-op sagas over HTTP at {rate:.0}/s{of}{kept}{cache}, windows of 10 s\n"
         );
         println!("{}", header());
     }

@@ -115,6 +115,9 @@ pub struct BenchArgs {
     /// shows retention keeping the data directory within a band.
     #[arg(long, env = "SAGAHOST_RETAIN", requires = "sustain", value_parser = crate::retention::duration::parse)]
     pub retain: Option<std::time::Duration>,
+    /// The `--sustain` host's `--sled-cache-mib` (its default otherwise).
+    #[arg(long, env = "SAGAHOST_SLED_CACHE_MIB", requires = "sustain", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub sled_cache_mib: Option<u64>,
     /// The Redis `--events` measures (skipped, saying so, when it does not answer).
     #[arg(long, env = "SAGAHOST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
