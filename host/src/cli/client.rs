@@ -351,7 +351,6 @@ impl Client {
         self.post(&["v1", "executions", &id.to_string(), "resume"]).await
     }
 
-    /// The base URL with `segments` appended (each percent-encoded) and `query` encoded.
     /// `GET /v1/export`, written to `out` as it arrives; the lines written. A body cut short
     /// (the host failed mid-way) is an error, not a shorter export.
     pub async fn export(
@@ -389,6 +388,7 @@ impl Client {
         Ok(())
     }
 
+    /// The base URL with `segments` appended (each percent-encoded) and `query` encoded.
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut().expect("checked in Client::new").pop_if_empty().extend(segments);

@@ -727,6 +727,22 @@ impl<S: Snapshot> Commit<S> {
         Ok(Removal::Removed)
     }
 
+    /// [`remove`](Self::remove) for each entry with its cutoff, in order (an entry whose read
+    /// fails stops the rest; those before it stay staged).
+    pub fn remove_all(&mut self, entries: &[(Ended, u64)]) -> Result<Vec<Removal>, StoreError> {
+        entries.iter().map(|(e, cutoff)| self.remove(e, *cutoff)).collect()
+    }
+
+    /// [`forget_key`](Self::forget_key) for each key, in order; how many records went (a key
+    /// whose read fails stops the rest; those before it stay staged).
+    pub fn forget_keys(&mut self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
+        let mut forgotten = 0;
+        for m in made {
+            forgotten += usize::from(self.forget_key(m)?);
+        }
+        Ok(forgotten)
+    }
+
     /// Forgets an idempotency key whose window has passed: its record goes when it still
     /// names the execution it was made for (`true`), its time index entry in any case.
     pub fn forget_key(&mut self, made: MadeKey) -> Result<bool, StoreError> {

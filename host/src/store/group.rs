@@ -141,20 +141,13 @@ impl Writer {
             heads: entries.iter().map(|(e, _)| e.id).collect(),
             keys: entries.iter().map(|(e, _)| keys::quarantine(e.id)).collect(),
         };
-        self.commit(needs, move |c| entries.iter().map(|(e, cutoff)| c.remove(e, *cutoff)).collect()).await
+        self.commit(needs, move |c| c.remove_all(&entries)).await
     }
 
     pub(super) async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
         let needs =
             Needs { heads: Vec::new(), keys: made.iter().map(|m| keys::idempotency(&m.saga, &m.key)).collect() };
-        self.commit(needs, move |c| {
-            let mut forgotten = 0;
-            for m in made {
-                forgotten += usize::from(c.forget_key(m)?);
-            }
-            Ok(forgotten)
-        })
-        .await
+        self.commit(needs, move |c| c.forget_keys(made)).await
     }
 
     pub(super) async fn put_plugin(

@@ -288,7 +288,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn remove(&self, entries: Vec<(Ended, u64)>) -> Result<Vec<Removal>, StoreError> {
-        self.lock().commit(|c| entries.iter().map(|(e, cutoff)| c.remove(e, *cutoff)).collect())
+        self.lock().commit(|c| c.remove_all(&entries))
     }
 
     async fn keys_made(&self, until: u64, limit: usize) -> Result<Vec<MadeKey>, StoreError> {
@@ -303,13 +303,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn forget_keys(&self, made: Vec<MadeKey>) -> Result<usize, StoreError> {
-        self.lock().commit(|c| {
-            let mut forgotten = 0;
-            for m in made {
-                forgotten += usize::from(c.forget_key(m)?);
-            }
-            Ok(forgotten)
-        })
+        self.lock().commit(|c| c.forget_keys(made))
     }
 
     async fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {

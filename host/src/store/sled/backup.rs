@@ -57,7 +57,9 @@ impl Capture {
         }
     }
 
-    fn start(&self) -> Result<(), StoreError> {
+    /// Starts keeping; the caller must then let the writer finish the group it may be in (so
+    /// that every later group is kept), and call [`scan`].
+    pub(super) fn start(&self) -> Result<(), StoreError> {
         let mut c = lock(&self.0);
         if c.is_some() {
             return Err(StoreError::Unavailable("a backup is already running; try again when it is done".into()));
@@ -80,13 +82,7 @@ impl Drop for Stop {
     }
 }
 
-/// Starts the capture; the caller must then let the writer finish the group it may be in
-/// (so that every later group is kept), and call [`scan`].
-pub(super) fn start(capture: &Capture) -> Result<(), StoreError> {
-    capture.start()
-}
-
-/// Streams every pair of `db`, then the writes kept since [`start`].
+/// Streams every pair of `db`, then the writes kept since [`Capture::start`].
 pub(super) fn scan(db: sled::Db, capture: Capture) -> Chunks {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::spawn(move || {

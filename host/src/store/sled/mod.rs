@@ -211,7 +211,7 @@ impl EventStore for SledStore {
     }
 
     async fn backup(&self) -> Result<super::backup::Chunks, StoreError> {
-        backup::start(&self.capture)?;
+        self.capture.start()?;
         // Let the writer finish the group it may be committing: every later one keeps a copy.
         if let Err(e) = self.writer.commit(super::group::Needs::default(), |_| Ok(())).await {
             self.capture.take();
